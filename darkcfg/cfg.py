@@ -345,13 +345,16 @@ class Unused:
     suggestion: str | None
     repeat: bool = False
 
-    def __str__(self) -> str:
+    def as_error(self) -> CfgError:
         if self.repeat:
             msg = "repeated option: darknet reads only the first one"
         else:
             msg = "unused option" + (f" - did you mean '{self.suggestion}'?"
                                      if self.suggestion else "")
-        return self.section.error(msg, self.option).format()
+        return self.section.error(msg, self.option)
+
+    def __str__(self) -> str:
+        return self.as_error().format()
 
 
 def unused_options(cfg: Cfg) -> list[Unused]:

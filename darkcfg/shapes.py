@@ -438,13 +438,12 @@ def _sam(sec: Section, ctx: Ctx) -> Layer:
 
 @shaper("implicit")
 def _implicit(sec: Section, ctx: Ctx) -> Layer:
-    sec.get_float("mean", 0.0)
-    sec.get_float("std", 0.2)
+    mean, std = sec.get_float("mean", 0.0), sec.get_float("std", 0.2)
     filters = _positive(sec, "filters", 128)
     atoms = _positive(sec, "atoms", 1)
     return _layer(ctx, sec, (1, atoms, filters),
                   tensors=[Tensor("weights", "weight", (filters, atoms, 1))], filters=filters,
-                  opts=dict(filters=filters, atoms=atoms))
+                  opts=dict(filters=filters, atoms=atoms, mean=mean, std=std))
 
 
 @shaper("batchnorm")

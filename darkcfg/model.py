@@ -1,0 +1,157 @@
+"""Registry of section builders and the Darknet nn.Module with one generic forward loop.
+
+Each builder takes a shapes.Layer (options already read, checked and resolved) and returns the
+module for it; relative layer references were resolved to absolute indices by shapes.infer, so
+``forward`` is a single loop with no type checks that keeps only outputs later layers read.
+New section types register themselves with ``@register("name")``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import cfg as cfgmod
+from . import layers as L
+from . import shapes
+from .errors import CfgError
+
+BUILDERS: dict = {}
+
+
+def register(*names):
+    def deco(fn):
+        for n in names:
+            BUILDERS[n] = fn
+        return fn
+    return deco
+
+
+@register("convolutional")
+def _conv(l, built):
+    owner = built[l.opts["share"]] if l.opts["share"] is not None else None
+    return L.ConvBNAct(l.input[2], l.opts, owner)
+
+
+register("connected")(lambda l, built: L.Connected(l.input[0] * l.input[1] * l.input[2]
+                                                   if l.input[2] else _flat_inputs(l), l.opts))
+register("local")(lambda l, built: L.Local(l.input[2], l.opts, (l.output[1], l.output[0])))
+register("implicit")(lambda l, built: L.Implicit(l.opts))
+register("batchnorm")(lambda l, built: L.BatchNorm(l.input[2]))
+register("maxpool")(lambda l, built: L.MaxPool(l.opts, l.output[2]))
+register("local_avgpool")(lambda l, built: L.LocalAvgPool(l.opts))
+register("avgpool")(lambda l, built: L.GlobalAvgPool())
+register("upsample")(lambda l, built: L.Upsample(l.opts))
+register("reorg3d")(lambda l, built: L.Reorg3d(l.opts))
+register("reorg")(lambda l, built: L.Reorg(l.opts))
+register("route")(lambda l, built: L.Route(l.opts))
+register("shortcut")(lambda l, built: L.Shortcut(l.input[2], l.opts, len(l.sources) - 1))
+register("scale_channels")(lambda l, built: L.ScaleChannels(l.opts))
+register("sam")(lambda l, built: L.Sam(l.opts))
+register("activation")(lambda l, built: L.Activation(l.opts))
+register("softmax")(lambda l, built: L.Softmax(l.opts))
+register("normalization")(lambda l, built: L.LRN(l.opts))
+register("crop")(lambda l, built: L.Crop(l.opts))
+register("dropout", "empty", "cost", "contrastive")(lambda l, built: L.Identity())
+register("yolo")(lambda l, built: L.Yolo(l.opts))
+register("gaussian_yolo")(lambda l, built: L.GaussianYolo(l.opts))
+register("region")(lambda l, built: L.Region(l.opts))
+register("detection")(lambda l, built: L.Detection(l.opts))
+register("crnn")(lambda l, built: L.Unsupported(f"layer {l.index} [crnn]"))
+
+
+def _flat_inputs(l):
+    """A [connected] right after [net] with inputs= and no image shape."""
+    return l.input[0] * l.input[1] * l.input[2] or l.section.get_int("inputs", 0) or 1
+
+
+class Darknet(nn.Module):
+    """A darknet network as a PyTorch module.
+
+    ``forward(x)`` returns a list with one tensor per output head ([yolo], [Gaussian_yolo],
+    [region], [detection], in cfg order; the last layer's output when there is none): the raw
+    (B, C, H, W) tensor entering that head.  ``trace(x)`` returns every layer's output as darknet
+    holds it in ``l.output``.  state_dict keys are ``layers.<index>.<conv|bn|fc|...>.*``.
+    """
+
+    def __init__(self, net: shapes.Network):
+        super().__init__()
+        self.net = net
+        built: list = []
+        for l in net.layers:
+            try:
+                built.append(BUILDERS[l.type](l, built))
+            except KeyError:
+                raise l.error(f"[{l.section.header}] cannot be built") from None
+        self.layers = nn.ModuleList(built)
+        self.sources = [list(l.sources) for l in net.layers]
+        heads = [l.index for l in net.layers if l.head]
+        self.head_layers = heads
+        self.head_inputs = [self.sources[i][0] for i in heads] or [len(net.layers) - 1]
+        read = {s for src in self.sources for s in src}
+        read_later = {s for i, src in enumerate(self.sources) for s in src if s != i - 1}
+        self._keep = read_later | set(self.head_inputs)
+        # forward() skips the heads' own in-place transforms unless a later layer reads them
+        self._run = [i for i in range(len(net.layers)) if i not in heads or i in read]
+        self.eval()
+
+    @property
+    def cfg_text(self) -> str:
+        return self.net.cfg.to_text()
+
+    def _loop(self, x, every: bool):
+        kept, outs = {}, []
+        prev = x
+        for i in (range(len(self.layers)) if every else self._run):
+            m = self.layers[i]
+            xs = [x if s < 0 else (prev if s == i - 1 else kept[s]) for s in self.sources[i]]
+            prev = m(*xs)
+            if every:
+                outs.append(prev)
+            if i in self._keep:
+                kept[i] = prev
+        return outs if every else [kept[i] for i in self.head_inputs]
+
+    def forward(self, x: torch.Tensor) -> list:
+        return self._loop(x, every=False)
+
+    @torch.no_grad()
+    def trace(self, x: torch.Tensor) -> list:
+        """Every layer's output, index by index, in darknet's layout."""
+        return [o.detach() for o in self._loop(x, every=True)]
+
+    def yolo_layers(self) -> list:
+        """(layer index, module) of every [yolo]/[Gaussian_yolo] head, cfg order."""
+        return [(i, self.layers[i]) for i in self.head_layers
+                if isinstance(self.layers[i], L.Yolo)]
+
+
+def build_model(cfg_or_path, *, width=None, height=None, channels=None, classes=None,
+                width_scale=None, batch=None, device=None) -> Darknet:
+    """Build a Darknet module from a cfg path, cfg text, a parsed Cfg or a shapes.Network.
+
+    Rewrites (``classes``, ``width``, ``height``, ``channels``, ``width_scale``, ``batch``) are
+    applied first.  Parameters get PyTorch's default initialisation (BN: gamma 1, beta 0, mean
+    0, variance 1); pass ``device="meta"`` to skip initialisation when weights follow.
+    """
+    net = to_network(cfg_or_path, width=width, height=height, channels=channels,
+                     classes=classes, width_scale=width_scale, batch=batch)
+    with torch.device(device or "cpu"):
+        return Darknet(net)
+
+
+def to_network(cfg_or_path, **rw) -> shapes.Network:
+    if isinstance(cfg_or_path, shapes.Network) and not any(v is not None for v in rw.values()):
+        return cfg_or_path
+    if isinstance(cfg_or_path, shapes.Network):
+        cfg_or_path = cfg_or_path.cfg
+    if isinstance(cfg_or_path, cfgmod.Cfg):
+        cfg = cfg_or_path
+    elif isinstance(cfg_or_path, str) and "\n" in cfg_or_path:
+        cfg = cfgmod.parse(cfg_or_path)
+    elif isinstance(cfg_or_path, str):
+        cfg = cfgmod.load(cfg_or_path)
+    else:
+        raise CfgError(f"expected a cfg path, cfg text or Cfg, got {type(cfg_or_path).__name__}")
+    if any(v is not None for v in rw.values()):
+        cfg = cfgmod.rewrite(cfg, **rw)
+    return shapes.infer(cfg)
