@@ -1,2 +1,18 @@
-"""darkcfg: darknet .cfg files as exact PyTorch models."""
+"""darkcfg: darknet .cfg files as exact PyTorch models.
+
+``import darkcfg`` does not import torch; the torch parts load on first use::
+
+    net = darkcfg.shapes.infer("cfgs/yolov3.cfg")         # torch-free summary data
+    model = darkcfg.build_model("cfgs/yolov3.cfg")        # a torch.nn.Module
+    model = darkcfg.load("out.pt")                        # or load("x.weights", cfg=...)
+"""
 __version__ = "0.1.0"
+
+_LAZY = {"build_model": "model", "load": "model", "load_weights": "model", "Darknet": "model"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'darkcfg' has no attribute {name!r}")

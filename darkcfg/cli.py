@@ -145,6 +145,172 @@ def summary(cfg, cutoff, as_json, weights, **rw):
                    f"floats; the cfg needs {report['expected_floats']:,} - OK")
 
 
+def _ext(path):
+    for e in (".weights", ".pt"):
+        if path.endswith(e):
+            return e
+    if path.endswith(".74") or ".conv." in os.path.basename(path):   # darknet53.conv.74 & co
+        return ".weights"
+    return os.path.splitext(path)[1] or "(none)"
+
+
+def _same_file(a, b):
+    return os.path.exists(b) and os.path.exists(a) and os.path.samefile(a, b)
+
+
+@main.command()
+@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--cfg", type=click.Path(dir_okay=False),
+              help="The model's cfg (default: the bundled yolo_ref.cfg).  For .weights -> .weights "
+                   "the order of DST.")
+@click.option("--weights-cfg", type=click.Path(dir_okay=False),
+              help="The cfg whose layer order a .weights file follows (default: --cfg, or the "
+                   "bundled yolov3.cfg when --cfg is not given).")
+@click.option("--cutoff", type=click.IntRange(min=1),
+              help="Only layers < N (darknet's partial; darknet53.conv.74 is --cutoff 75).")
+@click.option("--force", is_flag=True, help="Overwrite DST if it exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def convert(src, dst, cfg, weights_cfg, cutoff, force, quiet):
+    """Convert SRC to DST, chosen by extension: .weights -> .pt, .pt -> .weights, or
+    .weights -> .weights between two layer orders.
+
+    \b
+    The .pt holds the cfg text, the darknet header and a state_dict; load it with
+    darkcfg.load("out.pt"), or torch.load(path, weights_only=True)["state_dict"].
+    DST is written to a temporary file and renamed: never half-written.
+
+    \b
+    Examples:
+      darkcfg convert yolov3.weights yolov3.pt          # yolo_ref.cfg, yolov3.cfg's order
+      darkcfg convert yolov3.pt yolov3.weights
+      darkcfg convert tiny.weights tiny.pt --cfg cfgs/yolov3-tiny.cfg
+      darkcfg convert yolov3.weights ref.weights --weights-cfg cfgs/yolov3.cfg --cfg cfgs/yolo_ref.cfg
+    """
+    from . import model as M
+    from . import weights as W
+    kinds = (_ext(src), _ext(dst))
+    if kinds not in ((".weights", ".pt"), (".pt", ".weights"), (".weights", ".weights")):
+        raise click.UsageError(f"cannot convert {kinds[0]} to {kinds[1]}: use .weights <-> .pt "
+                               f"or .weights -> .weights")
+    if _same_file(src, dst):
+        raise click.UsageError("SRC and DST are the same file: inputs are never modified")
+    if not force and os.path.exists(dst):
+        raise DarkcfgError(f"{dst}: already exists (use --force to overwrite)")
+    progress = not quiet
+    if kinds[0] == ".pt":
+        model, report = M.load_weights(src)
+        file_net = M.to_network(weights_cfg) if weights_cfg else None
+        n = W.save_darknet(model, dst, report.header, file_net, cutoff=cutoff,
+                           progress=progress, force=force)
+        click.echo(f"wrote {dst}: {n:,} bytes")
+        return
+    if cfg is None:
+        cfg, weights_cfg = DEFAULT_CFG, weights_cfg or YOLOV3_CFG
+    model, report = M.load_weights(src, cfg, weights_cfg=weights_cfg, cutoff=cutoff,
+                                   progress=progress)
+    for i, why in report.skipped:
+        click.echo(f"warning: layer {i} not loaded: {why}", err=True)
+    if kinds[1] == ".pt":
+        W.save_pt(model, dst, report.header, force=force)
+    else:
+        W.save_darknet(model, dst, report.header, progress=progress, force=force)
+    h = report.header
+    click.echo(f"wrote {dst}: {report.loaded} layers with weights from {src} (version "
+               f"{h.major}.{h.minor}.{h.revision}, seen {h.seen:,})")
+
+
+@main.command()
+@click.argument("cfg", type=click.Path(dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--force", is_flag=True, help="Overwrite DST if it exists.")
+@rewrite_options
+def init(cfg, dst, seed, force, **rw):
+    """Write the weights of a freshly initialised CFG network to DST (.weights or .pt):
+    synthetic weights to try the whole pipeline without downloading anything.
+
+    \b
+    Example:
+      darkcfg init cfgs/yolov3.cfg weights/random.weights --seed 1
+    """
+    import torch
+    from . import model as M
+    from . import weights as W
+    if _ext(dst) not in (".weights", ".pt"):
+        raise click.UsageError(f"DST must end in .weights or .pt, got {dst}")
+    net = load_network(cfg, **rw)
+    torch.manual_seed(seed)
+    model = M.build_model(net)
+    if _ext(dst) == ".pt":
+        W.save_pt(model, dst, force=force)
+    else:
+        W.save_darknet(model, dst, force=force)
+    click.echo(f"wrote {dst}: {net.totals()['weights']:,} floats, seed {seed}")
+
+
+@main.command()
+@click.argument("cfg", required=False, type=click.Path(dir_okay=False), default=DEFAULT_CFG)
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
+              help="darknet .weights to load (rewritten heads that no longer fit stay "
+                   "initialised, and are reported).")
+@click.option("--weights-cfg", type=click.Path(dir_okay=False),
+              help="The cfg whose layer order --weights follows (default: CFG).")
+@click.option("--cutoff", type=click.IntRange(min=1), help="Load layers < N only.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Save the model as .pt.")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+@rewrite_options
+def build(cfg, weights, weights_cfg, cutoff, output, force, **rw):
+    """Build CFG as a PyTorch model, run one forward pass on a zero input and print the heads'
+    shapes and the totals.
+
+    \b
+    Examples:
+      darkcfg build                                     # the bundled yolo_ref.cfg
+      darkcfg build cfgs/yolov3.cfg --classes 3 --width 320 --height 320 --save-cfg my.cfg
+      darkcfg build cfgs/yolo_ref.cfg --weights yolov3.weights --weights-cfg cfgs/yolov3.cfg -o m.pt
+    """
+    import time
+    import torch
+    from . import model as M
+    from . import weights as W
+    if output and _ext(output) != ".pt":
+        raise click.UsageError(f"--output must end in .pt, got {output}")
+    if output and not force and os.path.exists(output):
+        raise DarkcfgError(f"{output}: already exists (use --force to overwrite)")
+    net = load_network(cfg, **rw)
+    header = None
+    if weights:
+        rewrites = {k: rw.get(k) for k in ("classes", "width", "height", "channels",
+                                           "width_scale", "batch")}
+        model, report = M.load_weights(weights, cfg, weights_cfg=weights_cfg, cutoff=cutoff,
+                                       **rewrites)
+        header = report.header
+        for i, why in report.skipped:
+            click.echo(f"warning: layer {i} not loaded: {why}", err=True)
+    else:
+        model = M.build_model(net)
+    c = net.channels or 1
+    x = torch.zeros(1, c, net.height or 1, net.width or 1)
+    t = time.perf_counter()
+    with torch.no_grad():
+        outs = model(x)
+    dt = time.perf_counter() - t
+    name = os.path.basename(cfg)
+    click.echo(f"{name}: {net.width} x {net.height} x {net.channels} input, one forward "
+               f"pass in {dt * 1000:.0f} ms")
+    head_ids = [l.index for l in net.heads] or [len(net.layers) - 1]
+    for i, o in zip(head_ids, outs):
+        l = net.layers[i]
+        click.echo(f"  layer {i:3d} [{l.section.header}] input {tuple(o.shape)}")
+    t = net.totals()
+    click.echo(f"layers: {t['layers']}   params: {t['params']:,}   weights: {t['weights']:,} "
+               f"floats   BFLOPs: {t['bflops']:.3f}")
+    if output:
+        W.save_pt(model, output, header, force=force)
+        click.echo(f"wrote {output}")
+
+
 def run():   # pragma: no cover - console entry used by python -m darkcfg
     main(prog_name="darkcfg")
 

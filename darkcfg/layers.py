@@ -343,6 +343,11 @@ class Shortcut(nn.Module):
         elif self.wtype == "per_channel":
             self.weights = nn.Parameter(torch.ones(n_from + 1, c))
 
+    def reset_parameters(self):
+        if self.wtype != "none":
+            with torch.no_grad():
+                self.weights.fill_(1.0)
+
     def _weights(self, x):
         w = self.weights
         if self.norm == "relu":

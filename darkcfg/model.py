@@ -48,13 +48,30 @@ register("shortcut")(lambda l, built: L.Shortcut(l.input[2], l.opts, len(l.sourc
 register("scale_channels")(lambda l, built: L.ScaleChannels(l.opts))
 register("sam")(lambda l, built: L.Sam(l.opts))
 register("activation")(lambda l, built: L.Activation(l.opts))
-register("softmax")(lambda l, built: L.Softmax(l.opts))
+def _no_tree(l):
+    if l.opts.get("tree"):
+        raise l.error("softmax trees (yolo9000's 9k.tree) are not supported by the builder",
+                      "tree")
+
+
+@register("softmax")
+def _softmax(l, built):
+    _no_tree(l)
+    return L.Softmax(l.opts)
+
+
+@register("region")
+def _region(l, built):
+    _no_tree(l)
+    return L.Region(l.opts)
+
+
+
 register("normalization")(lambda l, built: L.LRN(l.opts))
 register("crop")(lambda l, built: L.Crop(l.opts))
 register("dropout", "empty", "cost", "contrastive")(lambda l, built: L.Identity())
 register("yolo")(lambda l, built: L.Yolo(l.opts))
 register("gaussian_yolo")(lambda l, built: L.GaussianYolo(l.opts))
-register("region")(lambda l, built: L.Region(l.opts))
 register("detection")(lambda l, built: L.Detection(l.opts))
 register("crnn")(lambda l, built: L.Unsupported(f"layer {l.index} [crnn]"))
 
@@ -155,3 +172,57 @@ def to_network(cfg_or_path, **rw) -> shapes.Network:
     if any(v is not None for v in rw.values()):
         cfg = cfgmod.rewrite(cfg, **rw)
     return shapes.infer(cfg)
+
+
+def load(path: str, cfg=None, *, weights_cfg=None, cutoff: int | None = None, device=None,
+         progress: bool = False, **rewrites) -> Darknet:
+    """A ready model from a file.
+
+    * ``model.pt`` (written by ``darkcfg convert``): the cfg travels inside; ``cfg`` must be None.
+    * ``x.weights``: needs ``cfg``; ``weights_cfg`` names the cfg whose layer order the file
+      follows (default: ``cfg``); ``rewrites`` (e.g. ``classes=3``) apply to the model, and layers
+      that no longer fit are left initialised (see :func:`load_weights` for the report).
+    """
+    model, _ = load_weights(path, cfg, weights_cfg=weights_cfg, cutoff=cutoff, progress=progress,
+                            **rewrites)
+    return model.to(device) if device else model
+
+
+def load_weights(path: str, cfg=None, *, weights_cfg=None, cutoff=None, progress=False,
+                 **rewrites):
+    """(model, report): like :func:`load`, also returning what was loaded and skipped."""
+    from . import weights as W
+    if str(path).endswith(".pt"):
+        if cfg is not None or weights_cfg is not None or any(v is not None
+                                                              for v in rewrites.values()):
+            raise CfgError("a .pt file carries its own cfg: give no cfg, weights_cfg or rewrites")
+        obj = W.read_pt(path)
+        net = to_network(cfgmod.parse(obj["cfg"], path + ":cfg"))
+        with torch.device("meta"):
+            model = Darknet(net)
+        state = obj["state_dict"]
+        want = set(model.state_dict())
+        if set(state) != want:
+            extra, missing = sorted(set(state) - want), sorted(want - set(state))
+            raise W.WeightsError(f"state_dict does not fit its cfg (missing {missing[:3]}, "
+                                 f"unexpected {extra[:3]})", path)
+        try:
+            model.load_state_dict(state, assign=True)
+        except RuntimeError as e:
+            raise W.WeightsError(f"state_dict does not fit its cfg: "
+                                 f"{str(e).splitlines()[-1].strip()}", path) from None
+        model.eval()
+        return model, W.LoadReport(W.Header(**obj["header"]), len(net.layers), [])
+    if cfg is None:
+        raise CfgError("a .weights file needs its cfg")
+    base = to_network(cfg)
+    net = to_network(base, **rewrites)
+    file_net = to_network(weights_cfg, width=base.width, height=base.height,
+                          channels=base.channels) if weights_cfg is not None else None
+    # match the two orders on the cfg before any rewrite changes a head's shape
+    mapping = W.match(base, file_net, cutoff) if file_net is not None else None
+    with torch.device("meta"):
+        model = Darknet(net)
+    report = W.load_darknet(model, path, file_net, mapping, cutoff, progress)
+    model.eval()
+    return model, report

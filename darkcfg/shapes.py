@@ -490,13 +490,11 @@ def _softmax(sec: Section, ctx: Ctx) -> Layer:
     groups = _positive(sec, "groups", 1)
     temperature = sec.get_float("temperature", 1.0)
     tree = sec.get_str("tree", None)
-    if tree is not None:
-        raise sec.error("softmax trees (yolo9000's 9k.tree) are not supported", sec.find("tree"))
     if ctx.inputs % groups:
         raise sec.error(f"{ctx.inputs} inputs are not divisible into {groups} groups",
                         sec.find("groups"))
     return _layer(ctx, sec, (0, 0, 0), outputs=ctx.inputs,
-                  opts=dict(groups=groups, temperature=temperature))
+                  opts=dict(groups=groups, temperature=temperature, tree=tree))
 
 
 @shaper("cost")
@@ -569,8 +567,7 @@ def _region(sec: Section, ctx: Ctx) -> Layer:
     classes = sec.get_int("classes", 20)
     num = _positive(sec, "num", 1)
     softmax = bool(sec.get_int("softmax", 0))
-    if sec.get_str("tree", None) is not None:
-        raise sec.error("softmax trees (yolo9000's 9k.tree) are not supported", sec.find("tree"))
+    tree = sec.get_str("tree", None)
     anchors = sec.get_floats("anchors", [])
     anchors = anchors[:2 * num] + [0.5] * max(0, 2 * num - len(anchors))
     ctx.need_image(sec)
@@ -578,7 +575,7 @@ def _region(sec: Section, ctx: Ctx) -> Layer:
     _check_head(sec, ctx, ctx.w * ctx.h * num * per,
                 f"(coords + 1 + classes) * num = {per} * {num} = {per * num} channels")
     return _layer(ctx, sec, (ctx.w, ctx.h, ctx.c), outputs=ctx.inputs, head=True,
-                  opts=dict(coords=coords, classes=classes, num=num, softmax=softmax,
+                  opts=dict(coords=coords, classes=classes, num=num, softmax=softmax, tree=tree,
                             anchors=[(anchors[2 * i], anchors[2 * i + 1]) for i in range(num)]))
 
 

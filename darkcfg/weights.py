@@ -176,3 +176,189 @@ def offset_table(net: Network, cutoff: int | None = None, header_size: int = 20)
     return [dict(layer=e.layer.index, type=e.layer.type, tensor=e.tensor.name,
                  count=e.tensor.count, offset=header_size + 4 * e.offset)
             for e in walk(net, cutoff)]
+
+
+# ----- matching two cfgs that describe one network in different layer orders ------------------
+
+def _signatures(net: Network) -> list:
+    """A structural identity per layer: its type, options, tensor shapes and the identities of
+    its inputs.  A single-input [route] is only a re-indexing, so it takes its input's identity."""
+    sig: list = []
+    for l in net.layers:
+        srcs = tuple("input" if s < 0 else sig[s] for s in l.sources)
+        if l.type == "route" and len(l.sources) == 1 and l.opts["groups"] == 1:
+            sig.append(srcs[0])
+            continue
+        opts = tuple(sorted((k, repr(v)) for k, v in l.opts.items() if k != "share"))
+        sig.append(hash((l.type, tuple(l.output), opts, tuple(t.shape for t in l.tensors), srcs)))
+    return sig
+
+
+def match(model_net: Network, file_net: Network, cutoff: int | None = None) -> dict:
+    """{file layer index: model layer index} for every layer with tensors, matched by structure
+    (same layers, connections and shapes).  Raises WeightsError when the two cfgs are not one
+    network.  ``cutoff`` counts layers of the file's order."""
+    a, b = _signatures(model_net), _signatures(file_net)
+    by_sig: dict = {}
+    for l in model_net.layers:
+        if l.tensors:
+            by_sig.setdefault(a[l.index], []).append(l.index)
+    mapping = {}
+    for l in file_net.layers[:cutoff]:
+        if not l.tensors:
+            continue
+        cands = by_sig.get(b[l.index])
+        if not cands:
+            raise WeightsError(
+                f"{file_net.cfg.name} and {model_net.cfg.name} are not the same network: layer "
+                f"{l.index} [{l.section.header}] ({' x '.join(map(str, l.output))}) of the "
+                f"first has no counterpart in the second", file_net.cfg.path, l.index,
+                l.section.header)
+        mapping[l.index] = cands.pop(0)
+    if cutoff is None:
+        left = [i for v in by_sig.values() for i in v]
+        if left:
+            raise WeightsError(f"{model_net.cfg.name} has layers with weights that "
+                               f"{file_net.cfg.name} lacks, the first is layer {min(left)}",
+                               model_net.cfg.path, min(left))
+    return mapping
+
+
+# ----- torch side: .weights <-> model, and darkcfg's .pt ------------------------------------
+
+PT_FORMAT = "darkcfg"
+
+
+@dataclass
+class LoadReport:
+    header: Header
+    loaded: int = 0
+    skipped: list = None       # (model layer index, reason)
+
+
+def read_file(path: str, size: int, progress: bool) -> np.ndarray:
+    """Read a whole file into one float32 buffer (one copy, in 16 MiB chunks, with progress)."""
+    from tqdm import tqdm
+    buf = np.empty(size // 4, dtype="<f4")
+    view = memoryview(buf).cast("B")
+    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc="read",
+                                     disable=None if progress else True, leave=False) as bar:
+        pos = 0
+        while pos < size:
+            n = f.readinto(view[pos:pos + (16 << 20)])
+            if not n:
+                raise WeightsError(f"file shrank while reading at byte {pos:,}", path, offset=pos)
+            pos += n
+            bar.update(n)
+    return buf
+
+
+def _mapping(model, file_net, mapping, cutoff):
+    if mapping is not None:
+        return mapping
+    if file_net is model.net:
+        return {l.index: l.index for l in file_net.layers}
+    return match(model.net, file_net, cutoff)
+
+
+def load_darknet(model, path: str, file_net: Network | None = None, mapping: dict | None = None,
+                 cutoff: int | None = None, progress: bool = False) -> LoadReport:
+    """Load a darknet .weights file into ``model`` (a Darknet, possibly built on the meta device:
+    loaded tensors become views of one buffer holding the file, nothing is copied).
+
+    ``file_net`` is the network whose layer order the file follows (default: the model's own);
+    its layers are matched to the model's by structure (or by ``mapping``, file layer index ->
+    model layer index).  A tensor whose shape differs from the
+    model's (another class count) is skipped and reported; such layers, and layers past
+    ``cutoff``, keep a fresh initialisation."""
+    import torch
+    file_net = file_net or model.net
+    check(file_net, path, cutoff, allow_trailing=cutoff is not None)
+    header, size = read_header(path)
+    floats = read_file(path, size, progress)[header.size // 4:]   # headers are 16 or 20 bytes
+    mapping = _mapping(model, file_net, mapping, cutoff)
+    own = {f"layers.{l.index}.{t.key}": t.shape for l in model.net.layers for t in l.tensors}
+    state, skipped, bad_layers = {}, [], set()
+    entries = walk(file_net, cutoff)
+    for e in entries:
+        key = f"layers.{mapping[e.layer.index]}.{e.tensor.key}"
+        if own.get(key) != e.tensor.shape:
+            bad_layers.add(mapping[e.layer.index])
+            continue
+        state[key] = torch.from_numpy(tensor_view(floats, e, header))
+    for i in sorted(bad_layers):
+        skipped.append((i, "shapes differ from the file's (another class count?)"))
+        for k in [k for k in state if k.startswith(f"layers.{i}.")]:
+            del state[k]
+    _assign(model, state)
+    return LoadReport(header, len({k.split(".")[1] for k in state}), skipped)
+
+
+def _assign(model, state: dict) -> None:
+    """Put ``state`` into the model without copying; initialise whatever is left on meta."""
+    import torch
+    for name, buf in model.named_buffers():
+        if name.endswith("num_batches_tracked") and name.rsplit(".", 2)[0] + ".running_mean" \
+                in state:
+            state[name] = torch.zeros((), dtype=torch.long)
+    model.load_state_dict(state, strict=False, assign=True)
+    for m in model.modules():
+        tensors = list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))
+        if any(t.is_meta for t in tensors):
+            m.to_empty(device="cpu", recurse=False)
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+            elif hasattr(m, "reset_running_stats"):
+                m.reset_running_stats()
+
+
+def save_darknet(model, path: str, header: Header | None = None, file_net: Network | None = None,
+                 mapping: dict | None = None, cutoff: int | None = None, progress: bool = False,
+                 force: bool = True) -> int:
+    """Write ``model`` as a darknet .weights file in ``file_net``'s layer order (default: the
+    model's own).  Atomic: a failure leaves no file.  Returns the bytes written."""
+    from tqdm import tqdm
+    from .io import atomic_output
+    file_net = file_net or model.net
+    header = header or Header()
+    mapping = _mapping(model, file_net, mapping, cutoff)
+    sd = model.state_dict()
+
+    def array(e):
+        return sd[f"layers.{mapping[e.layer.index]}.{e.tensor.key}"].detach().cpu().float().numpy()
+
+    total = header.size + 4 * expected_floats(file_net, cutoff)
+    with atomic_output(path, force) as tmp, open(tmp, "wb") as f, \
+            tqdm(total=total, unit="B", unit_scale=True, desc="write",
+                 disable=None if progress else True, leave=False) as bar:
+        for chunk in pack(header, array, file_net, cutoff):
+            f.write(chunk)
+            bar.update(len(chunk))
+    return total
+
+
+def save_pt(model, path: str, header: Header | None = None, force: bool = True) -> None:
+    """darkcfg's .pt: a dict loadable with torch.load(weights_only=True) holding the cfg text,
+    the darknet header and the state_dict."""
+    import torch
+    from .io import atomic_output
+    obj = {"format": PT_FORMAT, "version": 1, "cfg": model.cfg_text,
+           "header": (header or Header()).as_dict(), "state_dict": model.state_dict()}
+    with atomic_output(path, force) as tmp:
+        torch.save(obj, tmp)
+
+
+def read_pt(path: str) -> dict:
+    import torch
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        raise WeightsError("no such file", path) from None
+    except Exception:   # torch raises many kinds for a file that is not a checkpoint
+        raise WeightsError("not a darkcfg .pt file: not a PyTorch checkpoint, or one that "
+                           "holds more than tensors", path) from None
+    if not isinstance(obj, dict) or obj.get("format") != PT_FORMAT or "cfg" not in obj \
+            or "state_dict" not in obj:
+        raise WeightsError("not a darkcfg .pt file (no darkcfg header: was it written by "
+                           "`darkcfg convert`?)", path)
+    return obj

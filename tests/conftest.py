@@ -1,0 +1,66 @@
+"""Shared fixtures.  Tests that need ../shared (darknet's cfgs and reference numbers) skip
+cleanly when it is absent."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+CFGS = os.path.join(ROOT, "cfgs")
+DARKNET_CFGS = os.path.join(SHARED, "darknet-cfgs")
+REFERENCE = os.path.join(SHARED, "reference")
+MAKE_WEIGHTS = os.path.join(REFERENCE, "make_weights.py")
+
+needs_shared = pytest.mark.skipif(not os.path.isdir(REFERENCE),
+                                  reason="../shared/reference is not here")
+
+# darknet's own README: the 9 cfgs AlexeyAB darknet cannot parse
+DARKNET_REJECTS = {"rnn", "rnn.train", "gru", "lstm.train", "crnn.train", "resnet50", "resnet101",
+                   "resnet152", "resnext152-32x4d"}
+
+
+def darknet_cfgs():
+    if not os.path.isdir(DARKNET_CFGS):
+        return []
+    paths = sorted(glob.glob(os.path.join(DARKNET_CFGS, "*.cfg"))
+                   + glob.glob(os.path.join(DARKNET_CFGS, "yolov1", "*.cfg")))
+    return paths
+
+
+def cfg_id(path):
+    return os.path.relpath(path, DARKNET_CFGS)[:-4]
+
+
+def parsed_by_darknet():
+    return [p for p in darknet_cfgs() if os.path.basename(p)[:-4] not in DARKNET_REJECTS]
+
+
+def reference_summary():
+    path = os.path.join(REFERENCE, "cfg_summary.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="session")
+def make_weights(tmp_path_factory):
+    """Synthetic darknet weights from the reference's independent numpy writer, cached."""
+    cache = {}
+    folder = tmp_path_factory.mktemp("weights")
+
+    def make(cfg_path, seed=1):
+        key = (cfg_path, seed)
+        if key not in cache:
+            out = folder / f"{os.path.basename(cfg_path)}.{seed}.weights"
+            subprocess.run([sys.executable, MAKE_WEIGHTS, cfg_path, str(seed), str(out)],
+                           check=True, capture_output=True)
+            cache[key] = str(out)
+        return cache[key]
+    return make
