@@ -458,6 +458,22 @@ class Crop(nn.Module):
         return y if self.noadjust else y * 2 - 1
 
 
+class CRNN(nn.Module):
+    """[crnn]: holds darknet's three convs (input, self, output) so weights load and save; it
+    does not run (darknet's crnn keeps hidden state across calls)."""
+
+    def __init__(self, c_in, opts, where):
+        super().__init__()
+        conv, hid = opts["conv"], opts["hidden"]
+        self.input_layer = ConvBNAct(c_in, dict(conv, filters=hid))
+        self.self_layer = ConvBNAct(hid, dict(conv, filters=hid))
+        self.output_layer = ConvBNAct(hid, dict(conv, filters=opts["output"]))
+        self.where = where
+
+    def forward(self, *xs):
+        return Unsupported.forward(self, *xs)
+
+
 class Unsupported(nn.Module):
     """A layer darkcfg can size and store but not run (e.g. [crnn], which keeps state)."""
 
@@ -467,7 +483,8 @@ class Unsupported(nn.Module):
 
     def forward(self, *xs):
         from .errors import DarkcfgError
-        raise DarkcfgError(f"{self.what}: cannot run this layer (weights load and save fine)")
+        raise DarkcfgError(f"{getattr(self, 'what', None) or self.where}: cannot run this layer "
+                           f"(its weights load and save fine)")
 
 
 # ----- heads: the in-place transforms darknet applies -------------------------------------------

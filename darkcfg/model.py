@@ -48,22 +48,14 @@ register("shortcut")(lambda l, built: L.Shortcut(l.input[2], l.opts, len(l.sourc
 register("scale_channels")(lambda l, built: L.ScaleChannels(l.opts))
 register("sam")(lambda l, built: L.Sam(l.opts))
 register("activation")(lambda l, built: L.Activation(l.opts))
-def _no_tree(l):
-    if l.opts.get("tree"):
-        raise l.error("softmax trees (yolo9000's 9k.tree) are not supported by the builder",
-                      "tree")
+def _tree(l):
+    """Softmax trees (yolo9000's 9k.tree) are not implemented: the layer builds, weights load
+    and save, forward() still returns the raw head input; running the layer itself refuses."""
+    return L.Unsupported(f"layer {l.index} [{l.section.header}] with tree={l.opts['tree']}")
 
 
-@register("softmax")
-def _softmax(l, built):
-    _no_tree(l)
-    return L.Softmax(l.opts)
-
-
-@register("region")
-def _region(l, built):
-    _no_tree(l)
-    return L.Region(l.opts)
+register("softmax")(lambda l, built: _tree(l) if l.opts.get("tree") else L.Softmax(l.opts))
+register("region")(lambda l, built: _tree(l) if l.opts.get("tree") else L.Region(l.opts))
 
 
 
@@ -73,7 +65,7 @@ register("dropout", "empty", "cost", "contrastive")(lambda l, built: L.Identity(
 register("yolo")(lambda l, built: L.Yolo(l.opts))
 register("gaussian_yolo")(lambda l, built: L.GaussianYolo(l.opts))
 register("detection")(lambda l, built: L.Detection(l.opts))
-register("crnn")(lambda l, built: L.Unsupported(f"layer {l.index} [crnn]"))
+register("crnn")(lambda l, built: L.CRNN(l.input[2], l.opts, f"layer {l.index} [crnn]"))
 
 
 def _flat_inputs(l):
@@ -217,10 +209,14 @@ def load_weights(path: str, cfg=None, *, weights_cfg=None, cutoff=None, progress
         raise CfgError("a .weights file needs its cfg")
     base = to_network(cfg)
     net = to_network(base, **rewrites)
-    file_net = to_network(weights_cfg, width=base.width, height=base.height,
-                          channels=base.channels) if weights_cfg is not None else None
-    # match the two orders on the cfg before any rewrite changes a head's shape
-    mapping = W.match(base, file_net, cutoff) if file_net is not None else None
+    # the file follows weights_cfg's order, or the cfg's own before any rewrite; match the two
+    # orders before a rewrite changes a head's shape
+    if weights_cfg is not None:
+        file_net = to_network(weights_cfg, width=base.width, height=base.height,
+                              channels=base.channels)
+        mapping = W.match(base, file_net, cutoff)
+    else:
+        file_net, mapping = base, {l.index: l.index for l in base.layers}
     with torch.device("meta"):
         model = Darknet(net)
     report = W.load_darknet(model, path, file_net, mapping, cutoff, progress)

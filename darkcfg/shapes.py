@@ -603,7 +603,7 @@ def _crnn(sec: Section, ctx: Ctx) -> Layer:
     hid, out = _positive(sec, "hidden", 1), _positive(sec, "output", 1)
     groups = _positive(sec, "groups", 1)
     bn = bool(sec.get_int("batch_normalize", 0))
-    _activation(sec, "logistic")
+    act = _activation(sec, "logistic")
     sec.get_int("xnor", 0)
     sec.get_int("shortcut", 0)
     ctx.need_image(sec)
@@ -612,8 +612,10 @@ def _crnn(sec: Section, ctx: Ctx) -> Layer:
           + conv_tensors(hid, hid, groups, (size, size), bn, "self_layer.")
           + conv_tensors(out, hid, groups, (size, size), bn, "output_layer."))
     bf = 2.0 * size * size * oh * ow * (ctx.c * hid + hid * hid + hid * out) / groups / 1e9
+    conv = dict(groups=groups, size=size, stride=(stride, stride), dilation=1, padding=padding,
+                activation=act, bn=bn, share=None)
     return _layer(ctx, sec, (ow, oh, out), tensors=ts, filters=out, size=size, stride=stride,
-                  bflops=bf)
+                  bflops=bf, opts=dict(conv=conv, hidden=hid, output=out))
 
 
 @shaper("rnn", "gru", "lstm", "conv_lstm", "history")

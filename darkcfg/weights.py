@@ -190,7 +190,7 @@ def _signatures(net: Network) -> list:
             sig.append(srcs[0])
             continue
         opts = tuple(sorted((k, repr(v)) for k, v in l.opts.items() if k != "share"))
-        sig.append(hash((l.type, tuple(l.output), opts, tuple(t.shape for t in l.tensors), srcs)))
+        sig.append(hash((l.type, l.output[2], opts, tuple(t.shape for t in l.tensors), srcs)))
     return sig
 
 

@@ -1,0 +1,202 @@
+"""darknet .weights: header versions, round trips, order mapping, and bad files."""
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+import darkcfg
+from darkcfg import shapes
+from darkcfg import weights as W
+from darkcfg.model import to_network
+from darkcfg.errors import WeightsError
+
+from conftest import CFGS, cfg_id, needs_shared, parsed_by_darknet
+
+
+def random_weights(path, net, header=(0, 2, 5, 123_456_789), seed=0, extra=0):
+    """An independent writer: header bytes packed by hand, then random float32s."""
+    major, minor, rev, seen = header
+    fmt = "<iiiQ" if major * 10 + minor >= 2 else "<iiiI"
+    n = net.totals()["weights"] + extra
+    with open(path, "wb") as f:
+        f.write(struct.pack(fmt, major, minor, rev, seen))
+        rng = np.random.default_rng(seed)
+        for start in range(0, n, 1 << 24):
+            f.write((rng.random(min(1 << 24, n - start), dtype=np.float32) - 0.5).tobytes())
+    return str(path)
+
+
+def roundtrip(src, cfg, tmp_path):
+    model, report = darkcfg.load_weights(src, cfg)
+    pt = tmp_path / "m.pt"
+    W.save_pt(model, str(pt), report.header)
+    del model
+    again, report2 = darkcfg.load_weights(str(pt))
+    out = tmp_path / "back.weights"
+    W.save_darknet(again, str(out), report2.header)
+    del again
+    return str(out)
+
+
+def same_bytes(a, b):
+    if os.path.getsize(a) != os.path.getsize(b):
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 24), fb.read(1 << 24)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+@needs_shared
+@pytest.mark.parametrize("path", parsed_by_darknet(), ids=cfg_id)
+def test_weights_pt_weights_is_byte_identical(path, tmp_path):
+    net = shapes.infer(path)
+    try:
+        src = random_weights(tmp_path / "in.weights", net)
+        back = roundtrip(src, path, tmp_path)
+        assert same_bytes(src, back)
+    finally:   # ~20 GB over all cfgs: never keep them
+        for f in tmp_path.iterdir():
+            f.unlink()
+
+
+@pytest.mark.parametrize("header", [(0, 1, 0, 4_000_000_000), (0, 2, 5, 2**40), (1000, 1001, 3, 7)])
+def test_header_versions_round_trip(header, tmp_path):
+    """0.1 has a 32-bit seen (16-byte header), 0.2 a 64-bit one; minor > 1000 means transposed
+    [connected] weights."""
+    cfg = "[net]\nwidth=4\nheight=4\nchannels=2\n[convolutional]\nfilters=3\nsize=3\npad=1\n" \
+          "batch_normalize=1\n[connected]\noutput=5\n"
+    net = to_network(cfg)
+    src = random_weights(tmp_path / "h.weights", net, header)
+    model, report = darkcfg.load_weights(src, cfg)
+    assert (report.header.major, report.header.minor, report.header.revision,
+            report.header.seen) == header
+    assert os.path.getsize(src) == (16 if header[1] == 1 else 20) + 4 * net.totals()["weights"]
+    out = tmp_path / "o.weights"
+    W.save_darknet(model, str(out), report.header)
+    assert same_bytes(src, str(out))
+    # the connected layer's matrix, read by hand: stored (out, in), or (in, out) if transposed
+    raw = np.fromfile(src, "<f4", offset=report.header.size)
+    conv = 3 * 4 + 3 * 2 * 9
+    w = raw[conv + 5: conv + 5 + 5 * 48]
+    want = w.reshape(48, 5).T if header[1] > 1000 else w.reshape(5, 48)
+    assert np.array_equal(model.layers[1].fc.weight.detach().numpy(), want)
+
+
+def test_conv_tensors_land_where_darknet_puts_them(tmp_path):
+    """biases, scales, rolling_mean, rolling_variance, weights - read by hand from the bytes."""
+    cfg = "[net]\nwidth=4\nheight=4\nchannels=2\n[convolutional]\nfilters=3\nsize=3\n" \
+          "batch_normalize=1\n[convolutional]\nfilters=2\nsize=1\n"
+    net = to_network(cfg)
+    src = random_weights(tmp_path / "c.weights", net)
+    model = darkcfg.load(src, cfg)
+    raw = np.fromfile(src, "<f4", offset=20)
+    bn, conv = model.layers[0].bn, model.layers[0].conv
+    for k, t in enumerate((bn.bias, bn.weight, bn.running_mean, bn.running_var)):
+        assert np.array_equal(t.detach().numpy(), raw[3 * k:3 * k + 3])
+    assert np.array_equal(conv.weight.detach().numpy().ravel(), raw[12:12 + 54])
+    plain = model.layers[1].conv
+    assert np.array_equal(plain.bias.detach().numpy(), raw[66:68])
+    assert np.array_equal(plain.weight.detach().numpy().ravel(), raw[68:74])
+
+
+def test_yolo_ref_from_yolov3_order_is_bit_identical(tmp_path):
+    v3, ref = os.path.join(CFGS, "yolov3.cfg"), os.path.join(CFGS, "yolo_ref.cfg")
+    torch.manual_seed(0)               # a finite network (random floats give negative variances)
+    src = str(tmp_path / "v3.weights")
+    W.save_darknet(darkcfg.build_model(v3), src, W.Header(0, 2, 5, 123_456_789))
+    a = darkcfg.load(src, v3, width=96, height=96)
+    b = darkcfg.load(src, ref, weights_cfg=v3, width=96, height=96)
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        for p, q in zip(a(x), b(x)):
+            assert torch.equal(p, q)
+    # and back: yolo_ref's model written in yolov3's order is the same file
+    out = tmp_path / "back.weights"
+    W.save_darknet(b, str(out), W.Header(0, 2, 5, 123_456_789), shapes.infer(v3))
+    assert same_bytes(src, str(out))
+
+
+def test_orders_of_different_networks_are_refused():
+    with pytest.raises(WeightsError, match="not the same network"):
+        W.match(shapes.infer(os.path.join(CFGS, "yolo_ref.cfg")),
+                shapes.infer(os.path.join(CFGS, "yolov3-tiny.cfg")))
+
+
+def test_head_retargeting_loads_the_rest(tmp_path):
+    tiny = os.path.join(CFGS, "yolov3-tiny.cfg")
+    src = random_weights(tmp_path / "t.weights", shapes.infer(tiny))
+    model, report = darkcfg.load_weights(src, tiny, classes=2)
+    assert [i for i, _ in report.skipped] == [15, 22]
+    full = darkcfg.load(src, tiny)
+    assert torch.equal(model.layers[13].conv.weight, full.layers[13].conv.weight)
+    assert model.layers[15].conv.weight.shape[0] == 21 and model.layers[15].conv.weight.isfinite().all()
+
+
+def test_cutoff_reads_a_prefix(tmp_path):
+    """darknet53.conv.74 is the first 75 layers of yolov3: a file of just those loads with
+    cutoff 75, and the rest of the network keeps its initialisation."""
+    v3 = os.path.join(CFGS, "yolov3.cfg")
+    net = shapes.infer(v3)
+    prefix = W.expected_floats(net, 75)
+    assert prefix == 40_620_640
+    src = tmp_path / "darknet53.conv.74"
+    with open(src, "wb") as f:
+        f.write(struct.pack("<iiiQ", 0, 2, 5, 0))
+        f.write(np.arange(prefix, dtype="<f4").tobytes())
+    model, report = darkcfg.load_weights(str(src), v3, cutoff=75)
+    assert report.loaded == 52
+    assert model.layers[0].bn.bias[0].item() == 0.0 and model.layers[0].bn.bias[31].item() == 31
+    with pytest.raises(WeightsError, match="cfg needs 62,001,757"):
+        darkcfg.load_weights(str(src), v3)
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda b: b[:1_000_000], "layer 8 [convolutional]: weights needs 294,912 floats"),
+    (lambda b: b + b"\0" * 4000, "1,000 floats left over"),
+    (lambda b: b[:10], "too short for a darknet header"),
+    (lambda b: b"\xff" * 12 + b[12:], "bad header"),
+    (lambda b: b[:-2], "not a whole number of floats"),
+])
+def test_bad_weights_files(damage, fragment, tmp_path):
+    tiny = os.path.join(CFGS, "yolov3-tiny.cfg")
+    good = random_weights(tmp_path / "g.weights", shapes.infer(tiny))
+    bad = tmp_path / "bad.weights"
+    bad.write_bytes(damage(open(good, "rb").read()))
+    with pytest.raises(WeightsError) as e:
+        darkcfg.load(str(bad), tiny)
+    assert fragment in str(e.value) and str(e.value).startswith(str(bad))
+
+
+def test_weights_of_another_network(tmp_path):
+    v4tiny = "[net]\nwidth=8\nheight=8\nchannels=3\n[convolutional]\nfilters=8\nsize=3\n"
+    src = random_weights(tmp_path / "other.weights", to_network(v4tiny))
+    with pytest.raises(WeightsError, match=r"layer 0 \[convolutional\]: weights needs 432 floats at offset 276, 160 left"):
+        darkcfg.load(src, os.path.join(CFGS, "yolov3-tiny.cfg"))
+
+
+def test_pt_that_is_not_darkcfgs(tmp_path):
+    p = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, p)
+    with pytest.raises(WeightsError, match="not a darkcfg .pt"):
+        darkcfg.load(str(p))
+    p.write_bytes(b"hello")
+    with pytest.raises(WeightsError, match="not a darkcfg .pt"):
+        darkcfg.load(str(p))
+
+
+def test_pt_loads_with_plain_torch(tmp_path):
+    model = darkcfg.build_model(os.path.join(CFGS, "yolov3-tiny.cfg"))
+    W.save_pt(model, str(tmp_path / "m.pt"))
+    obj = torch.load(tmp_path / "m.pt", weights_only=True)
+    fresh = darkcfg.build_model(darkcfg.cfg.parse(obj["cfg"]))
+    fresh.load_state_dict(obj["state_dict"])
+    x = torch.rand(1, 3, 64, 64)
+    assert all(torch.equal(a, b) for a, b in zip(model(x), fresh(x)))
