@@ -3,6 +3,7 @@ cleanly when it is absent."""
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import subprocess
@@ -56,9 +57,10 @@ def make_weights(tmp_path_factory):
     folder = tmp_path_factory.mktemp("weights")
 
     def make(cfg_path, seed=1):
-        key = (cfg_path, seed)
+        with open(cfg_path, "rb") as f:           # by content: tmp paths get reused
+            key = (hashlib.sha1(f.read()).hexdigest(), seed)
         if key not in cache:
-            out = folder / f"{os.path.basename(cfg_path)}.{seed}.weights"
+            out = folder / f"{len(cache)}-{os.path.basename(cfg_path)}.{seed}.weights"
             subprocess.run([sys.executable, MAKE_WEIGHTS, cfg_path, str(seed), str(out)],
                            check=True, capture_output=True)
             cache[key] = str(out)
