@@ -1,0 +1,91 @@
+"""Convert speed and memory: darkcfg's .weights -> .pt beside a floor measured in the same run.
+
+    python bench/convert.py [--cfg cfgs/yolov3.cfg] [--repeat 3]
+
+Each case runs in a fresh process (so peak RSS is its own), on a synthetic yolov3-sized file
+(248,007,048 bytes) written first.  Cases:
+
+* torch import   - python + import torch, nothing else (the memory every case starts from)
+* floor          - numpy reads the file once, torch.save of the same tensors (no model)
+* darkcfg        - darkcfg.load_weights (meta-device model, views of one buffer) + save_pt
+
+Prints wall time (median) and peak RSS, and each case's ratio to the floor.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CASES = {
+    "torch import": "import torch",
+    "floor": """
+import numpy as np, torch, sys
+from darkcfg import shapes, weights as W
+net = shapes.infer(sys.argv[1]); h, size = W.read_header(sys.argv[2])
+floats = np.fromfile(sys.argv[2], dtype='<f4', offset=h.size)
+sd = {f"layers.{e.layer.index}.{e.tensor.key}":
+      torch.from_numpy(floats[e.offset:e.offset + e.tensor.count].reshape(e.tensor.shape))
+      for e in W.walk(net)}
+torch.save(sd, sys.argv[3])
+""",
+    "darkcfg": """
+import sys, darkcfg
+from darkcfg import weights as W
+model, report = darkcfg.load_weights(sys.argv[2], sys.argv[1])
+W.save_pt(model, sys.argv[3], report.header)
+""",
+}
+
+
+def run_case(code, cfg, src, dst):
+    t = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-c", code, cfg, src, dst], cwd=ROOT)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t
+    if status:
+        raise SystemExit(f"case failed with status {status}")
+    return wall, usage.ru_maxrss / 1024   # MiB (Linux reports KiB)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cfg", default=os.path.join(ROOT, "cfgs", "yolov3.cfg"))
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args()
+    sys.path.insert(0, ROOT)
+    import numpy as np
+    from darkcfg import shapes
+    net = shapes.infer(a.cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in.weights"), os.path.join(tmp, "out.pt")
+        with open(src, "wb") as f:
+            f.write(np.array([0, 2, 5], "<i4").tobytes() + np.zeros(1, "<u8").tobytes())
+            rng = np.random.default_rng(0)
+            n = net.totals()["weights"]
+            for s in range(0, n, 1 << 24):
+                f.write(rng.random(min(1 << 24, n - s), dtype=np.float32).tobytes())
+        size = os.path.getsize(src)
+        print(f"{os.path.basename(a.cfg)}: {size:,} bytes; median of {a.repeat} runs each\n")
+        rows = {}
+        for name, code in CASES.items():
+            runs = [run_case(code, a.cfg, src, dst) for _ in range(a.repeat)]
+            rows[name] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
+        base_t, base_m = rows["torch import"]
+        floor_t, floor_m = rows["floor"]
+        print(f"{'case':<14}{'wall s':>8}{'x floor':>9}{'peak MiB':>10}{'above torch':>13}"
+              f"{'/ file':>8}")
+        for name, (t, m) in rows.items():
+            above = m - base_m
+            print(f"{name:<14}{t:8.2f}{t / floor_t:9.2f}{m:10.0f}{above:13.0f}"
+                  f"{above * 2**20 / size:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
