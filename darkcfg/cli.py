@@ -5,10 +5,8 @@ Exit codes: 0 success; 1 a problem with an input file (one line ``Error: ...``, 
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
-import sys
 
 import click
 
@@ -309,11 +307,3 @@ def build(cfg, weights, weights_cfg, cutoff, output, force, **rw):
     if output:
         W.save_pt(model, output, header, force=force)
         click.echo(f"wrote {output}")
-
-
-def run():   # pragma: no cover - console entry used by python -m darkcfg
-    main(prog_name="darkcfg")
-
-
-if __name__ == "__main__":   # pragma: no cover
-    sys.exit(run())

@@ -658,7 +658,7 @@ def infer(cfg: Cfg | str, width: int | None = None, height: int | None = None,
 
 _SHORT = {"convolutional": "conv", "maxpool": "max", "local_avgpool": "avg", "avgpool": "avg",
           "connected": "connected", "shortcut": "shortcut", "route": "route",
-          "upsample": "upsample", "gaussian_yolo": "Gaussian_yolo", "local_avgpool ": "avg",
+          "upsample": "upsample", "gaussian_yolo": "Gaussian_yolo",
           "scale_channels": "scale", "normalization": "lrn"}
 
 

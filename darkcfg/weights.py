@@ -137,16 +137,6 @@ def check(net: Network, path: str, cutoff: int | None = None,
     return report
 
 
-def read_floats(path: str, net: Network, cutoff: int | None = None,
-                allow_trailing: bool = False) -> tuple[Header, np.ndarray, list[Entry]]:
-    """Check the file, then read it once.  Returns the header, the float32 array after the
-    header, and the walk; each tensor is ``floats[e.offset : e.offset + e.tensor.count]``."""
-    check(net, path, cutoff, allow_trailing)
-    header, _ = read_header(path)
-    floats = np.fromfile(path, dtype="<f4", offset=header.size)
-    return header, floats, walk(net, cutoff)
-
-
 def tensor_view(floats: np.ndarray, e: Entry, header: Header) -> np.ndarray:
     """A view of one tensor in the module's layout (connected weights un-transposed if the
     header says so - that one case copies)."""

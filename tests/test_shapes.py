@@ -9,8 +9,7 @@ from darkcfg import cfg as C
 from darkcfg import shapes
 from darkcfg.errors import CfgError
 
-from conftest import (CFGS, DARKNET_CFGS, DARKNET_REJECTS, REFERENCE, cfg_id, darknet_cfgs,
-                      needs_shared, parsed_by_darknet, reference_summary)
+from conftest import (CFGS, DARKNET_CFGS, DARKNET_REJECTS, REFERENCE, cfg_id, needs_shared, parsed_by_darknet, reference_summary)
 
 REF = reference_summary()
 

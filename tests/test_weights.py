@@ -105,6 +105,11 @@ def test_conv_tensors_land_where_darknet_puts_them(tmp_path):
     plain = model.layers[1].conv
     assert np.array_equal(plain.bias.detach().numpy(), raw[66:68])
     assert np.array_equal(plain.weight.detach().numpy().ravel(), raw[68:74])
+    table = W.offset_table(net)      # byte offsets, counted by hand from the layout above
+    assert [(t["layer"], t["tensor"], t["offset"]) for t in table] == [
+        (0, "biases", 20), (0, "scales", 32), (0, "rolling_mean", 44),
+        (0, "rolling_variance", 56), (0, "weights", 68), (1, "biases", 284),
+        (1, "weights", 292)]
 
 
 def test_yolo_ref_from_yolov3_order_is_bit_identical(tmp_path):
