@@ -9,10 +9,13 @@
 __version__ = "0.1.0"
 
 _LAZY = {"build_model": "model", "load": "model", "load_weights": "model", "Darknet": "model"}
+_MODULES = {"anchors", "cfg", "errors", "io", "layers", "model", "shapes", "weights", "yolo"}
 
 
 def __getattr__(name):
+    import importlib
     if name in _LAZY:
-        import importlib
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _MODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'darkcfg' has no attribute {name!r}")

@@ -1,0 +1,389 @@
+"""The YOLOv3 objective of the design notes: decode, targets, loss, IoU variants and NMS.
+
+Written as matching pairs: :func:`decode` turns raw head outputs into boxes, :func:`raw_offsets`
+turns targets back into the raw outputs that decode to them, and the tests run the round trip.
+
+Conventions (design notes, "offsets"; darknet's get_yolo_box):
+
+* a head's raw tensor is (B, A*(5+C), H, W); :func:`split` views it as (B, H, W, A, 5+C);
+* ``bx = (sigmoid(tx)*s - (s-1)/2 + cx) / grid_w`` (likewise y), s = scale_x_y;
+* ``bw = anchor_w * exp(tw) / input_w``; with new_coords=1 the conv is already logistic and
+  ``bw = (2*tw)^2 * anchor_w / input_w``;
+* boxes are (cx, cy, w, h), normalized: centres to the grid, sizes to the input.
+
+Heads are configured by their [yolo] sections (``shapes.Layer.opts``: anchors, mask,
+scale_x_y, new_coords, ignore_thresh, truth_thresh, iou_thresh, iou_loss, normalizers) - never
+by a cfg's file name.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-9
+
+# ----- heads ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Head:
+    """What decoding, encoding and the loss need of one [yolo] head."""
+    anchors: torch.Tensor          # (A, 2) this head's anchors, input pixels
+    mask: list                     # indices into the cfg's full anchor list
+    classes: int
+    scale_x_y: float = 1.0
+    new_coords: int = 0
+    ignore_thresh: float = 0.5
+    truth_thresh: float = 1.0
+    iou_thresh: float = 1.0
+    iou_loss: str = "mse"
+    iou_normalizer: float = 0.75
+    obj_normalizer: float = 1.0
+    cls_normalizer: float = 1.0
+
+    @classmethod
+    def from_layer(cls, layer) -> "Head":
+        o = layer.opts
+        bad = [m for m in o["mask"] if not 0 <= m < len(o["anchors"])]
+        if bad:
+            raise layer.error(f"mask entries {bad} have no anchors: cannot decode", "mask")
+        keys = ("scale_x_y", "new_coords", "ignore_thresh", "truth_thresh", "iou_thresh",
+                "iou_loss", "iou_normalizer", "obj_normalizer", "cls_normalizer")
+        return cls(torch.tensor([o["anchors"][m] for m in o["mask"]], dtype=torch.float64),
+                   list(o["mask"]), o["classes"], **{k: o[k] for k in keys})
+
+
+def heads_of(model_or_net) -> list:
+    """The [yolo] heads of a Darknet model or shapes.Network, in cfg order."""
+    net = getattr(model_or_net, "net", model_or_net)
+    return [Head.from_layer(l) for l in net.layers if l.type == "yolo"]
+
+
+def all_anchors(model_or_net) -> torch.Tensor:
+    """The cfg's full anchor list (from the first [yolo]), (N, 2) in input pixels."""
+    net = getattr(model_or_net, "net", model_or_net)
+    first = next(l for l in net.layers if l.type == "yolo")
+    return torch.tensor(first.opts["anchors"], dtype=torch.float64)
+
+
+def split(raw: torch.Tensor, head: Head) -> torch.Tensor:
+    """(B, A*(5+C), H, W) -> (B, H, W, A, 5+C)."""
+    b, _, h, w = raw.shape
+    return raw.reshape(b, len(head.mask), 5 + head.classes, h, w).permute(0, 3, 4, 1, 2)
+
+
+def _grid(h, w, like):
+    gy, gx = torch.meshgrid(torch.arange(h, dtype=like.dtype, device=like.device),
+                            torch.arange(w, dtype=like.dtype, device=like.device), indexing="ij")
+    return gx[None, :, :, None], gy[None, :, :, None]          # (1, H, W, 1)
+
+
+def decode(raw: torch.Tensor, head: Head, input_size: tuple) -> dict:
+    """Raw head output -> {"boxes": (B,H,W,A,4) normalized cx,cy,w,h, "obj": (B,H,W,A),
+    "cls": (B,H,W,A,C) class probabilities}.  ``input_size`` is (width, height) in pixels."""
+    p = split(raw, head)
+    h, w = p.shape[1:3]
+    gx, gy = _grid(h, w, p)
+    s = head.scale_x_y
+    anchors = head.anchors.to(p)
+    if head.new_coords:
+        xy, obj, cls = p[..., :2], p[..., 4], p[..., 5:]
+        wh = (2 * p[..., 2:4]) ** 2 * anchors
+    else:
+        xy, obj, cls = torch.sigmoid(p[..., :2]), torch.sigmoid(p[..., 4]), torch.sigmoid(p[..., 5:])
+        wh = torch.exp(p[..., 2:4]) * anchors
+    xy = xy * s - (s - 1) / 2
+    boxes = torch.stack([(xy[..., 0] + gx) / w, (xy[..., 1] + gy) / h,
+                         wh[..., 0] / input_size[0], wh[..., 1] / input_size[1]], -1)
+    return {"boxes": boxes, "obj": obj, "cls": cls}
+
+
+def decode_region(raw: torch.Tensor, layer) -> dict:
+    """[region] (YOLOv2) raw output (B, num*(coords+1+C), H, W): anchors in grid units,
+    logistic x, y, objectness, softmax classes (darknet's get_region_box)."""
+    o = layer.opts
+    b, _, h, w = raw.shape
+    p = raw.reshape(b, o["num"], o["coords"] + 1 + o["classes"], h, w).permute(0, 3, 4, 1, 2)
+    gx, gy = _grid(h, w, p)
+    anchors = torch.tensor(o["anchors"], dtype=p.dtype, device=p.device)
+    boxes = torch.stack([(torch.sigmoid(p[..., 0]) + gx) / w, (torch.sigmoid(p[..., 1]) + gy) / h,
+                         torch.exp(p[..., 2]) * anchors[:, 0] / w,
+                         torch.exp(p[..., 3]) * anchors[:, 1] / h], -1)
+    k = o["coords"]
+    cls = p[..., k + 1:]
+    cls = torch.softmax(cls, -1) if o["softmax"] else torch.sigmoid(cls)
+    return {"boxes": boxes, "obj": torch.sigmoid(p[..., k]), "cls": cls}
+
+
+# ----- IoU family ---------------------------------------------------------------------------------
+
+
+def _corners(b):
+    return b[..., 0] - b[..., 2] / 2, b[..., 1] - b[..., 3] / 2, \
+        b[..., 0] + b[..., 2] / 2, b[..., 1] + b[..., 3] / 2
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor, kind: str = "iou") -> torch.Tensor:
+    """IoU, GIoU, DIoU or CIoU of (cx, cy, w, h) boxes, broadcasting over leading dims.
+    Safe for zero-size, identical and disjoint boxes (no NaN, no inf).
+
+    CIoU (design notes): iou - p2/c2 - alpha*v, v = 4/pi^2 (atan(wg/hg) - atan(w/h))^2,
+    alpha = v / (1 - iou + v); p2 the squared centre distance, c2 the enclosing box's squared
+    diagonal."""
+    ax1, ay1, ax2, ay2 = _corners(a)
+    bx1, by1, bx2, by2 = _corners(b)
+    iw = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp(min=0)
+    ih = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp(min=0)
+    inter = iw * ih
+    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
+    iou = inter / (union + EPS)
+    if kind == "iou":
+        return iou
+    cw = torch.maximum(ax2, bx2) - torch.minimum(ax1, bx1)
+    ch = torch.maximum(ay2, by2) - torch.minimum(ay1, by1)
+    if kind == "giou":
+        c_area = cw * ch
+        return iou - (c_area - union) / (c_area + EPS)
+    c2 = cw ** 2 + ch ** 2 + EPS
+    p2 = (a[..., 0] - b[..., 0]) ** 2 + (a[..., 1] - b[..., 1]) ** 2
+    if kind == "diou":
+        return iou - p2 / c2
+    if kind == "ciou":
+        v = (4 / math.pi ** 2) * (torch.atan(b[..., 2] / (b[..., 3] + EPS))
+                                  - torch.atan(a[..., 2] / (a[..., 3] + EPS))) ** 2
+        alpha = v / (1 - iou + v + EPS)
+        return iou - p2 / c2 - alpha * v
+    raise ValueError(f"unknown IoU kind {kind!r}: iou, giou, diou or ciou")
+
+
+def wh_iou(wh1: torch.Tensor, wh2: torch.Tensor) -> torch.Tensor:
+    """IoU of boxes sharing a centre: (N, 2) x (M, 2) -> (N, M)."""
+    inter = torch.minimum(wh1[:, None], wh2[None]).prod(-1)
+    return inter / (wh1.prod(-1)[:, None] + wh2.prod(-1)[None] - inter + EPS)
+
+
+# ----- targets ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Targets:
+    """y_true: one (B, H, W, A, 4+1+C) tensor per head (normalized x, y, w, h; objectness;
+    one-hot class), plus the gt boxes padded to (B, N, 4) with a (B, N) validity mask."""
+    per_head: list
+    boxes: torch.Tensor
+    valid: torch.Tensor
+
+
+def encode_targets(boxes: list, classes: list, heads: list, grids: list, input_size: tuple,
+                   rule: str = "per_scale", anchors: torch.Tensor | None = None) -> Targets:
+    """gt boxes -> y_true.
+
+    ``boxes[i]``: (N_i, 4) normalized (cx, cy, w, h) of image i; ``classes[i]``: (N_i,) ints;
+    ``grids``: (H, W) of each head; ``input_size``: (width, height) in pixels.
+
+    * ``per_scale`` (the design notes'): every gt box takes the best of each head's anchors (by
+      width/height IoU), so it is a positive at every scale.
+    * ``best_of_all`` (darknet, keras-yolo3): only the best of all anchors (``anchors``, the full
+      list the masks index; default: the heads' anchors joined), plus - as darknet - any anchor
+      whose IoU exceeds that head's ``iou_thresh`` (1.0, i.e. off, unless the cfg sets it).
+    A box's cell is the one containing its centre.  Two boxes on one cell and anchor: the later
+    one wins, as in darknet."""
+    if rule not in ("per_scale", "best_of_all"):
+        raise ValueError(f"rule must be per_scale or best_of_all, got {rule!r}")
+    b = len(boxes)
+    n = max([len(x) for x in boxes] + [1])
+    dtype = boxes[0].dtype if b and torch.is_tensor(boxes[0]) else torch.float32
+    pad = torch.zeros(b, n, 4, dtype=dtype)
+    valid = torch.zeros(b, n, dtype=torch.bool)
+    for i, bx in enumerate(boxes):
+        pad[i, :len(bx)] = torch.as_tensor(bx, dtype=dtype).reshape(-1, 4)
+        valid[i, :len(bx)] = True
+    cls = torch.zeros(b, n, dtype=torch.long)
+    for i, c in enumerate(classes):
+        cls[i, :len(c)] = torch.as_tensor(c, dtype=torch.long).reshape(-1)
+    bi, gi = valid.nonzero(as_tuple=True)
+    gt, gc = pad[bi, gi], cls[bi, gi]                                         # (G, 4), (G,)
+    size = torch.tensor(input_size, dtype=dtype)
+    gwh = gt[:, 2:] * size                                                    # pixels
+    full = anchors if anchors is not None else torch.cat([h.anchors for h in heads])
+    best_global = wh_iou(gwh, full.to(dtype)).argmax(1) if len(gt) else gc
+    out = []
+    for head, (h, w) in zip(heads, grids):
+        y = torch.zeros(b, h, w, len(head.mask), 5 + head.classes, dtype=dtype)
+        ious = wh_iou(gwh, head.anchors.to(dtype))                            # (G, A)
+        if rule == "per_scale":
+            take = F.one_hot(ious.argmax(1), len(head.mask)).bool() if len(gt) else \
+                torch.zeros(0, len(head.mask), dtype=torch.bool)
+        else:
+            take = best_global[:, None] == torch.tensor(head.mask)[None]
+            take = take | (ious > head.iou_thresh)
+        g, a = take.nonzero(as_tuple=True)
+        cx = (gt[g, 0] * w).long().clamp(0, w - 1)
+        cy = (gt[g, 1] * h).long().clamp(0, h - 1)
+        row = torch.cat([gt[g], torch.ones_like(gt[g, :1]),
+                         F.one_hot(gc[g], head.classes).to(dtype)], 1)
+        y[bi[g], cy, cx, a] = row
+        out.append(y)
+    return Targets(out, pad, valid)
+
+
+def raw_offsets(y_true: torch.Tensor, head: Head, input_size: tuple) -> torch.Tensor:
+    """The raw head output that decodes to ``y_true``'s boxes at its positives (the inverse of
+    :func:`decode`; zeros elsewhere).  Returned as (B, A*(5+C), H, W)."""
+    b, h, w, a, _ = y_true.shape
+    gx, gy = _grid(h, w, y_true)
+    s = head.scale_x_y
+    pos = y_true[..., 4] > 0
+    frac = torch.stack([y_true[..., 0] * w - gx, y_true[..., 1] * h - gy], -1)
+    sig = (frac + (s - 1) / 2) / s
+    anchors = head.anchors.to(y_true)
+    ratio = y_true[..., 2:4] * torch.tensor(input_size, dtype=y_true.dtype) / anchors
+    if head.new_coords:
+        txy, twh = sig, torch.sqrt(ratio) / 2
+    else:
+        txy, twh = torch.logit(sig.clamp(1e-12, 1 - 1e-12)), torch.log(ratio.clamp(min=1e-12))
+    t = torch.cat([txy, twh, torch.zeros_like(y_true[..., 4:])], -1) * pos[..., None]
+    return t.permute(0, 3, 4, 1, 2).reshape(b, -1, h, w)
+
+
+# ----- loss -----------------------------------------------------------------------------------------
+
+
+def _bce(logits, target, logistic: bool):
+    """BCE on logits, or on probabilities already squashed (new_coords=1 heads)."""
+    if logistic:
+        return F.binary_cross_entropy(logits.clamp(1e-7, 1 - 1e-7), target, reduction="none")
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+
+
+def yolo_loss(raw: list, targets: Targets, heads: list, input_size: tuple) -> tuple:
+    """The design notes' loss, summed over heads and averaged over the batch.
+
+    Returns ``(total, parts)`` with parts ``xy, wh, iou, obj, cls`` (scalars, for logging).
+
+    * xy: BCE between the sigmoid offsets and the in-cell offset, positives only;
+    * wh: 0.5 * (log(gt/anchor) - tw)^2, positives only; both weighted by 2 - w*h;
+    * with a head's ``iou_loss`` iou/giou/diou/ciou, xy and wh give way to
+      ``iou_normalizer * (1 - IoU)`` of the decoded box and the gt box, positives only;
+    * obj: BCE on positives and on negatives whose best IoU with any gt box is below
+      ``ignore_thresh`` (the others are ignored); a negative above ``truth_thresh`` counts as a
+      positive (darknet); times ``obj_normalizer``;
+    * cls: BCE on positives, times ``cls_normalizer``.
+    """
+    parts = {k: raw[0].new_zeros(()) for k in ("xy", "wh", "iou", "obj", "cls")}
+    bsz = raw[0].shape[0]
+    gt, valid = targets.boxes.to(raw[0]), targets.valid.to(raw[0].device)
+    for r, y, head in zip(raw, targets.per_head, heads):
+        y = y.to(r)
+        p = split(r, head)
+        h, w = p.shape[1:3]
+        gx, gy = _grid(h, w, p)
+        pos = y[..., 4]
+        logistic = bool(head.new_coords)
+        dec = decode(r, head, input_size)
+        scale = (2 - y[..., 2] * y[..., 3]) * pos
+        if head.iou_loss in ("iou", "giou", "diou", "ciou"):
+            iou = box_iou(dec["boxes"], y[..., :4], head.iou_loss)
+            parts["iou"] = parts["iou"] + head.iou_normalizer * ((1 - iou) * pos).sum()
+        else:
+            s = head.scale_x_y
+            frac = torch.stack([y[..., 0] * w - gx, y[..., 1] * h - gy], -1)
+            txy = ((frac + (s - 1) / 2) / s).clamp(0, 1)
+            parts["xy"] = parts["xy"] + (_bce(p[..., :2], txy, logistic).sum(-1) * scale).sum()
+            ratio = y[..., 2:4] * torch.tensor(input_size, dtype=y.dtype, device=y.device) \
+                / head.anchors.to(y)
+            if logistic:
+                twh_true, twh = torch.sqrt(ratio) / 2, p[..., 2:4]
+            else:
+                twh_true, twh = torch.log(ratio.clamp(min=1e-9)), p[..., 2:4]
+            twh_true = torch.where(pos[..., None] > 0, twh_true, torch.zeros_like(twh_true))
+            parts["wh"] = parts["wh"] + (0.5 * ((twh_true - twh) ** 2).sum(-1) * scale).sum()
+        with torch.no_grad():   # ignore mask from decoded boxes vs every gt box of the image
+            pb = dec["boxes"].reshape(bsz, -1, 1, 4)
+            ious = box_iou(pb, gt[:, None, :, :]) * valid[:, None, :]
+            best = ious.max(-1).values.reshape(pos.shape) if gt.shape[1] else torch.zeros_like(pos)
+        neg = (1 - pos) * (best < head.ignore_thresh)
+        extra = (1 - pos) * (best > head.truth_thresh)
+        obj_t = torch.maximum(pos, extra)
+        obj = _bce(p[..., 4], obj_t, logistic) * (pos + neg + extra).clamp(max=1)
+        parts["obj"] = parts["obj"] + head.obj_normalizer * obj.sum()
+        cls = _bce(p[..., 5:], y[..., 5:], logistic).sum(-1) * pos
+        parts["cls"] = parts["cls"] + head.cls_normalizer * cls.sum()
+    parts = {k: v / bsz for k, v in parts.items()}
+    return sum(parts.values()), parts
+
+
+# ----- NMS and detections -------------------------------------------------------------------------
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, thresh: float,
+        classes: torch.Tensor | None = None, kind: str = "greedy", beta: float = 0.6):
+    """Indices kept, highest score first.  ``boxes`` (N, 4) cx,cy,w,h.
+
+    * greedy: drop a box whose IoU with a kept one exceeds ``thresh``;
+    * diou (darknet's nms_kind=diounms): drop when IoU - (p2/c2)^beta exceeds ``thresh``.
+    With ``classes``, boxes of different classes never suppress each other (per class);
+    without, NMS is class-agnostic."""
+    order = scores.argsort(descending=True)
+    b = boxes[order]
+    if kind == "diou":
+        iou = box_iou(b[:, None], b[None], "iou")
+        ax1, ay1, ax2, ay2 = _corners(b[:, None])
+        bx1, by1, bx2, by2 = _corners(b[None])
+        c2 = (torch.maximum(ax2, bx2) - torch.minimum(ax1, bx1)) ** 2 + \
+            (torch.maximum(ay2, by2) - torch.minimum(ay1, by1)) ** 2 + EPS
+        p2 = (b[:, None, 0] - b[None, :, 0]) ** 2 + (b[:, None, 1] - b[None, :, 1]) ** 2
+        over = iou - (p2 / c2) ** beta > thresh
+    elif kind == "greedy":
+        over = box_iou(b[:, None], b[None]) > thresh
+    else:
+        raise ValueError(f"unknown NMS kind {kind!r}: greedy or diou")
+    if classes is not None:
+        c = classes[order]
+        over &= c[:, None] == c[None]
+    keep = torch.ones(len(b), dtype=torch.bool, device=b.device)
+    for i in range(len(b)):          # greedy: each kept box removes the lower ones it overlaps
+        if keep[i]:
+            keep[i + 1:] &= ~over[i, i + 1:]
+    return order[keep]
+
+
+@dataclass
+class Detection:
+    cls: int
+    score: float
+    box: tuple          # (x1, y1, x2, y2) in the units asked for
+
+
+def detections(outputs: list, model_or_net, thresh: float = 0.25, nms_thresh: float = 0.45,
+               agnostic: bool = False) -> list:
+    """Model outputs (one raw tensor per [yolo] head) -> per image, a list of Detection with
+    normalized corner boxes, after per-class (or class-agnostic) NMS.  A box is kept for class
+    j when objectness * p(j) > ``thresh`` (darknet's get_yolo_detections); the heads' nms_kind
+    and beta_nms choose greedy or DIoU NMS."""
+    net = getattr(model_or_net, "net", model_or_net)
+    layers = [l for l in net.layers if l.type == "yolo"]
+    size = (net.width, net.height)
+    per_image = []
+    for i in range(outputs[0].shape[0]):
+        boxes, scores, classes = [], [], []
+        for raw, layer in zip(outputs, layers):
+            d = decode(raw[i:i + 1], Head.from_layer(layer), size)
+            prob = (d["obj"][..., None] * d["cls"]).reshape(-1, layer.opts["classes"])
+            bx = d["boxes"].reshape(-1, 4)
+            k, c = (prob > thresh).nonzero(as_tuple=True)
+            boxes.append(bx[k])
+            scores.append(prob[k, c])
+            classes.append(c)
+        boxes, scores, classes = torch.cat(boxes), torch.cat(scores), torch.cat(classes)
+        kind = "diou" if layers[0].opts.get("nms_kind") == "diounms" else "greedy"
+        keep = nms(boxes, scores, nms_thresh, None if agnostic else classes, kind,
+                   layers[0].opts.get("beta_nms", 0.6))
+        x1, y1, x2, y2 = _corners(boxes[keep])
+        per_image.append([Detection(int(c), float(s), (float(a), float(b), float(cc), float(dd)))
+                          for c, s, a, b, cc, dd in zip(classes[keep], scores[keep], x1, y1, x2,
+                                                        y2)])
+    return per_image

@@ -1,0 +1,200 @@
+"""The objective: decode/encode round trip, hand-computed losses, gradcheck, OpenCV decode,
+NMS, and an overfit run."""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import darkcfg
+from darkcfg import cfg as C
+from darkcfg import yolo as Y
+
+from conftest import CFGS, DARKNET_CFGS, needs_shared
+
+TINY = os.path.join(CFGS, "yolov3-tiny.cfg")
+
+
+def one_head(anchors=((10.0, 20.0),), classes=2, **kw):
+    return Y.Head(torch.tensor(anchors, dtype=torch.float64), list(range(len(anchors))), classes,
+                  **kw)
+
+
+# --- decode / encode -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("scale, new_coords", [(1.0, 0), (1.2, 0), (2.0, 1)])
+@pytest.mark.parametrize("rule", ["per_scale", "best_of_all"])
+def test_encode_decode_round_trip(scale, new_coords, rule):
+    model_net = darkcfg.shapes.infer(TINY)
+    heads = Y.heads_of(model_net)
+    for h in heads:
+        h.scale_x_y, h.new_coords = scale, new_coords
+    g = torch.Generator().manual_seed(0)
+    boxes = [torch.rand(5, 4, generator=g, dtype=torch.float64) * 0.8 + 0.1 for _ in range(2)]
+    classes = [torch.randint(0, 80, (5,), generator=g) for _ in range(2)]
+    t = Y.encode_targets(boxes, classes, heads, [(13, 13), (26, 26)], (416, 416), rule)
+    seen = 0
+    for y, head in zip(t.per_head, heads):
+        raw = Y.raw_offsets(y, head, (416, 416))
+        d = Y.decode(raw, head, (416, 416))
+        pos = y[..., 4] > 0
+        seen += int(pos.sum())
+        if pos.any():
+            assert (d["boxes"][pos] - y[..., :4][pos]).abs().max() < 1e-6
+    assert seen == (20 if rule == "per_scale" else 10)
+
+
+def test_decode_by_hand():
+    head = one_head(((10.0, 20.0),), classes=1, scale_x_y=1.2)
+    raw = torch.zeros(1, 6, 2, 3, dtype=torch.float64)        # grid h=2, w=3
+    raw[0, :, 1, 2] = torch.tensor([0.0, math.log(3), math.log(2), 0.0, 0.0, 0.0])
+    d = Y.decode(raw, head, (100, 50))
+    # x: (sigmoid(0)*1.2 - 0.1 + 2) / 3 ; y: (0.75*1.2 - 0.1 + 1) / 2 ; w: 10*2/100 ; h: 20/50
+    want = [(0.5 * 1.2 - 0.1 + 2) / 3, (0.75 * 1.2 - 0.1 + 1) / 2, 0.2, 0.4]
+    assert torch.allclose(d["boxes"][0, 1, 2, 0], torch.tensor(want, dtype=torch.float64))
+
+
+def test_targets_by_hand():
+    heads = [one_head(((10.0, 10.0), (40.0, 40.0)), classes=3)]
+    box = torch.tensor([[0.55, 0.30, 0.10, 0.10]])          # 40 x 40 px in a 400 x 400 input
+    t = Y.encode_targets([box], [torch.tensor([2])], heads, [(4, 4)], (400, 400))
+    y = t.per_head[0]
+    assert y[..., 4].sum() == 1 and y[0, 1, 2, 1, 4] == 1    # row 0.3*4=1, col 0.55*4=2, anchor 1
+    assert torch.equal(y[0, 1, 2, 1, :4], box[0]) and y[0, 1, 2, 1, 5:].tolist() == [0, 0, 1]
+
+
+# --- IoU family, by hand ---------------------------------------------------------------------------
+
+def test_iou_variants_by_hand():
+    a = torch.tensor([0.5, 0.5, 0.2, 0.2], dtype=torch.float64)     # (0.4, 0.4) - (0.6, 0.6)
+    b = torch.tensor([0.6, 0.5, 0.2, 0.4], dtype=torch.float64)     # (0.5, 0.3) - (0.7, 0.7)
+    inter, union = 0.1 * 0.2, 0.04 + 0.08 - 0.1 * 0.2
+    iou = inter / union
+    enclose = 0.3 * 0.4
+    c2, p2 = 0.3 ** 2 + 0.4 ** 2, 0.1 ** 2
+    v = 4 / math.pi ** 2 * (math.atan(0.2 / 0.4) - math.atan(0.2 / 0.2)) ** 2
+    want = {"iou": iou, "giou": iou - (enclose - union) / enclose, "diou": iou - p2 / c2,
+            "ciou": iou - p2 / c2 - v / (1 - iou + v) * v}
+    for kind, w in want.items():
+        assert abs(Y.box_iou(a, b, kind).item() - w) < 1e-7, kind
+
+
+@pytest.mark.parametrize("kind", ["iou", "giou", "diou", "ciou"])
+def test_iou_degenerate_boxes_stay_finite(kind):
+    boxes = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2],
+                          [0.9, 0.9, 0.1, 0.0]], dtype=torch.float64, requires_grad=True)
+    out = Y.box_iou(boxes[:, None], boxes[None], kind)
+    out.sum().backward()
+    assert out.isfinite().all() and boxes.grad.isfinite().all()
+    assert abs(out[1, 2].item() - 1) < 1e-6                  # identical boxes
+
+
+# --- loss: one box, one anchor, one cell, computed by hand ---------------------------------------
+
+def _single_case(**kw):
+    head = one_head(((20.0, 40.0),), classes=2, **kw)
+    box = torch.tensor([[0.6, 0.3, 0.25, 0.5]], dtype=torch.float64)   # cell (0, 1) of a 2x2 grid
+    t = Y.encode_targets([box], [torch.tensor([1])], [head], [(2, 2)], (80, 80))
+    raw = torch.zeros(1, 7, 2, 2, dtype=torch.float64)
+    raw[0, :, 0, 1] = torch.tensor([0.3, -0.2, 0.1, 0.4, 0.5, -1.0, 2.0], dtype=torch.float64)
+    return head, t, raw
+
+
+def _bce(z, y):
+    s = 1 / (1 + math.exp(-z))
+    return -(y * math.log(s) + (1 - y) * math.log(1 - s))
+
+
+def test_loss_parts_by_hand():
+    head, t, raw = _single_case(ignore_thresh=2.0)               # no cell is ignored
+    total, parts = Y.yolo_loss([raw], t, [head], (80, 80))
+    scale = 2 - 0.25 * 0.5
+    fx, fy = 0.6 * 2 - 1, 0.3 * 2 - 0                             # in-cell offsets 0.2, 0.6
+    xy = scale * (_bce(0.3, fx) + _bce(-0.2, fy))
+    tw, th = math.log(0.25 * 80 / 20), math.log(0.5 * 80 / 40)
+    wh = scale * 0.5 * ((tw - 0.1) ** 2 + (th - 0.4) ** 2)
+    obj = _bce(0.5, 1) + 3 * _bce(0.0, 0)                         # 1 positive, 3 negatives
+    cls = _bce(-1.0, 0) + _bce(2.0, 1)
+    for k, want in (("xy", xy), ("wh", wh), ("obj", obj), ("cls", cls)):
+        assert abs(parts[k].item() - want) < 1e-9, k
+    assert abs(total.item() - (xy + wh + obj + cls)) < 1e-9
+
+
+def test_ignore_mask_by_hand():
+    """Negative cell (0, 0) predicts (0.5, 0.3, 0.25, 0.5) against the gt (0.6, 0.3, 0.25, 0.5):
+    IoU = (0.15 * 0.5) / (2 * 0.125 - 0.075) = 0.4286.  With ignore_thresh 0.3 that cell is
+    ignored; with 0.95 it is a negative, adding BCE(0.7, 0) to the objectness loss."""
+    head, t, raw = _single_case(ignore_thresh=0.3)
+    raw[0, :, 0, 0] = torch.tensor([10.0, math.log(0.6 / 0.4), 0.0, 0.0, 0.7, 0.0, 0.0],
+                                   dtype=torch.float64)
+    d = Y.decode(raw, head, (80, 80))["boxes"][0, 0, 0, 0]
+    assert abs(Y.box_iou(d, t.boxes[0, 0]).item() - 0.075 / 0.175) < 1e-4
+    _, ignored = Y.yolo_loss([raw], t, [head], (80, 80))
+    head.ignore_thresh = 0.95
+    _, counted = Y.yolo_loss([raw], t, [head], (80, 80))
+    assert abs((counted["obj"] - ignored["obj"]).item() - _bce(0.7, 0)) < 1e-9
+
+
+@pytest.mark.parametrize("iou_loss", ["mse", "iou", "giou", "diou", "ciou"])
+def test_gradcheck(iou_loss):
+    head, t, raw = _single_case(iou_loss=iou_loss)
+    raw = (raw + 0.1 * torch.randn_like(raw)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda r: Y.yolo_loss([r], t, [head], (80, 80))[0], (raw,))
+
+
+def test_iou_loss_by_hand():
+    head, t, raw = _single_case(iou_loss="ciou", iou_normalizer=0.07)
+    _, parts = Y.yolo_loss([raw], t, [head], (80, 80))
+    d = Y.decode(raw, head, (80, 80))["boxes"][0, 0, 1, 0]
+    want = 0.07 * (1 - Y.box_iou(d, t.boxes[0, 0], "ciou").item())
+    assert abs(parts["iou"].item() - want) < 1e-9 and parts["xy"].item() == 0
+
+
+# --- NMS ---------------------------------------------------------------------------------------------
+
+def test_nms_by_hand():
+    boxes = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.51, 0.5, 0.2, 0.2], [0.8, 0.8, 0.1, 0.1],
+                          [0.5, 0.5, 0.2, 0.2]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    assert Y.nms(boxes, scores, 0.45).tolist() == [0, 2]
+    assert Y.nms(boxes, scores, 0.45, classes=torch.tensor([0, 0, 0, 1])).tolist() == [0, 2, 3]
+    # DIoU-NMS keeps a box whose centre is far even when the IoU is high enough to drop it
+    far = torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.6, 0.5, 0.4, 0.4]])
+    iou = Y.box_iou(far[0], far[1]).item()                        # 0.6
+    assert Y.nms(far, scores[:2], iou - 0.01).tolist() == [0]
+    assert Y.nms(far, scores[:2], iou - 0.01, kind="diou").tolist() == [0, 1]
+
+
+# --- against OpenCV's [yolo] decode -------------------------------------------------------------
+
+@needs_shared
+@pytest.mark.parametrize("name", ["yolov3-tiny", "yolov4-tiny"])
+def test_decode_matches_opencv(name, tmp_path, make_weights):
+    cv2 = pytest.importorskip("cv2")
+    cfg = C.rewrite(C.load(os.path.join(DARKNET_CFGS, f"{name}.cfg")), width=128, height=128,
+                    batch=1)
+    path = str(tmp_path / "net.cfg")
+    C.save(cfg, path)
+    weights = make_weights(path)
+    model = darkcfg.load(weights, path)
+    x = np.random.default_rng(0).uniform(0, 1, (1, 3, 128, 128)).astype(np.float32)
+    cvnet = cv2.dnn.readNetFromDarknet(path, weights)
+    yolo_layers = [l for l in model.net.layers if l.type == "yolo"]
+    cvnet.setInput(x)
+    theirs = cvnet.forward([f"yolo_{l.index}" for l in yolo_layers])
+    with torch.no_grad():
+        outs = model(torch.from_numpy(x))
+    for raw, layer, cv in zip(outs, yolo_layers, theirs):
+        d = Y.decode(raw.double(), Y.Head.from_layer(layer), (128, 128))
+        ours = torch.cat([d["boxes"], d["obj"][..., None]], -1).reshape(-1, 5).numpy()
+        # 1e-4, relative above 1 (w and h exceed 1 at this input size; exp amplifies the
+        # ~5e-5 by which OpenCV's raw tensors part from darknet's)
+        assert (np.abs(ours - cv[:, :5]) <= 1e-4 * np.maximum(1, np.abs(cv[:, :5]))).all()
+        scores = (d["obj"][..., None] * d["cls"]).reshape(cv.shape[0], -1).numpy()
+        shown = cv[:, 5:] > 0                                    # OpenCV zeroes low scores
+        assert shown.sum() > 10 and np.abs(scores[shown] - cv[:, 5:][shown]).max() < 1e-4
+        assert (scores[~shown] < scores[shown].min() + 1e-4).all()
