@@ -307,3 +307,95 @@ def build(cfg, weights, weights_cfg, cutoff, output, force, **rw):
     if output:
         W.save_pt(model, output, header, force=force)
         click.echo(f"wrote {output}")
+
+
+@main.command()
+@click.argument("labels", type=click.Path(exists=True))
+@click.option("--num", type=click.IntRange(min=1), default=9, show_default=True,
+              help="Number of anchors.")
+@click.option("--width", type=click.IntRange(min=1), help="Network input width in pixels "
+              "(default: the --write-cfg cfg's, else 416).")
+@click.option("--height", type=click.IntRange(min=1), help="Network input height in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True, help="k-means++ seed.")
+@click.option("--write-cfg", type=click.Path(exists=True, dir_okay=False),
+              help="Put anchors=, num= and mask= into this cfg's [yolo] sections (in place, "
+                   "atomically, comments kept; filters= of the feeding convs follow).")
+def anchors(labels, num, width, height, seed, write_cfg):
+    """k-means anchors (distance 1 - IoU, as darknet's calc_anchors) from LABELS: a folder of
+    YOLO .txt labels (class cx cy w h, normalized) or a file listing label or image files.
+
+    \b
+    Prints the anchors small to large, the average IoU of each box with its best anchor, and
+    the best possible recall at IoU 0.5.  Deterministic for a seed.
+
+    \b
+    Example:
+      darkcfg anchors data/labels --num 9 --width 416 --height 416 --write-cfg my.cfg
+    """
+    import numpy as np
+    from . import anchors as A
+    cfg = cfgmod.load(write_cfg) if write_cfg else None
+    if cfg is not None:
+        net = shapes.infer(cfg)
+        width, height = width or net.width, height or net.height
+    width, height = width or 416, height or 416
+    wh = A.read_labels(labels) * np.array([width, height])
+    res = A.kmeans(wh, num, seed)
+    click.echo(f"{len(wh):,} boxes, {num} anchors at {width} x {height}, seed {seed} "
+               f"({res.iterations} iterations)")
+    click.echo("anchors = " + ", ".join(f"{w:.0f},{h:.0f}" for w, h in res.anchors))
+    click.echo(f"average IoU: {res.avg_iou * 100:.2f}%   best possible recall at IoU 0.5: "
+               f"{res.recall50 * 100:.2f}%")
+    if cfg is not None:
+        cfgmod.save(A.write_cfg(cfg, res.anchors), write_cfg)
+        click.echo(f"wrote anchors into {write_cfg}")
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--weights", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="darknet .weights (with --cfg) or a darkcfg .pt.")
+@click.option("--cfg", type=click.Path(dir_okay=False),
+              help="The network's cfg (default: bundled yolo_ref.cfg with weights in the bundled "
+                   "yolov3.cfg's order; not needed for a .pt).")
+@click.option("--weights-cfg", type=click.Path(dir_okay=False),
+              help="The cfg whose layer order --weights follows (default: --cfg).")
+@click.option("--names", type=click.Path(exists=True, dir_okay=False),
+              help="Class names, one per line (darknet's coco.names).")
+@click.option("--thresh", type=click.FloatRange(0, 1), default=0.25, show_default=True,
+              help="Keep class j when objectness * p(j) exceeds this.")
+@click.option("--nms", "nms_thresh", type=click.FloatRange(0, 1), default=0.45, show_default=True,
+              help="NMS IoU threshold (per class).")
+@click.option("-o", "--output", type=click.Path(file_okay=False),
+              help="Write each image with its boxes drawn into this folder.")
+def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, output):
+    """Detect objects in IMAGES: letterbox to the network's size (as darknet), run, decode,
+    NMS; print one line per detection (class, score, box x1 y1 x2 y2 in image pixels).
+
+    \b
+    Example:
+      darkcfg detect dog.jpg --cfg cfgs/yolov3.cfg --weights yolov3.weights --names coco.names -o out/
+    """
+    from . import detect as D
+    from . import model as M
+    if _ext(weights) == ".pt":
+        model = M.load(weights)
+    else:
+        if cfg is None:
+            cfg, weights_cfg = DEFAULT_CFG, weights_cfg or YOLOV3_CFG
+        model = M.load(weights, cfg, weights_cfg=weights_cfg)
+    labels = D.read_names(names) if names else None
+    if output:
+        os.makedirs(output, exist_ok=True)
+    for path in images:
+        dets, size = D.detect_image(model, path, thresh, nms_thresh)
+        click.echo(f"{path}: {len(dets)} detections ({size[0]} x {size[1]})")
+        for d in dets:
+            name = labels[d.cls] if labels and d.cls < len(labels) else f"class {d.cls}"
+            x1, y1, x2, y2 = d.box
+            click.echo(f"  {name}: {d.score * 100:.1f}%  {x1:.0f} {y1:.0f} {x2:.0f} {y2:.0f}")
+        if output:
+            dst = os.path.join(output, os.path.basename(path))
+            if _same_file(path, dst):
+                raise DarkcfgError(f"{dst}: would overwrite the input image")
+            D.draw(path, dets, labels, dst)

@@ -113,3 +113,21 @@ def test_summary_does_not_import_torch():
             "finally: print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.stderr.strip().endswith("NO-TORCH"), r.stderr
+
+
+def test_detect_prints_and_draws(tmp_path):
+    from PIL import Image
+    import numpy as np
+    cfg = os.path.join(CFGS, "yolov3-tiny.cfg")
+    w = tmp_path / "t.weights"
+    assert run("init", cfg, w).exit_code == 0
+    img = tmp_path / "in.png"
+    Image.fromarray((np.random.default_rng(0).random((120, 200, 3)) * 255).astype("uint8")).save(img)
+    r = run("detect", img, "--cfg", cfg, "--weights", w, "--thresh", "0.01", "-o", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith(f"{img}: ") and "(200 x 120)" in r.output
+    assert Image.open(tmp_path / "o" / "in.png").size == (200, 120)
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    r = run("detect", bad, "--cfg", cfg, "--weights", w)
+    assert r.exit_code == 1 and "not an image" in r.output

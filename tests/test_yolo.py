@@ -198,3 +198,95 @@ def test_decode_matches_opencv(name, tmp_path, make_weights):
         shown = cv[:, 5:] > 0                                    # OpenCV zeroes low scores
         assert shown.sum() > 10 and np.abs(scores[shown] - cv[:, 5:][shown]).max() < 1e-4
         assert (scores[~shown] < scores[shown].min() + 1e-4).all()
+
+
+# --- overfit: the whole pipeline learns ------------------------------------------------------------
+
+def test_overfit_two_images():
+    """yolov3-tiny (3 classes, 128x128) on 2 synthetic images: the loss falls >= 10x and the
+    decoded, NMS'd detections recover every gt box (IoU > 0.5, right class), nothing else."""
+    torch.manual_seed(0)
+    model = darkcfg.build_model(TINY, classes=3, width=128, height=128)
+    heads = Y.heads_of(model)
+    gt = [torch.tensor([[0.3, 0.3, 0.3, 0.25], [0.7, 0.65, 0.4, 0.5]]),
+          torch.tensor([[0.5, 0.5, 0.5, 0.6]])]
+    gc = [torch.tensor([0, 2]), torch.tensor([1])]
+    imgs = torch.rand(2, 3, 128, 128) * 0.1
+    for i, (boxes, classes) in enumerate(zip(gt, gc)):      # a rectangle in the class's channel
+        for (cx, cy, w, h), c in zip(boxes.tolist(), classes.tolist()):
+            imgs[i, c, int((cy - h / 2) * 128):int((cy + h / 2) * 128),
+                 int((cx - w / 2) * 128):int((cx + w / 2) * 128)] = 1.0
+    targets = Y.encode_targets(gt, gc, heads, [(4, 4), (8, 8)], (128, 128))
+    model.eval()             # BN on running statistics: training and inference see one network
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    losses = []
+    for _ in range(150):
+        loss, _ = Y.yolo_loss(model(imgs), targets, heads, (128, 128))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] / losses[-1] >= 10
+    with torch.no_grad():
+        found = Y.detections(model(imgs), model, thresh=0.25, nms_thresh=0.45)
+    for dets, boxes, classes in zip(found, gt, gc):
+        assert len(dets) == len(boxes)
+        for box, c in zip(boxes, classes):
+            x1, y1, x2, y2 = box[0] - box[2] / 2, box[1] - box[3] / 2, box[0] + box[2] / 2, \
+                box[1] + box[3] / 2
+            best = max(dets, key=lambda d: _corner_iou(d.box, (x1, y1, x2, y2)))
+            assert best.cls == c and _corner_iou(best.box, (x1, y1, x2, y2)) > 0.5
+
+
+def _corner_iou(a, b):
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@needs_shared
+@pytest.mark.parametrize("name", ["yolov3-tiny", "yolov4-tiny"])
+def test_detections_match_opencv(name, tmp_path, make_weights):
+    """After thresholding and per-class NMS: our detections vs OpenCV's [yolo] rows put through
+    cv2.dnn.NMSBoxes per class - same classes, boxes and scores within 1e-4."""
+    cv2 = pytest.importorskip("cv2")
+    cfg = C.rewrite(C.load(os.path.join(DARKNET_CFGS, f"{name}.cfg")), width=128, height=128,
+                    batch=1)
+    path = str(tmp_path / "net.cfg")
+    C.save(cfg, path)
+    weights = make_weights(path)
+    model = darkcfg.load(weights, path)
+    x = np.random.default_rng(1).uniform(0, 1, (1, 3, 128, 128)).astype(np.float32)
+    cvnet = cv2.dnn.readNetFromDarknet(path, weights)
+    cvnet.setInput(x)
+    rows = np.concatenate(cvnet.forward(list(cvnet.getUnconnectedOutLayersNames())))
+    theirs = []
+    for c in range(rows.shape[1] - 5):
+        s = rows[:, 5 + c]
+        keep = np.nonzero(s > 0.25)[0]
+        if not len(keep):
+            continue
+        xywh = [[r[0] - r[2] / 2, r[1] - r[3] / 2, r[2], r[3]] for r in rows[keep]]
+        for k in np.asarray(cv2.dnn.NMSBoxes(xywh, s[keep].tolist(), 0.25, 0.45)).reshape(-1):
+            r = rows[keep[k]]
+            theirs.append((c, float(s[keep[k]]), (r[0] - r[2] / 2, r[1] - r[3] / 2,
+                                                  r[0] + r[2] / 2, r[1] + r[3] / 2)))
+    with torch.no_grad():
+        ours = Y.detections(model(torch.from_numpy(x)), model, 0.25, 0.45)[0]
+    assert len(ours) == len(theirs) > 3
+    left = list(theirs)
+    for d in ours:            # pair each of ours with the nearest of theirs of the same class
+        same = [t for t in left if t[0] == d.cls]
+        assert same, f"class {d.cls} at {d.box} has no OpenCV counterpart"
+        c, s, box = min(same, key=lambda t: np.abs(np.subtract(t[2], d.box)).max())
+        left.remove((c, s, box))
+        assert abs(d.score - s) < 1e-4
+        assert np.allclose(d.box, box, atol=1e-4, rtol=1e-4)
+
+
+def test_unletterbox_by_hand():
+    from darkcfg.detect import unletterbox
+    # a 640 x 320 image letterboxed into 416 x 416 is 416 x 208 at y offset 104
+    box = unletterbox((0.25, 104 / 416, 0.75, 312 / 416), (416, 416), (416, 208), (640, 320))
+    assert np.allclose(box, (160, 0, 480, 320))
