@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -319,6 +320,16 @@ def yolo_loss(raw: list, targets: Targets, heads: list, input_size: tuple) -> tu
 # ----- NMS and detections -------------------------------------------------------------------------
 
 
+def _diou_over(a, rest, thresh, beta):
+    iou = box_iou(a, rest)
+    ax1, ay1, ax2, ay2 = _corners(a)
+    bx1, by1, bx2, by2 = _corners(rest)
+    c2 = (torch.maximum(ax2, bx2) - torch.minimum(ax1, bx1)) ** 2 + \
+        (torch.maximum(ay2, by2) - torch.minimum(ay1, by1)) ** 2 + EPS
+    p2 = (a[..., 0] - rest[..., 0]) ** 2 + (a[..., 1] - rest[..., 1]) ** 2
+    return iou - (p2 / c2) ** beta > thresh
+
+
 def nms(boxes: torch.Tensor, scores: torch.Tensor, thresh: float,
         classes: torch.Tensor | None = None, kind: str = "greedy", beta: float = 0.6):
     """Indices kept, highest score first.  ``boxes`` (N, 4) cx,cy,w,h.
@@ -326,29 +337,34 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, thresh: float,
     * greedy: drop a box whose IoU with a kept one exceeds ``thresh``;
     * diou (darknet's nms_kind=diounms): drop when IoU - (p2/c2)^beta exceeds ``thresh``.
     With ``classes``, boxes of different classes never suppress each other (per class);
-    without, NMS is class-agnostic."""
+    without, NMS is class-agnostic.  Memory is O(N): one kept box against the rest per step."""
+    if kind not in ("greedy", "diou"):
+        raise ValueError(f"unknown NMS kind {kind!r}: greedy or diou")
+    if classes is not None and len(classes):   # per class: O(sum n_c^2) instead of O(N^2)
+        kept = [idx[_greedy(boxes[idx], scores[idx], thresh, kind, beta)]
+                for idx in (torch.nonzero(classes == k).flatten() for k in classes.unique())]
+        kept = torch.cat(kept)
+        return kept[scores[kept].argsort(descending=True)]
+    return _greedy(boxes, scores, thresh, kind, beta)
+
+
+def _greedy(boxes, scores, thresh, kind, beta):
     order = scores.argsort(descending=True)
     b = boxes[order]
-    if kind == "diou":
-        iou = box_iou(b[:, None], b[None], "iou")
-        ax1, ay1, ax2, ay2 = _corners(b[:, None])
-        bx1, by1, bx2, by2 = _corners(b[None])
-        c2 = (torch.maximum(ax2, bx2) - torch.minimum(ax1, bx1)) ** 2 + \
-            (torch.maximum(ay2, by2) - torch.minimum(ay1, by1)) ** 2 + EPS
-        p2 = (b[:, None, 0] - b[None, :, 0]) ** 2 + (b[:, None, 1] - b[None, :, 1]) ** 2
-        over = iou - (p2 / c2) ** beta > thresh
-    elif kind == "greedy":
-        over = box_iou(b[:, None], b[None]) > thresh
-    else:
-        raise ValueError(f"unknown NMS kind {kind!r}: greedy or diou")
-    if classes is not None:
-        c = classes[order]
-        over &= c[:, None] == c[None]
-    keep = torch.ones(len(b), dtype=torch.bool, device=b.device)
-    for i in range(len(b)):          # greedy: each kept box removes the lower ones it overlaps
-        if keep[i]:
-            keep[i + 1:] &= ~over[i, i + 1:]
-    return order[keep]
+    n = len(b)
+    dropped = np.zeros(n, dtype=bool)          # the greedy bookkeeping is cheapest in numpy
+    step = max(64, min(1024, 20_000_000 // max(n, 1)))     # bounds the block to ~20M entries
+    for start in range(0, n, step):
+        end = min(n, start + step)
+        blk, later = b[start:end, None], b[None, start:]
+        over = (_diou_over(blk, later, thresh, beta) if kind == "diou"
+                else box_iou(blk, later) > thresh)               # (block, n - start)
+        over = over.cpu().numpy()
+        tail = dropped[start:]
+        for j in range(end - start):         # exact greedy: a kept box drops those it covers
+            if not tail[j]:
+                tail[j + 1:] |= over[j, j + 1:]
+    return order[torch.from_numpy(~dropped).to(order.device)]
 
 
 @dataclass

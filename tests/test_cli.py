@@ -123,7 +123,7 @@ def test_detect_prints_and_draws(tmp_path):
     assert run("init", cfg, w).exit_code == 0
     img = tmp_path / "in.png"
     Image.fromarray((np.random.default_rng(0).random((120, 200, 3)) * 255).astype("uint8")).save(img)
-    r = run("detect", img, "--cfg", cfg, "--weights", w, "--thresh", "0.01", "-o", tmp_path / "o")
+    r = run("detect", img, "--cfg", cfg, "--weights", w, "--thresh", "0.3", "-o", tmp_path / "o")
     assert r.exit_code == 0, r.output
     assert r.output.startswith(f"{img}: ") and "(200 x 120)" in r.output
     assert Image.open(tmp_path / "o" / "in.png").size == (200, 120)

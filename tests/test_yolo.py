@@ -290,3 +290,26 @@ def test_unletterbox_by_hand():
     # a 640 x 320 image letterboxed into 416 x 416 is 416 x 208 at y offset 104
     box = unletterbox((0.25, 104 / 416, 0.75, 312 / 416), (416, 416), (416, 208), (640, 320))
     assert np.allclose(box, (160, 0, 480, 320))
+
+
+@pytest.mark.parametrize("per_class", [False, True])
+def test_nms_equals_plain_python_greedy(per_class):
+    g = torch.Generator().manual_seed(1)
+    boxes = torch.cat([torch.rand(300, 2, generator=g), torch.rand(300, 2, generator=g) * 0.3 +
+                       0.02], 1).double()
+    scores = torch.rand(300, generator=g).double()
+    classes = torch.randint(0, 3, (300,), generator=g)
+
+    def iou(a, b):
+        ax1, ay1, ax2, ay2 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
+        bx1, by1, bx2, by2 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
+        inter = max(0, min(ax2, bx2) - max(ax1, bx1)) * max(0, min(ay2, by2) - max(ay1, by1))
+        return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+    kept = []
+    for i in sorted(range(300), key=lambda i: -scores[i].item()):
+        if all(iou(boxes[i].tolist(), boxes[j].tolist()) <= 0.45
+               or (per_class and classes[i] != classes[j]) for j in kept):
+            kept.append(i)
+    ours = Y.nms(boxes, scores, 0.45, classes if per_class else None)
+    assert ours.tolist() == kept
