@@ -56,7 +56,12 @@ def block5(width):
     return [conv(width, 1), conv(width * 2, 3), conv(width, 1), conv(width * 2, 3), conv(width, 1)]
 
 
-def yolov3(reference=False):
+def keypoint(classes=80):
+    return section("keypoint", classes=classes, head="separate", tower=4, tower_filters=256,
+                   sigma=1.0, loss="bce")
+
+
+def yolov3(reference=False, keypoints=False):
     parts = [net(416, 416, angle=0, saturation=1.5, exposure=1.5, hue=0.1, learning_rate=0.001,
                  burn_in=1000, max_batches=500200, policy="steps", steps="400000,450000",
                  scales=".1,.1")]
@@ -70,6 +75,16 @@ def yolov3(reference=False):
         head = head_conv(255)
         y = yolo(masks[level], YOLOV3_ANCHORS, 9)
         last = level == 2
+        if keypoints:       # [keypoint] owns its towers: it replaces the head conv and [yolo]
+            parts += [out, keypoint()] if last else [
+                out, section("route", layers=-2), conv(width // 2, 1),
+                section("upsample", stride=2), section("route", layers=-4), keypoint(),
+                section("route", layers=f"-3,{skips[level]}")]
+            if not last:
+                nxt = block5(width // 2)
+                parts.append(f"# FPN level {level + 1} (stride {32 >> (level + 1)})\n" + nxt[0])
+                parts += nxt[1:]
+            continue
         up = conv(width // 2, 1)
         ups = section("upsample", stride=2)
         if not reference:
@@ -128,6 +143,10 @@ HEADERS = {
                     "instead of 107, same params and BFLOPs).  darknet's yolov3.weights follows\n"
                     "yolov3.cfg's order: load it with --weights-cfg cfgs/yolov3.cfg.",
     "yolov3-tiny.cfg": "darknet's YOLOv3-tiny (COCO, 80 classes); same layers and order.",
+    "yolo_kp.cfg": "The design notes' keypoint model: yolo_ref's backbone and FPN, with an\n"
+                   "anchor-free [keypoint] head (RetinaNet-style separate reg and cls towers)\n"
+                   "at each level in place of the detection conv + [yolo].  The first 75 layers\n"
+                   "are Darknet-53: darknet53.conv.74 loads with --cutoff 75.",
     "darknet53.cfg": "darknet's Darknet-53 ImageNet classifier (1000 classes).  Its first 75\n"
                      "layers are the YOLOv3 backbone: summary --cutoff 75.",
 }
@@ -144,4 +163,5 @@ if __name__ == "__main__":
     write("yolov3.cfg", yolov3())
     write("yolo_ref.cfg", yolov3(reference=True))
     write("yolov3-tiny.cfg", yolov3_tiny())
+    write("yolo_kp.cfg", yolov3(reference=True, keypoints=True))
     write("darknet53.cfg", darknet53())

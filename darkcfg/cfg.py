@@ -45,7 +45,7 @@ SECTION_ALIASES = {
     "yolo": "yolo", "Gaussian_yolo": "gaussian_yolo", "region": "region",
     "detection": "detection", "cost": "cost", "crop": "crop", "contrastive": "contrastive",
     "crnn": "crnn", "rnn": "rnn", "gru": "gru", "lstm": "lstm", "conv_lstm": "conv_lstm",
-    "history": "history",
+    "history": "history", "keypoint": "keypoint",
 }
 
 

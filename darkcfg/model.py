@@ -95,12 +95,14 @@ class Darknet(nn.Module):
         self.sources = [list(l.sources) for l in net.layers]
         heads = [l.index for l in net.layers if l.head]
         self.head_layers = heads
-        self.head_inputs = [self.sources[i][0] for i in heads] or [len(net.layers) - 1]
+        self.head_inputs = [i if net.layers[i].emits else self.sources[i][0]
+                            for i in heads] or [len(net.layers) - 1]
         read = {s for src in self.sources for s in src}
         read_later = {s for i, src in enumerate(self.sources) for s in src if s != i - 1}
         self._keep = read_later | set(self.head_inputs)
         # forward() skips the heads' own in-place transforms unless a later layer reads them
-        self._run = [i for i in range(len(net.layers)) if i not in heads or i in read]
+        self._run = [i for i in range(len(net.layers))
+                     if i not in heads or i in read or net.layers[i].emits]
         self.eval()
 
     @property
@@ -128,10 +130,28 @@ class Darknet(nn.Module):
         """Every layer's output, index by index, in darknet's layout."""
         return [o.detach() for o in self._loop(x, every=True)]
 
+    def freeze(self, upto: int) -> "Darknet":
+        """Keep layers < ``upto`` fixed (e.g. 75: the Darknet-53 backbone): no gradients, and
+        their batch norms stay on running statistics even in train()."""
+        self._frozen = upto
+        for layer in self.layers[:upto]:
+            for p in layer.parameters():
+                p.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for layer in self.layers[:getattr(self, "_frozen", 0)]:
+            layer.eval()
+        return self
+
     def yolo_layers(self) -> list:
         """(layer index, module) of every [yolo]/[Gaussian_yolo] head, cfg order."""
         return [(i, self.layers[i]) for i in self.head_layers
                 if isinstance(self.layers[i], L.Yolo)]
+
+
+from . import keypoint as _keypoint  # noqa: E402,F401  (registers the [keypoint] builder)
 
 
 def build_model(cfg_or_path, *, width=None, height=None, channels=None, classes=None,

@@ -52,7 +52,8 @@ class Layer:
     stride: int = 0
     dilation: int = 1
     opts: dict = field(default_factory=dict)      # resolved options for the builder
-    head: bool = False                # [yolo]/[Gaussian_yolo]/[region]/[detection]
+    head: bool = False                # [yolo]/[Gaussian_yolo]/[region]/[detection]/[keypoint]
+    emits: bool = False               # a head whose own output (not its input) is the result
     warnings: list = field(default_factory=list)  # things darknet accepts that deserve a word
 
     @property
@@ -591,6 +592,44 @@ def _detection(sec: Section, ctx: Ctx) -> Layer:
                 f"{side * side * ((1 + coords) * num + classes)} inputs")
     return _layer(ctx, sec, (0, 0, 0), outputs=ctx.inputs, head=True,
                   opts=dict(coords=coords, classes=classes, num=num, side=side, softmax=softmax))
+
+
+@shaper("keypoint")
+def _keypoint(sec: Section, ctx: Ctx) -> Layer:
+    """darkcfg's anchor-free keypoint head (design notes, "keypoint model").  It owns its convs,
+    stored like darknet convs: head=shared is one 1x1 conv to 2 + classes + 1 channels;
+    head=separate is a reg tower and a cls tower (``tower`` x 3x3 conv-BN-leaky of
+    ``tower_filters``) each ending in a 3x3 conv (2, and classes + 1).  The output is always
+    [reg_x, reg_y, class..., centerness] raw logits."""
+    classes = _positive(sec, "classes", 1)
+    head = sec.get_str("head", "shared")
+    if head not in ("shared", "separate"):
+        raise sec.error(f"'{head}': use shared or separate", sec.find("head"))
+    sigma = sec.get_float("sigma", 1.0)
+    if sigma <= 0:
+        raise sec.error(f"must be > 0, got {sigma}", sec.find("sigma"))
+    loss = sec.get_str("loss", "bce")
+    if loss not in ("bce", "l2", "wbce", "focal"):
+        raise sec.error(f"'{loss}': use bce, l2, wbce or focal", sec.find("loss"))
+    opts = dict(classes=classes, head=head, sigma=sigma, loss=loss,
+                alpha=sec.get_float("focal_alpha", 0.25), gamma=sec.get_float("focal_gamma", 2.0),
+                pos_weight=sec.get_float("pos_weight", 10.0))
+    ctx.need_image(sec)
+    c, area = ctx.c, ctx.w * ctx.h
+    if head == "shared":
+        ts = conv_tensors(classes + 3, c, 1, (1, 1), False, "head.")
+    else:
+        depth = _positive(sec, "tower", 4)
+        f = _positive(sec, "tower_filters", min(c, 256))
+        opts.update(tower=depth, tower_filters=f)
+        ts = []
+        for name, out in (("reg", 2), ("cls", classes + 1)):
+            for i in range(depth):
+                ts += conv_tensors(f, c if i == 0 else f, 1, (3, 3), True, f"{name}_tower.{i}.")
+            ts += conv_tensors(out, f, 1, (3, 3), False, f"{name}_head.")
+    flops = sum(2.0 * t.count * area for t in ts if t.name == "weights") / 1e9
+    return _layer(ctx, sec, (ctx.w, ctx.h, classes + 3), tensors=ts, filters=classes + 3,
+                  bflops=flops, head=True, emits=True, opts=opts)
 
 
 @shaper("crnn")

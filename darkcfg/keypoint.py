@@ -1,0 +1,195 @@
+"""The anchor-free keypoint model of the design notes ("keypoint (kp) model").
+
+A ``[keypoint]`` section takes an FPN feature and outputs, per cell, raw logits
+``[reg_x, reg_y, class_1..class_n, centerness]``: the in-cell offset of the keypoint, its class,
+and a centerness that replaces YOLO's objectness.  No anchors.
+
+Targets (:func:`encode`), per level, for each gt keypoint (class, x, y normalized):
+
+* its cell is the one containing it; reg target = the in-cell offset, in [0, 1];
+* centerness target = 1 in its own cell and ``exp(-d^2 / (2 sigma^2))`` elsewhere, d the
+  distance in cells from the cell's centre to the keypoint; where keypoints overlap the larger
+  value wins;
+* each cell is labelled (class, and reg where it is a keypoint's own cell) by the keypoint with
+  the largest Gaussian value there - so of two keypoints in one cell, the one nearer its centre;
+* class target: that keypoint's one-hot class wherever its centerness target exceeds
+  ``CLASS_FLOOR``, zeros elsewhere.
+
+Decode (:func:`decode`): score = sigmoid(centerness) * sigmoid(class); a 3x3 local maximum above
+a threshold, top-k; position = (cell + sigmoid(reg)) * stride; same-class keypoints from
+several levels closer than ``merge_radius`` pixels merge into the best-scoring one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import layers as L
+from .model import register
+
+CLASS_FLOOR = 0.05
+
+
+class KeypointHead(nn.Module):
+    def __init__(self, c_in, opts):
+        super().__init__()
+        n = opts["classes"]
+        conv = dict(groups=1, stride=(1, 1), dilation=1, share=None)
+        self.shared = opts["head"] == "shared"
+        if self.shared:
+            self.head = L.ConvBNAct(c_in, dict(conv, filters=n + 3, size=1, padding=0,
+                                               activation="linear", bn=False))
+            return
+        f, depth = opts["tower_filters"], opts["tower"]
+        tower = dict(conv, filters=f, size=3, padding=1, activation="leaky", bn=True)
+        for name, out in (("reg", 2), ("cls", n + 1)):
+            setattr(self, f"{name}_tower", nn.Sequential(*[
+                L.ConvBNAct(c_in if i == 0 else f, tower) for i in range(depth)]))
+            setattr(self, f"{name}_head", L.ConvBNAct(f, dict(conv, filters=out, size=3,
+                                                              padding=1, activation="linear",
+                                                              bn=False)))
+
+    def forward(self, x):
+        if self.shared:
+            return self.head(x)
+        return torch.cat([self.reg_head(self.reg_tower(x)), self.cls_head(self.cls_tower(x))], 1)
+
+
+register("keypoint")(lambda l, built: KeypointHead(l.input[2], l.opts))
+
+
+# ----- targets ------------------------------------------------------------------------------------
+
+
+def heads_of(model_or_net) -> list:
+    net = getattr(model_or_net, "net", model_or_net)
+    return [l for l in net.layers if l.type == "keypoint"]
+
+
+def encode(points: list, classes: list, grid: tuple, num_classes: int, sigma: float) -> torch.Tensor:
+    """Targets of one level: (B, H, W, 2 + C + 1) = [reg_x, reg_y, one-hot class, centerness]
+    plus, in a last channel, 1 where the cell is a keypoint's own (reg is trained there).
+    ``points[i]``: (N_i, 2) normalized (x, y) of image i; ``classes[i]``: (N_i,)."""
+    h, w = grid
+    b = len(points)
+    out = torch.zeros(b, h, w, num_classes + 4, dtype=torch.float64)
+    gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float64),
+                            torch.arange(w, dtype=torch.float64), indexing="ij")
+    for i, (pts, cls) in enumerate(zip(points, classes)):
+        pts = torch.as_tensor(pts, dtype=torch.float64).reshape(-1, 2)
+        cls = torch.as_tensor(cls, dtype=torch.long).reshape(-1)
+        if not len(pts):
+            continue
+        px, py = pts[:, 0] * w, pts[:, 1] * h                                  # in cells
+        cx, cy = px.long().clamp(0, w - 1), py.long().clamp(0, h - 1)
+        d2 = (gx[None] + 0.5 - px[:, None, None]) ** 2 + (gy[None] + 0.5 - py[:, None, None]) ** 2
+        g = torch.exp(-d2 / (2 * sigma * sigma))                               # (N, H, W)
+        own = torch.zeros_like(g, dtype=torch.bool)
+        own[torch.arange(len(pts)), cy, cx] = True
+        value = torch.where(own, torch.ones_like(g), g)
+        best = g.argmax(0)                                                     # labelling point
+        ctr = value.max(0).values
+        lab_own = own.gather(0, best[None])[0]
+        out[i, ..., -2] = ctr
+        out[i, ..., 2:2 + num_classes] = F.one_hot(cls[best], num_classes).double() * \
+            (ctr > CLASS_FLOOR)[..., None]
+        out[i, ..., 0] = torch.where(lab_own, px[best] - gx, torch.zeros_like(gx))
+        out[i, ..., 1] = torch.where(lab_own, py[best] - gy, torch.zeros_like(gy))
+        out[i, ..., -1] = lab_own.double()
+    return out
+
+
+def raw_from_targets(t: torch.Tensor, big: float = 30.0) -> torch.Tensor:
+    """The raw head output (B, C+3, H, W) whose decode gives back ``t``'s keypoints: logits of
+    the offsets, and +-``big`` for class and centerness (1 at a keypoint's own cell)."""
+    reg = torch.logit(t[..., :2].clamp(1e-12, 1 - 1e-12))
+    own = t[..., -1:] > 0
+    cls = torch.where((t[..., 2:-2] > 0) & own, big, -big)
+    ctr = torch.where(own, big, -big)
+    return torch.cat([reg, cls, ctr], -1).permute(0, 3, 1, 2)
+
+
+# ----- loss ---------------------------------------------------------------------------------------
+
+
+def _base(logits, target, opts):
+    kind = opts["loss"]
+    if kind == "l2":
+        return (torch.sigmoid(logits) - target) ** 2
+    if kind == "wbce":
+        w = 1 + (opts["pos_weight"] - 1) * target
+        return w * F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    if kind == "focal":
+        p = torch.sigmoid(logits)
+        pt = p * target + (1 - p) * (1 - target)
+        at = opts["alpha"] * target + (1 - opts["alpha"]) * (1 - target)
+        return at * (1 - pt) ** opts["gamma"] * bce
+    return bce
+
+
+def loss(raw: list, targets: list, layers: list) -> tuple:
+    """Sum over levels, mean over the batch.  Parts: reg (the in-cell offset, on the keypoints'
+    own cells), cls and ctr (every cell); each with the head's loss= (bce, l2, wbce, focal)."""
+    parts = {k: raw[0].new_zeros(()) for k in ("reg", "cls", "ctr")}
+    for r, t, layer in zip(raw, targets, layers):
+        t = t.to(r)
+        p = r.permute(0, 2, 3, 1)                                   # (B, H, W, C+3)
+        own = t[..., -1]
+        parts["reg"] = parts["reg"] + (_base(p[..., :2], t[..., :2], layer.opts).sum(-1)
+                                       * own).sum()
+        parts["cls"] = parts["cls"] + _base(p[..., 2:-1], t[..., 2:-2], layer.opts).sum()
+        parts["ctr"] = parts["ctr"] + _base(p[..., -1], t[..., -2], layer.opts).sum()
+    b = raw[0].shape[0]
+    parts = {k: v / b for k, v in parts.items()}
+    return sum(parts.values()), parts
+
+
+# ----- decode -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Keypoint:
+    cls: int
+    score: float
+    x: float            # input pixels
+    y: float
+
+
+def decode(raw: list, model_or_net, thresh: float = 0.3, top_k: int = 100,
+           merge_radius: float | None = None) -> list:
+    """Per image, the keypoints: 3x3 local maxima of sigmoid(centerness) * sigmoid(class)
+    above ``thresh``, top-k per level, positions in input pixels; same-class keypoints from
+    different levels within ``merge_radius`` pixels (default: half the coarsest stride) merge."""
+    net = getattr(model_or_net, "net", model_or_net)
+    strides = [net.width / l.input[0] for l in heads_of(net)]
+    radius = merge_radius if merge_radius is not None else max(strides) / 2
+    found = [[] for _ in range(raw[0].shape[0])]
+    for r, stride in zip(raw, strides):
+        b, _, h, w = r.shape
+        score = torch.sigmoid(r[:, 2:-1]) * torch.sigmoid(r[:, -1:])            # (B, C, H, W)
+        peak = score == F.max_pool2d(score, 3, 1, 1)
+        score = torch.where(peak & (score > thresh), score, torch.zeros_like(score))
+        flat = score.reshape(b, -1)
+        k = min(top_k, flat.shape[1])
+        vals, idx = flat.topk(k, 1)
+        for i in range(b):
+            for v, j in zip(vals[i].tolist(), idx[i].tolist()):
+                if v <= 0:
+                    break
+                c, rem = divmod(j, h * w)
+                cy, cx = divmod(rem, w)
+                ox, oy = torch.sigmoid(r[i, 0:2, cy, cx]).tolist()
+                found[i].append(Keypoint(c, v, (cx + ox) * stride, (cy + oy) * stride))
+    out = []
+    for kps in found:
+        kept = []
+        for kp in sorted(kps, key=lambda p: -p.score):
+            if all(q.cls != kp.cls or math.hypot(q.x - kp.x, q.y - kp.y) > radius for q in kept):
+                kept.append(kp)
+        out.append(kept)
+    return out

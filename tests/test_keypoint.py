@@ -1,0 +1,199 @@
+"""The keypoint model: targets by hand, round trip, gradcheck, weights, overfit."""
+from __future__ import annotations
+
+import math
+import os
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+import darkcfg
+from darkcfg import keypoint as K
+from darkcfg import shapes
+from darkcfg import weights as W
+from darkcfg.model import to_network
+
+from conftest import CFGS
+
+SMALL = """[net]
+width=64
+height=64
+channels=3
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=2
+pad=1
+activation=leaky
+[convolutional]
+batch_normalize=1
+filters=32
+size=3
+stride=2
+pad=1
+activation=leaky
+[convolutional]
+batch_normalize=1
+filters=32
+size=3
+stride=1
+pad=1
+activation=leaky
+[keypoint]
+classes=3
+head={head}
+tower=2
+tower_filters=16
+sigma=1
+loss={loss}
+"""
+
+
+def small(head="separate", loss="bce"):
+    return SMALL.format(head=head, loss=loss)
+
+
+# --- targets by hand -------------------------------------------------------------------------------
+
+def test_gaussian_values_at_known_offsets():
+    t = K.encode([torch.tensor([[0.375, 0.375]])], [torch.tensor([1])], (4, 4), 3, sigma=1.0)
+    # keypoint at (1.5, 1.5) cells: the centre of cell (1, 1)
+    ctr = t[0, ..., -2]
+    assert ctr[1, 1] == 1
+    assert abs(ctr[1, 2] - math.exp(-1 / 2)) < 1e-12           # one cell right: d = 1
+    assert abs(ctr[2, 2] - math.exp(-2 / 2)) < 1e-12           # diagonal: d^2 = 2
+    assert abs(ctr[3, 1] - math.exp(-4 / 2)) < 1e-12
+    assert t[0, 1, 1, :2].tolist() == [0.5, 0.5] and t[0, 1, 1, -1] == 1
+    assert t[0, 1, 1, 2:5].tolist() == [0, 1, 0] and t[0, 3, 3, 2:5].tolist() == [0, 0, 0]
+
+
+def test_two_keypoints_in_one_cell():
+    """Both fall in cell (0, 0) of a 2x2 grid; (0.2, 0.2) is nearer its centre (0.25, 0.25)
+    than (0.05, 0.45), so it labels the cell: its class and its offset."""
+    pts = torch.tensor([[0.05, 0.45], [0.2, 0.2]])
+    t = K.encode([pts], [torch.tensor([0, 2])], (2, 2), 3, sigma=1.0)
+    assert t[0, 0, 0, 2:5].tolist() == [0, 0, 1]
+    assert torch.allclose(t[0, 0, 0, :2], torch.tensor([0.4, 0.4], dtype=torch.float64))
+    assert t[0, 0, 0, -2] == 1
+
+
+def test_keypoint_on_a_cell_border():
+    """x = 0.5 on a 4-wide grid is the border between cells 1 and 2: it belongs to cell 2
+    (floor), offset 0; cell 1's centre is as near, and gets the Gaussian exp(-0.25/2)."""
+    t = K.encode([torch.tensor([[0.5, 0.125]])], [torch.tensor([0])], (4, 4), 3, sigma=1.0)
+    assert t[0, 0, 2, -1] == 1 and t[0, 0, 2, 0] == 0 and t[0, 0, 2, 1] == 0.5
+    assert t[0, 0, 2, -2] == 1 and abs(t[0, 0, 1, -2] - math.exp(-0.25 / 2)) < 1e-12
+    assert t[0, 0, 1, -1] == 0
+
+
+def test_round_trip_exact():
+    g = torch.Generator().manual_seed(0)
+    pts = [torch.rand(4, 2, generator=g, dtype=torch.float64) * 0.9 + 0.05 for _ in range(2)]
+    cls = [torch.randint(0, 3, (4,), generator=g) for _ in range(2)]
+    net = to_network(small())
+    t = K.encode(pts, cls, (16, 16), 3, sigma=1.0)
+    found = K.decode([K.raw_from_targets(t)], net, thresh=0.5, merge_radius=0)
+    for kps, p, c in zip(found, pts, cls):
+        got = sorted((k.cls, k.x / 64, k.y / 64) for k in kps)
+        want = sorted((int(ci), float(x), float(y)) for ci, (x, y) in zip(c, p))
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            assert a[0] == b[0] and abs(a[1] - b[1]) < 1e-6 and abs(a[2] - b[2]) < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["bce", "l2", "wbce", "focal"])
+def test_gradcheck(kind):
+    net = to_network(small(loss=kind))
+    layer = K.heads_of(net)[0]
+    t = K.encode([torch.tensor([[0.3, 0.6]])], [torch.tensor([2])], (3, 3), 3, sigma=1.0)
+    raw = torch.randn(1, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda r: K.loss([r], [t], [layer])[0], (raw,))
+
+
+def test_loss_by_hand():
+    layer = K.heads_of(to_network(small()))[0]
+    t = K.encode([torch.tensor([[0.25, 0.25]])], [torch.tensor([1])], (1, 1), 3, sigma=1.0)
+    raw = torch.tensor([0.1, -0.2, 0.3, 0.4, -0.5, 0.6], dtype=torch.float64).reshape(1, 6, 1, 1)
+    _, parts = K.loss([raw], [t], [layer])
+
+    def bce(z, y):
+        s = 1 / (1 + math.exp(-z))
+        return -(y * math.log(s) + (1 - y) * math.log(1 - s))
+    assert abs(parts["reg"].item() - (bce(0.1, 0.25) + bce(-0.2, 0.25))) < 1e-12
+    assert abs(parts["cls"].item() - (bce(0.3, 0) + bce(0.4, 1) + bce(-0.5, 0))) < 1e-12
+    assert abs(parts["ctr"].item() - bce(0.6, 1)) < 1e-12
+
+
+# --- cfg, weights, backbone --------------------------------------------------------------------
+
+@pytest.mark.parametrize("head", ["shared", "separate"])
+def test_weights_round_trip_and_summary(head, tmp_path):
+    from click.testing import CliRunner
+    from darkcfg.cli import main
+    cfg = tmp_path / "kp.cfg"
+    cfg.write_text(small(head))
+    w, pt, back = tmp_path / "k.weights", tmp_path / "k.pt", tmp_path / "b.weights"
+    run = CliRunner().invoke
+    assert run(main, ["init", str(cfg), str(w)]).exit_code == 0
+    assert run(main, ["convert", str(w), str(pt), "--cfg", str(cfg), "-q"]).exit_code == 0
+    assert run(main, ["convert", str(pt), str(back), "-q"]).exit_code == 0
+    assert w.read_bytes() == back.read_bytes()
+    net = shapes.infer(str(cfg))
+    model = darkcfg.build_model(net, device="meta")
+    assert net.totals()["params"] == sum(p.numel() for p in model.parameters())
+    r = run(main, ["summary", str(cfg)])
+    assert r.exit_code == 0 and "keypoint" in r.output
+
+
+def test_darknet53_backbone_loads_and_freezes(tmp_path):
+    kp = os.path.join(CFGS, "yolo_kp.cfg")
+    net = shapes.infer(kp)
+    n = W.expected_floats(net, 75)
+    assert n == 40_620_640
+    src = tmp_path / "darknet53.conv.74"
+    with open(src, "wb") as f:
+        f.write(struct.pack("<iiiQ", 0, 2, 5, 0))
+        f.write(np.arange(n, dtype="<f4").tobytes())
+    model, report = darkcfg.load_weights(str(src), kp, cutoff=75, width=64, height=64)
+    assert report.loaded == 52 and model.layers[0].bn.bias[5].item() == 5
+    model.freeze(75).train()
+    assert not any(p.requires_grad for l in model.layers[:75] for p in l.parameters())
+    assert all(p.requires_grad for p in model.layers[85].parameters())
+    assert not model.layers[0].training and model.layers[85].training
+
+
+# --- overfit --------------------------------------------------------------------------------------
+
+def test_overfit_dots():
+    """Dots of 3 classes (one colour channel each) at known positions on 2 images: after 200
+    steps every decoded keypoint is within one stride of its truth with the right class, and
+    nothing else is above the threshold."""
+    torch.manual_seed(0)
+    model = darkcfg.build_model(small())
+    layer = K.heads_of(model)[0]
+    pts = [torch.tensor([[0.2, 0.3], [0.7, 0.7]]), torch.tensor([[0.5, 0.25], [0.3, 0.8],
+                                                                 [0.8, 0.4]])]
+    cls = [torch.tensor([0, 1]), torch.tensor([2, 0, 1])]
+    imgs = torch.zeros(2, 3, 64, 64)
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    for i, (p, c) in enumerate(zip(pts, cls)):
+        for (x, y), k in zip(p.tolist(), c.tolist()):
+            imgs[i, k] += torch.exp(-((xx - x * 64) ** 2 + (yy - y * 64) ** 2) / 8)
+    t = K.encode(pts, cls, (16, 16), 3, sigma=1.0)
+    model.eval()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    for _ in range(200):
+        loss, _ = K.loss(model(imgs), [t], [layer])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        found = K.decode(model(imgs), model, thresh=0.3)
+    for kps, p, c in zip(found, pts, cls):
+        assert len(kps) == len(p)
+        for (x, y), k in zip(p.tolist(), c.tolist()):
+            near = min(kps, key=lambda q: math.hypot(q.x - x * 64, q.y - y * 64))
+            assert near.cls == k and math.hypot(near.x - x * 64, near.y - y * 64) < 4   # stride 4
