@@ -112,6 +112,20 @@ class ConvBNAct(nn.Module):
         else:
             self.conv, self.bn = None, None
 
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold the batch norm into the conv (darknet's fuse_conv_batchnorm, eps 1e-5)."""
+        if self.bn is None or self.xnor:
+            return
+        bn, conv = self.bn, self.conv
+        k = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                          conv.padding, conv.dilation, conv.groups, bias=True,
+                          device=conv.weight.device, dtype=conv.weight.dtype)
+        fused.weight.copy_(conv.weight * k[:, None, None, None])
+        fused.bias.copy_(bn.bias - bn.running_mean * k)
+        self.conv, self.bn = fused, None
+
     def forward(self, x):
         src = self.owner if self.owner is not None else self
         w = src.conv.weight
@@ -146,6 +160,18 @@ class Connected(nn.Module):
         self.fc = nn.Linear(inputs, opts["output"], bias=not opts["bn"])
         self.bn = nn.BatchNorm1d(opts["output"], eps=1e-5) if opts["bn"] else None
         self.act = Act(opts["activation"])
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        if self.bn is None:
+            return
+        bn, fc = self.bn, self.fc
+        k = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        fused = nn.Linear(fc.in_features, fc.out_features, device=fc.weight.device,
+                          dtype=fc.weight.dtype)
+        fused.weight.copy_(fc.weight * k[:, None])
+        fused.bias.copy_(bn.bias - bn.running_mean * k)
+        self.fc, self.bn = fused, None
 
     def forward(self, x):
         y = self.fc(x.flatten(1))
@@ -222,6 +248,11 @@ def _pool_pads(x, size, stride, padding):
     return lo, (ow - 1) * sx + size - w - lo, lo, (oh - 1) * sy + size - h - lo
 
 
+def _pool_out(x, size, stride, padding):
+    h, w = x.shape[-2:]
+    return ((h + padding - size) // stride[0] + 1, (w + padding - size) // stride[1] + 1)
+
+
 class MaxPool(nn.Module):
     """[maxpool]: darknet's padding (default size-1: pads right/bottom only for size 2) with
     out-of-range cells ignored (-inf), or maxpool_depth (max across channel groups)."""
@@ -241,6 +272,15 @@ class MaxPool(nn.Module):
         l, r, t, b = _pool_pads(x, self.size, self.stride, self.padding)
         if l == r and t == b and 2 * l <= self.size:     # symmetric: the pool pads with -inf
             return F.max_pool2d(x, self.size, self.stride, (t, l))
+        if l == t == 0 and 0 <= r < self.size and 0 <= b < self.size:
+            # right/bottom only (size 2: yolov3-tiny's stride-1 pool, odd sizes at stride 2):
+            # ceil_mode's partial windows ignore the missing cells, as darknet's -inf does
+            if self.stride == (1, 1) and 2 * max(r, b) <= self.size:
+                # pool with symmetric padding, drop the windows that start before the image
+                return F.max_pool2d(x, self.size, 1, (b, r))[..., b:, r:]
+            y = F.max_pool2d(x, self.size, self.stride, ceil_mode=True)
+            if y.shape[-2:] == _pool_out(x, self.size, self.stride, self.padding):
+                return y
         x = F.pad(x, (l, r, t, b), value=-math.inf)
         return F.max_pool2d(x, self.size, self.stride)
 

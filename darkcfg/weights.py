@@ -309,6 +309,9 @@ def save_darknet(model, path: str, header: Header | None = None, file_net: Netwo
     model's own).  Atomic: a failure leaves no file.  Returns the bytes written."""
     from tqdm import tqdm
     from .io import atomic_output
+    if getattr(model, "fused", False):
+        raise WeightsError("a fused model (batch norms folded) cannot be written as darknet "
+                           ".weights: save it before fuse()", path)
     file_net = file_net or model.net
     header = header or Header()
     mapping = _mapping(model, file_net, mapping, cutoff)

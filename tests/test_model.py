@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import math
 import os
 
 import numpy as np
@@ -26,11 +27,13 @@ def _numeric_cfg(name):
 
 
 @needs_shared
+@pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
 @pytest.mark.parametrize("name", NUMERIC)
-def test_every_layer_matches_darknet(name, make_weights):
-    """trace()[i] vs darknet's l.output of layer i: 1e-4 absolute, relative above 1."""
+def test_every_layer_matches_darknet(name, fuse, make_weights):
+    """trace()[i] vs darknet's l.output of layer i: 1e-4 absolute, relative above 1 - with
+    batch norms as they are, and folded into the convs."""
     folder, cfg_path, size = _numeric_cfg(name)
-    model = darkcfg.load(make_weights(cfg_path), cfg_path, width=size, height=size)
+    model = darkcfg.load(make_weights(cfg_path), cfg_path, width=size, height=size, fuse=fuse)
     x = torch.from_numpy(np.load(os.path.join(folder, "input.npy")))
     outs = model.trace(x)
     files = sorted(glob.glob(os.path.join(folder, "all_layers", "layer_*.npy")))
@@ -52,6 +55,23 @@ def test_forward_returns_the_tensors_entering_the_heads(make_weights):
     for h, i in zip(heads, (15, 22)):    # the convs right before the [yolo] layers 16 and 23
         ref = np.load(glob.glob(os.path.join(folder, "all_layers", f"layer_{i:03d}_*.npy"))[0])
         assert np.abs(h.detach().numpy() - ref).max() < 1e-4
+
+
+@needs_shared
+@pytest.mark.parametrize("name", NUMERIC)
+def test_fused_equals_unfused(name, make_weights):
+    folder, cfg_path, size = _numeric_cfg(name)
+    weights = make_weights(cfg_path)
+    plain = darkcfg.load(weights, cfg_path, width=size, height=size)
+    fused = darkcfg.load(weights, cfg_path, width=size, height=size, fuse=True,
+                         channels_last=True)
+    from darkcfg.layers import ConvBNAct
+    assert not any(isinstance(m, ConvBNAct) and m.bn is not None for m in fused.modules())
+    x = torch.from_numpy(np.load(os.path.join(folder, "input.npy")))
+    for i, (a, b) in enumerate(zip(plain.trace(x), fused.trace(x))):
+        assert ((a - b).abs().max() / max(1.0, b.abs().max())) < 1e-4, f"layer {i}"
+    with pytest.raises(DarkcfgError, match="fused model"):
+        darkcfg.weights.save_darknet(fused, "/nonexistent/never-written.weights")
 
 
 def test_any_input_size_and_batch():
@@ -119,3 +139,28 @@ def test_yolo_inputs_match_opencv(path, tmp_path, make_weights):
         tol = 1e-4 * max(1.0, float(np.abs(b).max()))
         assert a.shape == b.shape
         assert np.abs(a - b).max() <= tol, f"layer {l.index}: {np.abs(a - b).max():.2e}"
+
+
+@pytest.mark.parametrize("size, stride, padding, h, w", [
+    (2, (1, 1), 1, 7, 7), (2, (2, 2), 1, 7, 7), (2, (2, 2), 1, 6, 6), (3, (2, 2), 2, 7, 7),
+    (3, (1, 1), 2, 5, 5), (2, (1, 2), 1, 5, 6), (4, (1, 1), 3, 6, 6), (3, (1, 1), 1, 6, 6),
+    (5, (1, 1), 4, 6, 6), (3, (3, 3), 0, 9, 8),
+])
+def test_maxpool_equals_darknets_loop(size, stride, padding, h, w):
+    """Every fast path against darknet's forward_maxpool_layer written as plain loops: the
+    window starts at -padding/2, out-of-range cells are skipped."""
+    from darkcfg.layers import MaxPool
+    x = torch.randn(1, 2, h, w)
+    oh, ow = (h + padding - size) // stride[0] + 1, (w + padding - size) // stride[1] + 1
+    want = torch.full((1, 2, oh, ow), -math.inf)
+    off = -(padding // 2)
+    for c in range(2):
+        for i in range(oh):
+            for j in range(ow):
+                for n in range(size):
+                    for m in range(size):
+                        y, xx = off + i * stride[0] + n, off + j * stride[1] + m
+                        if 0 <= y < h and 0 <= xx < w:
+                            want[0, c, i, j] = max(want[0, c, i, j], x[0, c, y, xx])
+    got = MaxPool(dict(size=size, stride=stride, padding=padding, depth=False), 2)(x)
+    assert torch.equal(got, want)
