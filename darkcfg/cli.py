@@ -399,3 +399,45 @@ def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, output)
             if _same_file(path, dst):
                 raise DarkcfgError(f"{dst}: would overwrite the input image")
             D.draw(path, dets, labels, dst)
+
+
+@main.command()
+@click.argument("cfg", type=click.Path(dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
+              help="darknet .weights or darkcfg .pt (default: a fresh initialisation).")
+@click.option("--weights-cfg", type=click.Path(dir_okay=False),
+              help="The cfg whose layer order --weights follows (default: CFG).")
+@click.option("--width", type=click.IntRange(min=1), help="Input width (default: the cfg's).")
+@click.option("--height", type=click.IntRange(min=1), help="Input height.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Fixed batch size.")
+@click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension dynamic.")
+@click.option("--decode/--no-decode", default=False, show_default=True,
+              help="Output boxes (x1 y1 x2 y2, input pixels) and scores (obj * class) ready for "
+                   "NMS instead of the raw head tensors.")
+@click.option("--opset", type=click.IntRange(min=11), default=17, show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite DST if it exists.")
+def export(cfg, dst, weights, weights_cfg, width, height, batch, dynamic_batch, decode, opset,
+           force):
+    """Export CFG (with --weights) to ONNX at DST.
+
+    \b
+    Examples:
+      darkcfg export cfgs/yolov3-tiny.cfg tiny.onnx --weights yolov3-tiny.weights
+      darkcfg export cfgs/yolov3.cfg v3.onnx --weights yolov3.weights --decode --dynamic-batch
+    """
+    from . import export as E
+    from . import model as M
+    if not force and os.path.exists(dst):
+        raise DarkcfgError(f"{dst}: already exists (use --force to overwrite)")
+    if weights and _ext(weights) == ".pt":
+        if width or height:
+            raise click.UsageError("a .pt carries its cfg: --width/--height do not apply")
+        model = M.load(weights)
+    elif weights:
+        model = M.load(weights, cfg, weights_cfg=weights_cfg, width=width, height=height)
+    else:
+        model = M.build_model(load_network(cfg, width=width, height=height))
+    names = E.export_onnx(model, dst, batch, dynamic_batch, decode, opset, force=force)
+    click.echo(f"wrote {dst}: outputs {', '.join(names)}")

@@ -1,0 +1,100 @@
+"""ONNX export: onnx.checker passes and ONNX Runtime agrees with darkcfg within 1e-4."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import darkcfg
+from darkcfg import cfg as C
+from darkcfg import yolo as Y
+from darkcfg.errors import DarkcfgError
+from darkcfg.export import export_onnx
+
+from conftest import CFGS, DARKNET_CFGS, REFERENCE, needs_shared
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+def run_onnx(path, x):
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"images": x})
+
+
+def _case(name, tmp_path, make_weights):
+    if name == "synthetic_mixed":          # every layer type ONNX can express
+        path = os.path.join(REFERENCE, "numeric", name, "model.cfg")
+    else:
+        cfg = C.rewrite(C.load(os.path.join(DARKNET_CFGS, f"{name}.cfg")), width=128,
+                        height=128, batch=1)
+        path = str(tmp_path / "net.cfg")
+        C.save(cfg, path)
+    return darkcfg.load(make_weights(path), path)
+
+
+@needs_shared
+@pytest.mark.parametrize("name", ["yolov3-tiny", "yolov4-tiny", "yolov3", "synthetic_mixed"])
+def test_onnx_runtime_matches(name, tmp_path, make_weights):
+    model = _case(name, tmp_path, make_weights)
+    out = str(tmp_path / "m.onnx")
+    export_onnx(model, out)
+    onnx.checker.check_model(out)
+    size = model.net.width
+    x = np.random.default_rng(0).uniform(0, 1, (1, 3, size, size)).astype(np.float32)
+    theirs = run_onnx(out, x)
+    with torch.no_grad():
+        ours = model(torch.from_numpy(x))
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert np.abs(a.numpy() - b).max() <= 1e-4 * max(1.0, float(np.abs(b).max()))
+
+
+@needs_shared
+def test_decoded_export_and_dynamic_batch(tmp_path, make_weights):
+    model = _case("yolov4-tiny", tmp_path, make_weights)       # scale_x_y 1.05
+    probe = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        before = model(probe)
+    out = str(tmp_path / "d.onnx")
+    export_onnx(model, out, dynamic_batch=True, decode=True)
+    with torch.no_grad():                                       # exporting leaves the model be
+        assert all(torch.equal(a, b) for a, b in zip(before, model(probe)))
+    onnx.checker.check_model(out)
+    x = np.random.default_rng(0).uniform(0, 1, (3, 3, 128, 128)).astype(np.float32)
+    boxes, scores = run_onnx(out, x)
+    assert boxes.shape[0] == 3 and scores.shape[2] == 80
+    with torch.no_grad():
+        raw = model(torch.from_numpy(x))
+    layers = [l for l in model.net.layers if l.type == "yolo"]
+    ref_boxes, ref_scores = [], []
+    for r, l in zip(raw, layers):
+        d = Y.decode(r, Y.Head.from_layer(l), (128, 128))
+        cx, cy, w, h = d["boxes"].reshape(3, -1, 4).unbind(-1)
+        ref_boxes.append(torch.stack([(cx - w / 2) * 128, (cy - h / 2) * 128,
+                                      (cx + w / 2) * 128, (cy + h / 2) * 128], -1))
+        ref_scores.append((d["obj"][..., None] * d["cls"]).reshape(3, -1, 80))
+    ref_boxes, ref_scores = torch.cat(ref_boxes, 1).numpy(), torch.cat(ref_scores, 1).numpy()
+    assert np.abs(boxes - ref_boxes).max() <= 1e-4 * max(1.0, float(np.abs(ref_boxes).max()))
+    assert np.abs(scores - ref_scores).max() <= 1e-4
+
+
+def test_unexportable_layer_is_named(tmp_path):
+    cfg = C.parse("[net]\nwidth=8\nheight=8\nchannels=3\n[crnn]\nhidden=4\noutput=4\nsize=3\n"
+                  "pad=1\n", "r.cfg")
+    with pytest.raises(DarkcfgError, match=r"layer 0 \[crnn\] cannot be exported"):
+        export_onnx(darkcfg.build_model(cfg), str(tmp_path / "x.onnx"))
+    assert not os.listdir(tmp_path)
+
+
+def test_cli_export(tmp_path):
+    from click.testing import CliRunner
+    from darkcfg.cli import main
+    out = tmp_path / "t.onnx"
+    r = CliRunner().invoke(main, ["export", os.path.join(CFGS, "yolov3-tiny.cfg"), str(out),
+                                  "--width", "96", "--height", "96"])
+    assert r.exit_code == 0, r.output
+    assert "head_15, head_22" in r.output
+    onnx.checker.check_model(str(out))
