@@ -143,8 +143,11 @@ def summary(cfg, cutoff, as_json, weights, **rw):
                    f"floats; the cfg needs {report['expected_floats']:,} - OK")
 
 
+FORMATS = (".weights", ".pt", ".safetensors")
+
+
 def _ext(path):
-    for e in (".weights", ".pt"):
+    for e in FORMATS:
         if path.endswith(e):
             return e
     if path.endswith(".74") or ".conv." in os.path.basename(path):   # darknet53.conv.74 & co
@@ -154,6 +157,19 @@ def _ext(path):
 
 def _same_file(a, b):
     return os.path.exists(b) and os.path.exists(a) and os.path.samefile(a, b)
+
+
+def _read_arrays(src, cfg, weights_cfg, cutoff, progress):
+    """(network, header, {key: array}) of a .weights or .safetensors file, without torch."""
+    from . import weights as W
+    if _ext(src) == ".safetensors":
+        cfg_text, header, arrays = W.read_safetensors(src)
+        return shapes.infer(cfgmod.parse(cfg_text, src + ":cfg")), header, arrays
+    base = shapes.infer(cfgmod.load(cfg))
+    file_net = shapes.infer(cfgmod.load(weights_cfg)) if weights_cfg else base
+    mapping = W.match(base, file_net, cutoff) if weights_cfg else None
+    header, arrays = W.read_arrays(src, file_net, mapping, cutoff, progress)
+    return base, header, arrays
 
 
 @main.command()
@@ -170,49 +186,68 @@ def _same_file(a, b):
 @click.option("--force", is_flag=True, help="Overwrite DST if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def convert(src, dst, cfg, weights_cfg, cutoff, force, quiet):
-    """Convert SRC to DST, chosen by extension: .weights -> .pt, .pt -> .weights, or
-    .weights -> .weights between two layer orders.
+    """Convert SRC to DST, chosen by extension among .weights, .pt and .safetensors (and
+    .weights -> .weights between two layer orders).
 
     \b
     The .pt holds the cfg text, the darknet header and a state_dict; load it with
     darkcfg.load("out.pt"), or torch.load(path, weights_only=True)["state_dict"].
+    The .safetensors holds the same tensors, the cfg and header in its metadata;
+    .weights <-> .safetensors never imports torch.
     DST is written to a temporary file and renamed: never half-written.
 
     \b
     Examples:
       darkcfg convert yolov3.weights yolov3.pt          # yolo_ref.cfg, yolov3.cfg's order
       darkcfg convert yolov3.pt yolov3.weights
+      darkcfg convert yolov3.weights yolov3.safetensors
       darkcfg convert tiny.weights tiny.pt --cfg cfgs/yolov3-tiny.cfg
       darkcfg convert yolov3.weights ref.weights --weights-cfg cfgs/yolov3.cfg --cfg cfgs/yolo_ref.cfg
     """
-    from . import model as M
     from . import weights as W
     kinds = (_ext(src), _ext(dst))
-    if kinds not in ((".weights", ".pt"), (".pt", ".weights"), (".weights", ".weights")):
-        raise click.UsageError(f"cannot convert {kinds[0]} to {kinds[1]}: use .weights <-> .pt "
-                               f"or .weights -> .weights")
+    if kinds[0] not in FORMATS or kinds[1] not in FORMATS or kinds == (".pt", ".pt") or \
+            kinds == (".safetensors", ".safetensors"):
+        raise click.UsageError(f"cannot convert {kinds[0]} to {kinds[1]}: use .weights, .pt or "
+                               f".safetensors")
     if _same_file(src, dst):
         raise click.UsageError("SRC and DST are the same file: inputs are never modified")
     if not force and os.path.exists(dst):
         raise DarkcfgError(f"{dst}: already exists (use --force to overwrite)")
     progress = not quiet
-    if kinds[0] == ".pt":
-        model, report = M.load_weights(src)
-        file_net = M.to_network(weights_cfg) if weights_cfg else None
-        n = W.save_darknet(model, dst, report.header, file_net, cutoff=cutoff,
-                           progress=progress, force=force)
-        click.echo(f"wrote {dst}: {n:,} bytes")
-        return
-    if cfg is None:
+    if kinds[0] == ".weights" and cfg is None:
         cfg, weights_cfg = DEFAULT_CFG, weights_cfg or YOLOV3_CFG
-    model, report = M.load_weights(src, cfg, weights_cfg=weights_cfg, cutoff=cutoff,
-                                   progress=progress)
+    if ".pt" not in kinds:                                   # torch-free
+        net, header, arrays = _read_arrays(src, cfg, weights_cfg, cutoff, progress)
+        if kinds[1] == ".safetensors":
+            W.save_safetensors(arrays, dst, net.cfg.to_text(), header, force=force)
+        else:
+            out_net = (shapes.infer(cfgmod.load(weights_cfg))
+                       if weights_cfg and kinds[0] == ".safetensors" else net)
+            mapping = W.match(net, out_net, cutoff) if out_net is not net else None
+            W.write_weights(arrays, dst, header, out_net, mapping,
+                            cutoff if kinds[0] == ".safetensors" else None, progress, force)
+        click.echo(f"wrote {dst}: {len(arrays)} tensors (version {header.major}."
+                   f"{header.minor}.{header.revision}, seen {header.seen:,})")
+        return
+    from . import model as M
+    if kinds[0] == ".weights":
+        model, report = M.load_weights(src, cfg, weights_cfg=weights_cfg, cutoff=cutoff,
+                                       progress=progress)
+    else:
+        model, report = M.load_weights(src)
     for i, why in report.skipped:
         click.echo(f"warning: layer {i} not loaded: {why}", err=True)
     if kinds[1] == ".pt":
         W.save_pt(model, dst, report.header, force=force)
+    elif kinds[1] == ".safetensors":
+        arrays = {k: v.numpy() for k, v in model.state_dict().items()
+                  if not k.endswith("num_batches_tracked")}
+        W.save_safetensors(arrays, dst, model.cfg_text, report.header, force=force)
     else:
-        W.save_darknet(model, dst, report.header, progress=progress, force=force)
+        file_net = M.to_network(weights_cfg) if weights_cfg else None
+        W.save_darknet(model, dst, report.header, file_net, cutoff=cutoff, progress=progress,
+                       force=force)
     h = report.header
     click.echo(f"wrote {dst}: {report.loaded} layers with weights from {src} (version "
                f"{h.major}.{h.minor}.{h.revision}, seen {h.seen:,})")

@@ -224,6 +224,21 @@ def load_weights(path: str, cfg=None, *, weights_cfg=None, cutoff=None, progress
                  **rewrites):
     """(model, report): like :func:`load`, also returning what was loaded and skipped."""
     from . import weights as W
+    if str(path).endswith(".safetensors"):
+        if cfg is not None or weights_cfg is not None or any(v is not None
+                                                              for v in rewrites.values()):
+            raise CfgError("a .safetensors file carries its own cfg: give no cfg, weights_cfg "
+                           "or rewrites")
+        cfg_text, header, arrays = W.read_safetensors(path)
+        net = to_network(cfgmod.parse(cfg_text, path + ":cfg"))
+        with torch.device("meta"):
+            model = Darknet(net)
+        loaded, skipped = W.assign_arrays(model, arrays)
+        if skipped or set(arrays) != {f"layers.{l.index}.{t.key}" for l in net.layers
+                                      for t in l.tensors}:
+            raise W.WeightsError("tensors do not fit the cfg stored beside them", path)
+        model.eval()
+        return model, W.LoadReport(header, loaded, [])
     if str(path).endswith(".pt"):
         if cfg is not None or weights_cfg is not None or any(v is not None
                                                               for v in rewrites.values()):
@@ -244,7 +259,8 @@ def load_weights(path: str, cfg=None, *, weights_cfg=None, cutoff=None, progress
             raise W.WeightsError(f"state_dict does not fit its cfg: "
                                  f"{str(e).splitlines()[-1].strip()}", path) from None
         model.eval()
-        return model, W.LoadReport(W.Header(**obj["header"]), len(net.layers), [])
+        return model, W.LoadReport(W.Header(**obj["header"]),
+                                   sum(1 for l in net.layers if l.tensors), [])
     if cfg is None:
         raise CfgError("a .weights file needs its cfg")
     base = to_network(cfg)

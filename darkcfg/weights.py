@@ -243,12 +243,25 @@ def read_file(path: str, size: int, progress: bool) -> np.ndarray:
     return buf
 
 
-def _mapping(model, file_net, mapping, cutoff):
-    if mapping is not None:
-        return mapping
-    if file_net is model.net:
-        return {l.index: l.index for l in file_net.layers}
-    return match(model.net, file_net, cutoff)
+def identity(net: Network) -> dict:
+    return {l.index: l.index for l in net.layers}
+
+
+def _model_mapping(model, file_net: Network, cutoff) -> dict:
+    return identity(file_net) if file_net is model.net else match(model.net, file_net, cutoff)
+
+
+def read_arrays(path: str, file_net: Network, mapping: dict | None = None,
+                cutoff: int | None = None, progress: bool = False) -> tuple[Header, dict]:
+    """Check and read a .weights file once; return its header and {state_dict key: array},
+    each array a view of one buffer in the module's layout.  Keys are ``layers.<i>.<key>`` with
+    i the model's layer index (``mapping``: file layer index -> model layer index).  No torch."""
+    check(file_net, path, cutoff, allow_trailing=cutoff is not None)
+    header, size = read_header(path)
+    floats = read_file(path, size, progress)[header.size // 4:]   # headers are 16 or 20 bytes
+    mapping = mapping or identity(file_net)
+    return header, {f"layers.{mapping[e.layer.index]}.{e.tensor.key}": tensor_view(floats, e, header)
+                    for e in walk(file_net, cutoff)}
 
 
 def load_darknet(model, path: str, file_net: Network | None = None, mapping: dict | None = None,
@@ -258,30 +271,28 @@ def load_darknet(model, path: str, file_net: Network | None = None, mapping: dic
 
     ``file_net`` is the network whose layer order the file follows (default: the model's own);
     its layers are matched to the model's by structure (or by ``mapping``, file layer index ->
-    model layer index).  A tensor whose shape differs from the
-    model's (another class count) is skipped and reported; such layers, and layers past
-    ``cutoff``, keep a fresh initialisation."""
-    import torch
+    model layer index).  A tensor whose shape differs from the model's (another class count)
+    is skipped and reported; such layers, and layers past ``cutoff``, keep a fresh
+    initialisation."""
     file_net = file_net or model.net
-    check(file_net, path, cutoff, allow_trailing=cutoff is not None)
-    header, size = read_header(path)
-    floats = read_file(path, size, progress)[header.size // 4:]   # headers are 16 or 20 bytes
-    mapping = _mapping(model, file_net, mapping, cutoff)
+    mapping = mapping or _model_mapping(model, file_net, cutoff)
+    header, arrays = read_arrays(path, file_net, mapping, cutoff, progress)
+    loaded, skipped = assign_arrays(model, arrays)
+    return LoadReport(header, loaded, skipped)
+
+
+def assign_arrays(model, arrays: dict) -> tuple[int, list]:
+    """Put numpy arrays into the model without copying; a layer any of whose arrays does not
+    fit the model's shape is left initialised and reported.  Returns (layers loaded,
+    [(layer, reason)])."""
+    import torch
     own = {f"layers.{l.index}.{t.key}": t.shape for l in model.net.layers for t in l.tensors}
-    state, skipped, bad_layers = {}, [], set()
-    entries = walk(file_net, cutoff)
-    for e in entries:
-        key = f"layers.{mapping[e.layer.index]}.{e.tensor.key}"
-        if own.get(key) != e.tensor.shape:
-            bad_layers.add(mapping[e.layer.index])
-            continue
-        state[key] = torch.from_numpy(tensor_view(floats, e, header))
-    for i in sorted(bad_layers):
-        skipped.append((i, "shapes differ from the file's (another class count?)"))
-        for k in [k for k in state if k.startswith(f"layers.{i}.")]:
-            del state[k]
+    bad = sorted({int(k.split(".")[1]) for k, a in arrays.items() if own.get(k) != a.shape})
+    state = {k: torch.from_numpy(a) for k, a in arrays.items()
+             if int(k.split(".")[1]) not in bad}
     _assign(model, state)
-    return LoadReport(header, len({k.split(".")[1] for k in state}), skipped)
+    return (len({k.split(".")[1] for k in state}),
+            [(i, "shapes differ from the file's (another class count?)") for i in bad])
 
 
 def _assign(model, state: dict) -> None:
@@ -307,27 +318,14 @@ def save_darknet(model, path: str, header: Header | None = None, file_net: Netwo
                  force: bool = True) -> int:
     """Write ``model`` as a darknet .weights file in ``file_net``'s layer order (default: the
     model's own).  Atomic: a failure leaves no file.  Returns the bytes written."""
-    from tqdm import tqdm
-    from .io import atomic_output
     if getattr(model, "fused", False):
         raise WeightsError("a fused model (batch norms folded) cannot be written as darknet "
                            ".weights: save it before fuse()", path)
     file_net = file_net or model.net
-    header = header or Header()
-    mapping = _mapping(model, file_net, mapping, cutoff)
-    sd = model.state_dict()
-
-    def array(e):
-        return sd[f"layers.{mapping[e.layer.index]}.{e.tensor.key}"].detach().cpu().float().numpy()
-
-    total = header.size + 4 * expected_floats(file_net, cutoff)
-    with atomic_output(path, force) as tmp, open(tmp, "wb") as f, \
-            tqdm(total=total, unit="B", unit_scale=True, desc="write",
-                 disable=None if progress else True, leave=False) as bar:
-        for chunk in pack(header, array, file_net, cutoff):
-            f.write(chunk)
-            bar.update(len(chunk))
-    return total
+    mapping = mapping or _model_mapping(model, file_net, cutoff)
+    arrays = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
+    return write_weights(arrays, path, header or Header(), file_net, mapping, cutoff, progress,
+                         force)
 
 
 def save_pt(model, path: str, header: Header | None = None, force: bool = True) -> None:
@@ -355,3 +353,65 @@ def read_pt(path: str) -> dict:
         raise WeightsError("not a darkcfg .pt file (no darkcfg header: was it written by "
                            "`darkcfg convert`?)", path)
     return obj
+
+
+# ----- safetensors: the same tensors, named by state_dict key, cfg and header in metadata -------
+
+ST_FORMAT = "darkcfg"
+
+
+def save_safetensors(arrays: dict, path: str, cfg_text: str, header: Header,
+                     force: bool = True) -> None:
+    """Write {state_dict key: array} as .safetensors with the cfg and darknet header in its
+    metadata.  No torch."""
+    import json
+    from safetensors.numpy import save_file
+    from .io import atomic_output
+    meta = {"format": ST_FORMAT, "cfg": cfg_text, "header": json.dumps(header.as_dict())}
+    with atomic_output(path, force) as tmp:
+        save_file({k: np.ascontiguousarray(a) for k, a in arrays.items()}, tmp, metadata=meta)
+
+
+def read_safetensors(path: str) -> tuple[str, Header, dict]:
+    """(cfg text, header, {key: array}) of a darkcfg .safetensors file.  No torch."""
+    import json
+    from safetensors import safe_open
+    try:
+        with safe_open(path, framework="numpy") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != ST_FORMAT or "cfg" not in meta:
+                raise WeightsError("not a darkcfg .safetensors file (no darkcfg metadata)", path)
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+        header = Header(**json.loads(meta.get("header", "{}")))
+    except WeightsError:
+        raise
+    except FileNotFoundError:
+        raise WeightsError("no such file", path) from None
+    except Exception as e:   # safetensors raises its own error kinds for bad files
+        raise WeightsError(f"not a readable .safetensors file ({e})", path) from None
+    return meta["cfg"], header, arrays
+
+
+def write_weights(arrays: dict, path: str, header: Header, file_net: Network,
+                  mapping: dict | None = None, cutoff: int | None = None,
+                  progress: bool = False, force: bool = True) -> int:
+    """Write {state_dict key: array} as a darknet .weights file in ``file_net``'s order
+    (``mapping``: file layer index -> the arrays' layer index).  No torch."""
+    from tqdm import tqdm
+    from .io import atomic_output
+    mapping = mapping or identity(file_net)
+
+    def array(e):
+        key = f"layers.{mapping[e.layer.index]}.{e.tensor.key}"
+        if key not in arrays:
+            raise WeightsError(f"missing tensor {key} for layer {e.layer.index}", path)
+        return arrays[key]
+
+    total = header.size + 4 * expected_floats(file_net, cutoff)
+    with atomic_output(path, force) as tmp, open(tmp, "wb") as f, \
+            tqdm(total=total, unit="B", unit_scale=True, desc="write",
+                 disable=None if progress else True, leave=False) as bar:
+        for chunk in pack(header, array, file_net, cutoff):
+            f.write(chunk)
+            bar.update(len(chunk))
+    return total

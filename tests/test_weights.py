@@ -205,3 +205,40 @@ def test_pt_loads_with_plain_torch(tmp_path):
     fresh.load_state_dict(obj["state_dict"])
     x = torch.rand(1, 3, 64, 64)
     assert all(torch.equal(a, b) for a, b in zip(model(x), fresh(x)))
+
+
+def test_safetensors_round_trips_without_torch(tmp_path):
+    """.weights -> .safetensors -> .weights byte-identical, in a process that never imports
+    torch; the .safetensors loads into the same model as the .weights."""
+    import subprocess
+    import sys
+    tiny = os.path.join(CFGS, "yolov3-tiny.cfg")
+    torch.manual_seed(0)
+    src = str(tmp_path / "t.weights")
+    W.save_darknet(darkcfg.build_model(tiny), src, W.Header(0, 2, 5, 77))
+    st, back = str(tmp_path / "t.safetensors"), str(tmp_path / "b.weights")
+    code = ("import sys\nfrom darkcfg.cli import main\n"
+            "src, st, cfg, back = sys.argv[1:]\n"
+            "for args in (['convert', '-q', src, st, '--cfg', cfg], ['convert', '-q', st, back]):\n"
+            "    try: main(args)\n"
+            "    except SystemExit as e: assert not e.code, e.code\n"
+            "print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, src, st, tiny, back],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "False"
+    assert same_bytes(src, back)
+    a, b = darkcfg.load(src, tiny), darkcfg.load(st)
+    x = torch.rand(1, 3, 96, 96)
+    assert all(torch.equal(p, q) for p, q in zip(a(x), b(x)))
+
+
+def test_bad_safetensors(tmp_path):
+    from safetensors.numpy import save_file
+    p = tmp_path / "x.safetensors"
+    save_file({"a": np.zeros(3, np.float32)}, str(p))
+    with pytest.raises(WeightsError, match="not a darkcfg .safetensors"):
+        darkcfg.load(str(p))
+    p.write_bytes(b"garbage")
+    with pytest.raises(WeightsError, match="not a readable .safetensors"):
+        darkcfg.load(str(p))
