@@ -5,11 +5,15 @@
 Each case runs in a fresh process (so peak RSS is its own), on a synthetic yolov3-sized file
 (248,007,048 bytes) written first.  Cases:
 
-* torch import   - python + import torch, nothing else (the memory every case starts from)
-* floor          - numpy reads the file once, torch.save of the same tensors (no model)
-* darkcfg        - darkcfg.load_weights (meta-device model, views of one buffer) + save_pt
+* torch import         python + import torch, nothing else (the memory every case starts from)
+* floor                numpy reads the file once, torch.save of the same tensors (no model)
+* darkcfg .pt          darkcfg.load_weights (meta-device model, views of one buffer) + save_pt
+* darkcfg .safetensors `darkcfg convert x.weights x.safetensors` (never imports torch)
+* summary              `darkcfg summary cfgs/yolov3.cfg` (no torch)
+* load in-process      darkcfg.load(weights, cfg) timed inside the process (build + load)
 
-Prints wall time (median) and peak RSS, and each case's ratio to the floor.
+Prints wall time (median; the last case its in-process time) and peak RSS, and each case's
+ratio to the floor.
 """
 from __future__ import annotations
 
@@ -35,23 +39,46 @@ sd = {f"layers.{e.layer.index}.{e.tensor.key}":
       for e in W.walk(net)}
 torch.save(sd, sys.argv[3])
 """,
-    "darkcfg": """
+    "darkcfg .pt": """
 import sys, darkcfg
 from darkcfg import weights as W
 model, report = darkcfg.load_weights(sys.argv[2], sys.argv[1])
 W.save_pt(model, sys.argv[3], report.header)
+""",
+    "darkcfg .safetensors": """
+import sys
+from darkcfg.cli import main
+try: main(['convert', '-q', '--force', sys.argv[2], sys.argv[3] + '.safetensors',
+           '--cfg', sys.argv[1]])
+except SystemExit as e: assert not e.code
+assert 'torch' not in sys.modules
+""",
+    "summary": """
+import sys
+from darkcfg.cli import main
+try: main(['summary', sys.argv[1]])
+except SystemExit as e: assert not e.code
+""",
+    "load in-process": """
+import sys, time, darkcfg, darkcfg.model
+t = time.perf_counter()
+darkcfg.load(sys.argv[2], sys.argv[1])
+print(f"IN-PROCESS {time.perf_counter() - t:.3f}", file=sys.stderr)
 """,
 }
 
 
 def run_case(code, cfg, src, dst):
     t = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-c", code, cfg, src, dst], cwd=ROOT)
+    p = subprocess.Popen([sys.executable, "-c", code, cfg, src, dst], cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = p.stderr.read()
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t
     if status:
-        raise SystemExit(f"case failed with status {status}")
-    return wall, usage.ru_maxrss / 1024   # MiB (Linux reports KiB)
+        raise SystemExit(f"case failed with status {status}: {err[-500:]}")
+    inner = [float(line.split()[1]) for line in err.splitlines() if line.startswith("IN-PROCESS")]
+    return (inner[0] if inner else wall), usage.ru_maxrss / 1024   # MiB (Linux reports KiB)
 
 
 def main():
@@ -79,6 +106,8 @@ def main():
             rows[name] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
         base_t, base_m = rows["torch import"]
         floor_t, floor_m = rows["floor"]
+        python_t = run_case("pass", a.cfg, src, dst)[0]
+        print(f"(python itself starts in {python_t:.2f} s)")
         print(f"{'case':<14}{'wall s':>8}{'x floor':>9}{'peak MiB':>10}{'above torch':>13}"
               f"{'/ file':>8}")
         for name, (t, m) in rows.items():
