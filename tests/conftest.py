@@ -66,3 +66,28 @@ def make_weights(tmp_path_factory):
             cache[key] = str(out)
         return cache[key]
     return make
+
+
+@pytest.fixture
+def darknet_at(tmp_path, make_weights):
+    """darknet's cfg NAME rewritten to SIZE x SIZE (batch 1), saved, with make_weights.py
+    weights: returns (cfg path, weights path)."""
+    from darkcfg import cfg as C
+
+    def make(name, size=128):
+        cfg = C.rewrite(C.load(os.path.join(DARKNET_CFGS, f"{name}.cfg")), width=size,
+                        height=size, batch=1)
+        path = str(tmp_path / f"{name.replace('/', '-')}-{size}.cfg")
+        C.save(cfg, path)
+        return path, make_weights(path)
+    return make
+
+
+def write_counting_weights(path, floats):
+    """A .weights file (version 0.2.5) whose k-th float is k: offsets readable by eye."""
+    import struct
+    import numpy as np
+    with open(path, "wb") as f:
+        f.write(struct.pack("<iiiQ", 0, 2, 5, 0))
+        f.write(np.arange(floats, dtype="<f4").tobytes())
+    return str(path)

@@ -13,7 +13,7 @@ from darkcfg import yolo as Y
 from darkcfg.errors import DarkcfgError
 from darkcfg.export import export_onnx
 
-from conftest import CFGS, DARKNET_CFGS, REFERENCE, needs_shared
+from conftest import CFGS, REFERENCE, needs_shared
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -24,21 +24,18 @@ def run_onnx(path, x):
     return sess.run(None, {"images": x})
 
 
-def _case(name, tmp_path, make_weights):
+def _case(name, darknet_at, make_weights):
     if name == "synthetic_mixed":          # every layer type ONNX can express
         path = os.path.join(REFERENCE, "numeric", name, "model.cfg")
-    else:
-        cfg = C.rewrite(C.load(os.path.join(DARKNET_CFGS, f"{name}.cfg")), width=128,
-                        height=128, batch=1)
-        path = str(tmp_path / "net.cfg")
-        C.save(cfg, path)
-    return darkcfg.load(make_weights(path), path)
+        return darkcfg.load(make_weights(path), path)
+    path, weights = darknet_at(name)
+    return darkcfg.load(weights, path)
 
 
 @needs_shared
 @pytest.mark.parametrize("name", ["yolov3-tiny", "yolov4-tiny", "yolov3", "synthetic_mixed"])
-def test_onnx_runtime_matches(name, tmp_path, make_weights):
-    model = _case(name, tmp_path, make_weights)
+def test_onnx_runtime_matches(name, tmp_path, darknet_at, make_weights):
+    model = _case(name, darknet_at, make_weights)
     out = str(tmp_path / "m.onnx")
     export_onnx(model, out)
     onnx.checker.check_model(out)
@@ -53,8 +50,8 @@ def test_onnx_runtime_matches(name, tmp_path, make_weights):
 
 
 @needs_shared
-def test_decoded_export_and_dynamic_batch(tmp_path, make_weights):
-    model = _case("yolov4-tiny", tmp_path, make_weights)       # scale_x_y 1.05
+def test_decoded_export_and_dynamic_batch(tmp_path, darknet_at, make_weights):
+    model = _case("yolov4-tiny", darknet_at, make_weights)       # scale_x_y 1.05
     probe = torch.rand(2, 3, 128, 128)
     with torch.no_grad():
         before = model(probe)

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,7 +13,7 @@ from darkcfg import shapes
 from darkcfg import weights as W
 from darkcfg.model import to_network
 
-from conftest import CFGS
+from conftest import CFGS, write_counting_weights
 
 SMALL = """[net]
 width=64
@@ -153,11 +151,8 @@ def test_darknet53_backbone_loads_and_freezes(tmp_path):
     net = shapes.infer(kp)
     n = W.expected_floats(net, 75)
     assert n == 40_620_640
-    src = tmp_path / "darknet53.conv.74"
-    with open(src, "wb") as f:
-        f.write(struct.pack("<iiiQ", 0, 2, 5, 0))
-        f.write(np.arange(n, dtype="<f4").tobytes())
-    model, report = darkcfg.load_weights(str(src), kp, cutoff=75, width=64, height=64)
+    src = write_counting_weights(tmp_path / "darknet53.conv.74", n)
+    model, report = darkcfg.load_weights(src, kp, cutoff=75, width=64, height=64)
     assert report.loaded == 52 and model.layers[0].bn.bias[5].item() == 5
     model.freeze(75).train()
     assert not any(p.requires_grad for l in model.layers[:75] for p in l.parameters())

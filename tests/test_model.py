@@ -12,7 +12,7 @@ import torch
 import darkcfg
 from darkcfg import cfg as C
 from darkcfg import shapes
-from darkcfg.errors import CfgError, DarkcfgError
+from darkcfg.errors import DarkcfgError
 
 from conftest import (CFGS, DARKNET_CFGS, REFERENCE, cfg_id, needs_shared, parsed_by_darknet)
 
@@ -105,20 +105,14 @@ def _yolo_cfgs():
 
 @needs_shared
 @pytest.mark.parametrize("path", _yolo_cfgs(), ids=cfg_id)
-def test_yolo_inputs_match_opencv(path, tmp_path, make_weights):
+def test_yolo_inputs_match_opencv(path, darknet_at):
     cv2 = pytest.importorskip("cv2")
     if cfg_id(path) in OPENCV_DIFFERS:
         pytest.skip(OPENCV_DIFFERS[cfg_id(path)])
-    cfg = C.rewrite(C.load(path), width=128, height=128, batch=1)
-    small = tmp_path / "net.cfg"
-    C.save(cfg, str(small))
+    small, weights = darknet_at(cfg_id(path))
+    net = shapes.infer(small)
     try:
-        net = shapes.infer(str(small))
-    except CfgError as e:
-        pytest.skip(f"darkcfg: {e}")
-    weights = make_weights(str(small))
-    try:
-        cvnet = cv2.dnn.readNetFromDarknet(str(small), weights)
+        cvnet = cv2.dnn.readNetFromDarknet(small, weights)
     except cv2.error as e:
         pytest.skip(f"OpenCV refuses this cfg: {str(e).strip().splitlines()[-1][:80]}")
     names = list(cvnet.getLayerNames())
@@ -127,7 +121,7 @@ def test_yolo_inputs_match_opencv(path, tmp_path, make_weights):
     x = np.random.default_rng(0).uniform(0, 1, (1, net.channels, 128, 128)).astype(np.float32)
     cvnet.setInput(x)
     theirs = cvnet.forward(feeds)
-    model = darkcfg.load(weights, str(small))
+    model = darkcfg.load(weights, small)
     ours = model(torch.from_numpy(x))
     assert len(ours) == len(theirs) == len(heads)
     for l, a, b in zip(heads, ours, theirs):

@@ -14,7 +14,7 @@ from darkcfg import weights as W
 from darkcfg.model import to_network
 from darkcfg.errors import WeightsError
 
-from conftest import CFGS, cfg_id, needs_shared, parsed_by_darknet
+from conftest import CFGS, cfg_id, needs_shared, parsed_by_darknet, write_counting_weights
 
 
 def random_weights(path, net, header=(0, 2, 5, 123_456_789), seed=0, extra=0):
@@ -152,15 +152,12 @@ def test_cutoff_reads_a_prefix(tmp_path):
     net = shapes.infer(v3)
     prefix = W.expected_floats(net, 75)
     assert prefix == 40_620_640
-    src = tmp_path / "darknet53.conv.74"
-    with open(src, "wb") as f:
-        f.write(struct.pack("<iiiQ", 0, 2, 5, 0))
-        f.write(np.arange(prefix, dtype="<f4").tobytes())
-    model, report = darkcfg.load_weights(str(src), v3, cutoff=75)
+    src = write_counting_weights(tmp_path / "darknet53.conv.74", prefix)
+    model, report = darkcfg.load_weights(src, v3, cutoff=75)
     assert report.loaded == 52
     assert model.layers[0].bn.bias[0].item() == 0.0 and model.layers[0].bn.bias[31].item() == 31
     with pytest.raises(WeightsError, match="cfg needs 62,001,757"):
-        darkcfg.load_weights(str(src), v3)
+        darkcfg.load_weights(src, v3)
 
 
 @pytest.mark.parametrize("damage, fragment", [

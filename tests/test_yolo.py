@@ -8,13 +8,11 @@ import os
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import darkcfg
-from darkcfg import cfg as C
 from darkcfg import yolo as Y
 
-from conftest import CFGS, DARKNET_CFGS, needs_shared
+from conftest import CFGS, needs_shared
 
 TINY = os.path.join(CFGS, "yolov3-tiny.cfg")
 
@@ -173,13 +171,9 @@ def test_nms_by_hand():
 
 @needs_shared
 @pytest.mark.parametrize("name", ["yolov3-tiny", "yolov4-tiny"])
-def test_decode_matches_opencv(name, tmp_path, make_weights):
+def test_decode_matches_opencv(name, darknet_at):
     cv2 = pytest.importorskip("cv2")
-    cfg = C.rewrite(C.load(os.path.join(DARKNET_CFGS, f"{name}.cfg")), width=128, height=128,
-                    batch=1)
-    path = str(tmp_path / "net.cfg")
-    C.save(cfg, path)
-    weights = make_weights(path)
+    path, weights = darknet_at(name)
     model = darkcfg.load(weights, path)
     x = np.random.default_rng(0).uniform(0, 1, (1, 3, 128, 128)).astype(np.float32)
     cvnet = cv2.dnn.readNetFromDarknet(path, weights)
@@ -247,15 +241,11 @@ def _corner_iou(a, b):
 
 @needs_shared
 @pytest.mark.parametrize("name", ["yolov3-tiny", "yolov4-tiny"])
-def test_detections_match_opencv(name, tmp_path, make_weights):
+def test_detections_match_opencv(name, darknet_at):
     """After thresholding and per-class NMS: our detections vs OpenCV's [yolo] rows put through
     cv2.dnn.NMSBoxes per class - same classes, boxes and scores within 1e-4."""
     cv2 = pytest.importorskip("cv2")
-    cfg = C.rewrite(C.load(os.path.join(DARKNET_CFGS, f"{name}.cfg")), width=128, height=128,
-                    batch=1)
-    path = str(tmp_path / "net.cfg")
-    C.save(cfg, path)
-    weights = make_weights(path)
+    path, weights = darknet_at(name)
     model = darkcfg.load(weights, path)
     x = np.random.default_rng(1).uniform(0, 1, (1, 3, 128, 128)).astype(np.float32)
     cvnet = cv2.dnn.readNetFromDarknet(path, weights)
