@@ -94,7 +94,6 @@ class Darknet(nn.Module):
         self.layers = nn.ModuleList(built)
         self.sources = [list(l.sources) for l in net.layers]
         heads = [l.index for l in net.layers if l.head]
-        self.head_layers = heads
         self.head_inputs = [i if net.layers[i].emits else self.sources[i][0]
                             for i in heads] or [len(net.layers) - 1]
         read = {s for src in self.sources for s in src}
@@ -155,10 +154,6 @@ class Darknet(nn.Module):
             layer.eval()
         return self
 
-    def yolo_layers(self) -> list:
-        """(layer index, module) of every [yolo]/[Gaussian_yolo] head, cfg order."""
-        return [(i, self.layers[i]) for i in self.head_layers
-                if isinstance(self.layers[i], L.Yolo)]
 
 
 from . import keypoint as _keypoint  # noqa: E402,F401  (registers the [keypoint] builder)

@@ -63,13 +63,6 @@ def heads_of(model_or_net) -> list:
     return [Head.from_layer(l) for l in net.layers if l.type == "yolo"]
 
 
-def all_anchors(model_or_net) -> torch.Tensor:
-    """The cfg's full anchor list (from the first [yolo]), (N, 2) in input pixels."""
-    net = getattr(model_or_net, "net", model_or_net)
-    first = next(l for l in net.layers if l.type == "yolo")
-    return torch.tensor(first.opts["anchors"], dtype=torch.float64)
-
-
 def split(raw: torch.Tensor, head: Head) -> torch.Tensor:
     """(B, A*(5+C), H, W) -> (B, H, W, A, 5+C)."""
     b, _, h, w = raw.shape

@@ -303,3 +303,21 @@ def test_nms_equals_plain_python_greedy(per_class):
             kept.append(i)
     ours = Y.nms(boxes, scores, 0.45, classes if per_class else None)
     assert ours.tolist() == kept
+
+
+@needs_shared
+def test_region_decode_matches_opencv(darknet_at):
+    """YOLOv2's [region] (yolov2-tiny): boxes and objectness within 1e-4, relative above 1."""
+    cv2 = pytest.importorskip("cv2")
+    path, weights = darknet_at("yolov2-tiny")
+    model = darkcfg.load(weights, path)
+    x = np.random.default_rng(0).uniform(0, 1, (1, 3, 128, 128)).astype(np.float32)
+    cvnet = cv2.dnn.readNetFromDarknet(path, weights)
+    cvnet.setInput(x)
+    theirs = cvnet.forward("detection_out")[:, :5]
+    with torch.no_grad():
+        raw = model(torch.from_numpy(x))[0]
+    d = Y.decode_region(raw.double(), model.net.heads[0])
+    ours = torch.cat([d["boxes"], d["obj"][..., None]], -1).reshape(-1, 5).numpy()
+    assert (np.abs(ours - theirs) <= 1e-4 * np.maximum(1, np.abs(theirs))).all()
+    assert torch.allclose(d["cls"].sum(-1), torch.ones(1, dtype=torch.float64))   # softmax
