@@ -7,7 +7,7 @@ Each case runs in a fresh process (so peak RSS is its own), on a synthetic yolov
 
 * torch import         python + import torch, nothing else (the memory every case starts from)
 * floor                numpy reads the file once, torch.save of the same tensors (no model)
-* darkcfg .pt          darkcfg.load_weights (meta-device model, views of one buffer) + save_pt
+* darkcfg .pt          `darkcfg convert x.weights x.pt` (the walk's views saved as a state_dict)
 * darkcfg .safetensors `darkcfg convert x.weights x.safetensors` (never imports torch)
 * summary              `darkcfg summary cfgs/yolov3.cfg` (no torch)
 * load in-process      darkcfg.load(weights, cfg) timed inside the process (build + load)
@@ -40,10 +40,10 @@ sd = {f"layers.{e.layer.index}.{e.tensor.key}":
 torch.save(sd, sys.argv[3])
 """,
     "darkcfg .pt": """
-import sys, darkcfg
-from darkcfg import weights as W
-model, report = darkcfg.load_weights(sys.argv[2], sys.argv[1])
-W.save_pt(model, sys.argv[3], report.header)
+import sys
+from darkcfg.cli import main
+try: main(['convert', '-q', '--force', sys.argv[2], sys.argv[3], '--cfg', sys.argv[1]])
+except SystemExit as e: assert not e.code
 """,
     "darkcfg .safetensors": """
 import sys

@@ -230,6 +230,13 @@ def convert(src, dst, cfg, weights_cfg, cutoff, force, quiet):
         click.echo(f"wrote {dst}: {len(arrays)} tensors (version {header.major}."
                    f"{header.minor}.{header.revision}, seen {header.seen:,})")
         return
+    if kinds == (".weights", ".pt") and cutoff is None:   # every tensor known: no model needed
+        net, header, arrays = _read_arrays(src, cfg, weights_cfg, cutoff, progress)
+        W.write_pt(W.state_dict_of(arrays), dst, net.cfg.to_text(), header, force=force)
+        click.echo(f"wrote {dst}: {sum(1 for l in net.layers if l.tensors)} layers with weights "
+                   f"from {src} (version {header.major}.{header.minor}.{header.revision}, seen "
+                   f"{header.seen:,})")
+        return
     from . import model as M
     if kinds[0] == ".weights":
         model, report = M.load_weights(src, cfg, weights_cfg=weights_cfg, cutoff=cutoff,

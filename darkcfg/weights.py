@@ -226,13 +226,20 @@ class LoadReport:
     skipped: list = None       # (model layer index, reason)
 
 
+def _bar(total: int, desc: str, progress: bool):
+    """A tqdm bar on a terminal when ``progress``; otherwise a no-op (and tqdm not imported)."""
+    if not progress:
+        from contextlib import nullcontext
+        return nullcontext(type("NoBar", (), {"update": staticmethod(lambda n: None)}))
+    from tqdm import tqdm
+    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=None, leave=False)
+
+
 def read_file(path: str, size: int, progress: bool) -> np.ndarray:
     """Read a whole file into one float32 buffer (one copy, in 16 MiB chunks, with progress)."""
-    from tqdm import tqdm
     buf = np.empty(size // 4, dtype="<f4")
     view = memoryview(buf).cast("B")
-    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc="read",
-                                     disable=None if progress else True, leave=False) as bar:
+    with open(path, "rb") as f, _bar(size, "read", progress) as bar:
         pos = 0
         while pos < size:
             n = f.readinto(view[pos:pos + (16 << 20)])
@@ -331,10 +338,25 @@ def save_darknet(model, path: str, header: Header | None = None, file_net: Netwo
 def save_pt(model, path: str, header: Header | None = None, force: bool = True) -> None:
     """darkcfg's .pt: a dict loadable with torch.load(weights_only=True) holding the cfg text,
     the darknet header and the state_dict."""
+    write_pt(model.state_dict(), path, model.cfg_text, header, force)
+
+
+def state_dict_of(arrays: dict) -> dict:
+    """The state_dict a Darknet module would have, straight from the walk's arrays (views, no
+    copies): every darknet tensor, plus each batch norm's num_batches_tracked."""
+    import torch
+    sd = {k: torch.from_numpy(a) for k, a in arrays.items()}
+    for k in [k for k in sd if k.endswith(".running_mean")]:
+        sd[k[:-len("running_mean")] + "num_batches_tracked"] = torch.zeros((), dtype=torch.long)
+    return sd
+
+
+def write_pt(state_dict: dict, path: str, cfg_text: str, header: Header | None = None,
+             force: bool = True) -> None:
     import torch
     from .io import atomic_output
-    obj = {"format": PT_FORMAT, "version": 1, "cfg": model.cfg_text,
-           "header": (header or Header()).as_dict(), "state_dict": model.state_dict()}
+    obj = {"format": PT_FORMAT, "version": 1, "cfg": cfg_text,
+           "header": (header or Header()).as_dict(), "state_dict": state_dict}
     with atomic_output(path, force) as tmp:
         torch.save(obj, tmp)
 
@@ -397,7 +419,6 @@ def write_weights(arrays: dict, path: str, header: Header, file_net: Network,
                   progress: bool = False, force: bool = True) -> int:
     """Write {state_dict key: array} as a darknet .weights file in ``file_net``'s order
     (``mapping``: file layer index -> the arrays' layer index).  No torch."""
-    from tqdm import tqdm
     from .io import atomic_output
     mapping = mapping or identity(file_net)
 
@@ -409,8 +430,7 @@ def write_weights(arrays: dict, path: str, header: Header, file_net: Network,
 
     total = header.size + 4 * expected_floats(file_net, cutoff)
     with atomic_output(path, force) as tmp, open(tmp, "wb") as f, \
-            tqdm(total=total, unit="B", unit_scale=True, desc="write",
-                 disable=None if progress else True, leave=False) as bar:
+            _bar(total, "write", progress) as bar:
         for chunk in pack(header, array, file_net, cutoff):
             f.write(chunk)
             bar.update(len(chunk))
