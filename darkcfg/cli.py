@@ -71,14 +71,13 @@ def rewrite_options(fn):
     return fn
 
 
-def load_network(path, classes=None, width=None, height=None, channels=None, width_scale=None,
-                 batch=None, strict=False, save_cfg=None, **_):
+REWRITES = ("classes", "width", "height", "channels", "width_scale", "batch")
+
+
+def load_network(path, strict=False, save_cfg=None, **options):
     """Parse, rewrite, infer shapes, report unused options; optionally save the cfg."""
-    cfg = cfgmod.load(path)
-    if any(v is not None for v in (classes, width, height, channels, width_scale, batch)):
-        cfg = cfgmod.rewrite(cfg, classes=classes, width=width, height=height,
-                             channels=channels, width_scale=width_scale, batch=batch)
-    net = shapes.infer(cfg)
+    net = shapes.network(path, **{k: options.get(k) for k in REWRITES})
+    cfg = net.cfg
     unused = cfgmod.unused_options(cfg)
     if strict and unused:
         raise unused[0].as_error()
@@ -165,11 +164,8 @@ def _read_arrays(src, cfg, weights_cfg, cutoff, progress):
     if _ext(src) == ".safetensors":
         cfg_text, header, arrays = W.read_safetensors(src)
         return shapes.infer(cfgmod.parse(cfg_text, src + ":cfg")), header, arrays
-    base = shapes.infer(cfgmod.load(cfg))
-    file_net = shapes.infer(cfgmod.load(weights_cfg)) if weights_cfg else base
-    mapping = W.match(base, file_net, cutoff) if weights_cfg else None
-    header, arrays = W.read_arrays(src, file_net, mapping, cutoff, progress)
-    return base, header, arrays
+    base = shapes.network(cfg)
+    return (base,) + W.read_for(src, base, weights_cfg, cutoff, progress)
 
 
 @main.command()
@@ -252,7 +248,8 @@ def convert(src, dst, cfg, weights_cfg, cutoff, force, quiet):
                   if not k.endswith("num_batches_tracked")}
         W.save_safetensors(arrays, dst, model.cfg_text, report.header, force=force)
     else:
-        file_net = M.to_network(weights_cfg) if weights_cfg else None
+        file_net = shapes.network(weights_cfg, width=model.net.width, height=model.net.height,
+                                  channels=model.net.channels) if weights_cfg else None
         W.save_darknet(model, dst, report.header, file_net, cutoff=cutoff, progress=progress,
                        force=force)
     h = report.header
@@ -321,8 +318,7 @@ def build(cfg, weights, weights_cfg, cutoff, output, force, **rw):
     net = load_network(cfg, **rw)
     header = None
     if weights:
-        rewrites = {k: rw.get(k) for k in ("classes", "width", "height", "channels",
-                                           "width_scale", "batch")}
+        rewrites = {k: rw.get(k) for k in REWRITES}
         model, report = M.load_weights(weights, cfg, weights_cfg=weights_cfg, cutoff=cutoff,
                                        **rewrites)
         header = report.header

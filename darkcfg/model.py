@@ -167,28 +167,10 @@ def build_model(cfg_or_path, *, width=None, height=None, channels=None, classes=
     applied first.  Parameters get PyTorch's default initialisation (BN: gamma 1, beta 0, mean
     0, variance 1); pass ``device="meta"`` to skip initialisation when weights follow.
     """
-    net = to_network(cfg_or_path, width=width, height=height, channels=channels,
+    net = shapes.network(cfg_or_path, width=width, height=height, channels=channels,
                      classes=classes, width_scale=width_scale, batch=batch)
     with torch.device(device or "cpu"):
         return Darknet(net)
-
-
-def to_network(cfg_or_path, **rw) -> shapes.Network:
-    if isinstance(cfg_or_path, shapes.Network) and not any(v is not None for v in rw.values()):
-        return cfg_or_path
-    if isinstance(cfg_or_path, shapes.Network):
-        cfg_or_path = cfg_or_path.cfg
-    if isinstance(cfg_or_path, cfgmod.Cfg):
-        cfg = cfg_or_path
-    elif isinstance(cfg_or_path, str) and "\n" in cfg_or_path:
-        cfg = cfgmod.parse(cfg_or_path)
-    elif isinstance(cfg_or_path, str):
-        cfg = cfgmod.load(cfg_or_path)
-    else:
-        raise CfgError(f"expected a cfg path, cfg text or Cfg, got {type(cfg_or_path).__name__}")
-    if any(v is not None for v in rw.values()):
-        cfg = cfgmod.rewrite(cfg, **rw)
-    return shapes.infer(cfg)
 
 
 def load(path: str, cfg=None, *, weights_cfg=None, cutoff: int | None = None, device=None,
@@ -219,57 +201,45 @@ def load_weights(path: str, cfg=None, *, weights_cfg=None, cutoff=None, progress
                  **rewrites):
     """(model, report): like :func:`load`, also returning what was loaded and skipped."""
     from . import weights as W
-    if str(path).endswith(".safetensors"):
+    if str(path).endswith((".pt", ".safetensors")):
         if cfg is not None or weights_cfg is not None or any(v is not None
                                                               for v in rewrites.values()):
-            raise CfgError("a .safetensors file carries its own cfg: give no cfg, weights_cfg "
-                           "or rewrites")
-        cfg_text, header, arrays = W.read_safetensors(path)
-        net = to_network(cfgmod.parse(cfg_text, path + ":cfg"))
-        with torch.device("meta"):
-            model = Darknet(net)
-        loaded, skipped = W.assign_arrays(model, arrays)
-        if skipped or set(arrays) != {f"layers.{l.index}.{t.key}" for l in net.layers
-                                      for t in l.tensors}:
-            raise W.WeightsError("tensors do not fit the cfg stored beside them", path)
-        model.eval()
-        return model, W.LoadReport(header, loaded, [])
-    if str(path).endswith(".pt"):
-        if cfg is not None or weights_cfg is not None or any(v is not None
-                                                              for v in rewrites.values()):
-            raise CfgError("a .pt file carries its own cfg: give no cfg, weights_cfg or rewrites")
-        obj = W.read_pt(path)
-        net = to_network(cfgmod.parse(obj["cfg"], path + ":cfg"))
-        with torch.device("meta"):
-            model = Darknet(net)
-        state = obj["state_dict"]
-        want = set(model.state_dict())
-        if set(state) != want:
-            extra, missing = sorted(set(state) - want), sorted(want - set(state))
-            raise W.WeightsError(f"state_dict does not fit its cfg (missing {missing[:3]}, "
-                                 f"unexpected {extra[:3]})", path)
-        try:
-            model.load_state_dict(state, assign=True)
-        except RuntimeError as e:
-            raise W.WeightsError(f"state_dict does not fit its cfg: "
-                                 f"{str(e).splitlines()[-1].strip()}", path) from None
-        model.eval()
-        return model, W.LoadReport(W.Header(**obj["header"]),
-                                   sum(1 for l in net.layers if l.tensors), [])
+            raise CfgError(f"{path} carries its own cfg: give no cfg, weights_cfg or rewrites")
+        return _from_checkpoint(path)
     if cfg is None:
         raise CfgError("a .weights file needs its cfg")
-    base = to_network(cfg)
-    net = to_network(base, **rewrites)
-    # the file follows weights_cfg's order, or the cfg's own before any rewrite; match the two
-    # orders before a rewrite changes a head's shape
-    if weights_cfg is not None:
-        file_net = to_network(weights_cfg, width=base.width, height=base.height,
-                              channels=base.channels)
-        mapping = W.match(base, file_net, cutoff)
-    else:
-        file_net, mapping = base, {l.index: l.index for l in base.layers}
+    base = shapes.network(cfg)
+    net = shapes.network(base, **rewrites)
+    # the file follows weights_cfg's order, or the cfg's own before any rewrite changes a head
+    header, arrays = W.read_for(path, base, weights_cfg, cutoff, progress)
     with torch.device("meta"):
         model = Darknet(net)
-    report = W.load_darknet(model, path, file_net, mapping, cutoff, progress)
+    loaded, skipped = W.assign_arrays(model, arrays)
     model.eval()
-    return model, report
+    return model, W.LoadReport(header, loaded, skipped)
+
+
+def _from_checkpoint(path: str):
+    """A .pt or .safetensors written by darkcfg: the cfg is inside; every tensor must fit."""
+    from . import weights as W
+    if path.endswith(".pt"):
+        obj = W.read_pt(path)
+        cfg_text, header, state = obj["cfg"], W.Header(**obj["header"]), obj["state_dict"]
+    else:
+        cfg_text, header, arrays = W.read_safetensors(path)
+        state = W.state_dict_of(arrays)
+    net = shapes.network(cfgmod.parse(cfg_text, path + ":cfg"))
+    with torch.device("meta"):
+        model = Darknet(net)
+    want = set(model.state_dict())
+    if set(state) != want:
+        extra, missing = sorted(set(state) - want), sorted(want - set(state))
+        raise W.WeightsError(f"tensors do not fit the cfg stored beside them (missing "
+                             f"{missing[:3]}, unexpected {extra[:3]})", path)
+    try:
+        model.load_state_dict(state, assign=True)
+    except RuntimeError as e:
+        raise W.WeightsError(f"tensors do not fit the cfg stored beside them: "
+                             f"{str(e).splitlines()[-1].strip()}", path) from None
+    model.eval()
+    return model, W.LoadReport(header, sum(1 for l in net.layers if l.tensors), [])

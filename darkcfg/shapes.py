@@ -693,6 +693,26 @@ def infer(cfg: Cfg | str, width: int | None = None, height: int | None = None,
     return Network(cfg, w, h, c, inputs, batch, ctx.layers)
 
 
+def network(cfg_or_path, **rewrites) -> Network:
+    """A Network from a cfg path, cfg text, a parsed Cfg or a Network, with rewrites
+    (``classes``, ``width``, ``height``, ``channels``, ``width_scale``, ``batch``) applied."""
+    from . import cfg as cfgmod
+    rw = {k: v for k, v in rewrites.items() if v is not None}
+    if isinstance(cfg_or_path, Network):
+        if not rw:
+            return cfg_or_path
+        cfg_or_path = cfg_or_path.cfg
+    if isinstance(cfg_or_path, Cfg):
+        cfg = cfg_or_path
+    elif isinstance(cfg_or_path, str) and "\n" in cfg_or_path:
+        cfg = cfgmod.parse(cfg_or_path)
+    elif isinstance(cfg_or_path, str):
+        cfg = load_cfg(cfg_or_path)
+    else:
+        raise CfgError(f"expected a cfg path, cfg text or Cfg, got {type(cfg_or_path).__name__}")
+    return infer(cfgmod.rewrite(cfg, **rw) if rw else cfg)
+
+
 # ----- the table -----------------------------------------------------------------------------------
 
 _SHORT = {"convolutional": "conv", "maxpool": "max", "local_avgpool": "avg", "avgpool": "avg",

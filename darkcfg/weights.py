@@ -254,10 +254,6 @@ def identity(net: Network) -> dict:
     return {l.index: l.index for l in net.layers}
 
 
-def _model_mapping(model, file_net: Network, cutoff) -> dict:
-    return identity(file_net) if file_net is model.net else match(model.net, file_net, cutoff)
-
-
 def read_arrays(path: str, file_net: Network, mapping: dict | None = None,
                 cutoff: int | None = None, progress: bool = False) -> tuple[Header, dict]:
     """Check and read a .weights file once; return its header and {state_dict key: array},
@@ -271,21 +267,16 @@ def read_arrays(path: str, file_net: Network, mapping: dict | None = None,
                     for e in walk(file_net, cutoff)}
 
 
-def load_darknet(model, path: str, file_net: Network | None = None, mapping: dict | None = None,
-                 cutoff: int | None = None, progress: bool = False) -> LoadReport:
-    """Load a darknet .weights file into ``model`` (a Darknet, possibly built on the meta device:
-    loaded tensors become views of one buffer holding the file, nothing is copied).
-
-    ``file_net`` is the network whose layer order the file follows (default: the model's own);
-    its layers are matched to the model's by structure (or by ``mapping``, file layer index ->
-    model layer index).  A tensor whose shape differs from the model's (another class count)
-    is skipped and reported; such layers, and layers past ``cutoff``, keep a fresh
-    initialisation."""
-    file_net = file_net or model.net
-    mapping = mapping or _model_mapping(model, file_net, cutoff)
-    header, arrays = read_arrays(path, file_net, mapping, cutoff, progress)
-    loaded, skipped = assign_arrays(model, arrays)
-    return LoadReport(header, loaded, skipped)
+def read_for(path: str, net: Network, weights_cfg=None, cutoff: int | None = None,
+             progress: bool = False) -> tuple[Header, dict]:
+    """Read a .weights file for ``net``: in ``net``'s own layer order, or in the order of
+    ``weights_cfg`` (a cfg path, text or Network of the same network), matched by structure at
+    ``net``'s input size.  Returns (header, {``net``'s state_dict key: array})."""
+    if weights_cfg is None:
+        return read_arrays(path, net, None, cutoff, progress)
+    from .shapes import network
+    file_net = network(weights_cfg, width=net.width, height=net.height, channels=net.channels)
+    return read_arrays(path, file_net, match(net, file_net, cutoff), cutoff, progress)
 
 
 def assign_arrays(model, arrays: dict) -> tuple[int, list]:
@@ -329,7 +320,8 @@ def save_darknet(model, path: str, header: Header | None = None, file_net: Netwo
         raise WeightsError("a fused model (batch norms folded) cannot be written as darknet "
                            ".weights: save it before fuse()", path)
     file_net = file_net or model.net
-    mapping = mapping or _model_mapping(model, file_net, cutoff)
+    if mapping is None and file_net is not model.net:
+        mapping = match(model.net, file_net, cutoff)
     arrays = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
     return write_weights(arrays, path, header or Header(), file_net, mapping, cutoff, progress,
                          force)

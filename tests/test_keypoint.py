@@ -11,7 +11,7 @@ import darkcfg
 from darkcfg import keypoint as K
 from darkcfg import shapes
 from darkcfg import weights as W
-from darkcfg.model import to_network
+from darkcfg.shapes import network
 
 from conftest import CFGS, write_counting_weights
 
@@ -91,7 +91,7 @@ def test_round_trip_exact():
     g = torch.Generator().manual_seed(0)
     pts = [torch.rand(4, 2, generator=g, dtype=torch.float64) * 0.9 + 0.05 for _ in range(2)]
     cls = [torch.randint(0, 3, (4,), generator=g) for _ in range(2)]
-    net = to_network(small())
+    net = network(small())
     t = K.encode(pts, cls, (16, 16), 3, sigma=1.0)
     found = K.decode([K.raw_from_targets(t)], net, thresh=0.5, merge_radius=0)
     for kps, p, c in zip(found, pts, cls):
@@ -104,7 +104,7 @@ def test_round_trip_exact():
 
 @pytest.mark.parametrize("kind", ["bce", "l2", "wbce", "focal"])
 def test_gradcheck(kind):
-    net = to_network(small(loss=kind))
+    net = network(small(loss=kind))
     layer = K.heads_of(net)[0]
     t = K.encode([torch.tensor([[0.3, 0.6]])], [torch.tensor([2])], (3, 3), 3, sigma=1.0)
     raw = torch.randn(1, 6, 3, 3, dtype=torch.float64, requires_grad=True)
@@ -112,7 +112,7 @@ def test_gradcheck(kind):
 
 
 def test_loss_by_hand():
-    layer = K.heads_of(to_network(small()))[0]
+    layer = K.heads_of(network(small()))[0]
     t = K.encode([torch.tensor([[0.25, 0.25]])], [torch.tensor([1])], (1, 1), 3, sigma=1.0)
     raw = torch.tensor([0.1, -0.2, 0.3, 0.4, -0.5, 0.6], dtype=torch.float64).reshape(1, 6, 1, 1)
     _, parts = K.loss([raw], [t], [layer])

@@ -11,7 +11,7 @@ import torch
 import darkcfg
 from darkcfg import shapes
 from darkcfg import weights as W
-from darkcfg.model import to_network
+from darkcfg.shapes import network
 from darkcfg.errors import WeightsError
 
 from conftest import CFGS, cfg_id, needs_shared, parsed_by_darknet, write_counting_weights
@@ -73,7 +73,7 @@ def test_header_versions_round_trip(header, tmp_path):
     [connected] weights."""
     cfg = "[net]\nwidth=4\nheight=4\nchannels=2\n[convolutional]\nfilters=3\nsize=3\npad=1\n" \
           "batch_normalize=1\n[connected]\noutput=5\n"
-    net = to_network(cfg)
+    net = network(cfg)
     src = random_weights(tmp_path / "h.weights", net, header)
     model, report = darkcfg.load_weights(src, cfg)
     assert (report.header.major, report.header.minor, report.header.revision,
@@ -94,7 +94,7 @@ def test_conv_tensors_land_where_darknet_puts_them(tmp_path):
     """biases, scales, rolling_mean, rolling_variance, weights - read by hand from the bytes."""
     cfg = "[net]\nwidth=4\nheight=4\nchannels=2\n[convolutional]\nfilters=3\nsize=3\n" \
           "batch_normalize=1\n[convolutional]\nfilters=2\nsize=1\n"
-    net = to_network(cfg)
+    net = network(cfg)
     src = random_weights(tmp_path / "c.weights", net)
     model = darkcfg.load(src, cfg)
     raw = np.fromfile(src, "<f4", offset=20)
@@ -179,7 +179,7 @@ def test_bad_weights_files(damage, fragment, tmp_path):
 
 def test_weights_of_another_network(tmp_path):
     v4tiny = "[net]\nwidth=8\nheight=8\nchannels=3\n[convolutional]\nfilters=8\nsize=3\n"
-    src = random_weights(tmp_path / "other.weights", to_network(v4tiny))
+    src = random_weights(tmp_path / "other.weights", network(v4tiny))
     with pytest.raises(WeightsError, match=r"layer 0 \[convolutional\]: weights needs 432 floats at offset 276, 160 left"):
         darkcfg.load(src, os.path.join(CFGS, "yolov3-tiny.cfg"))
 
