@@ -414,19 +414,10 @@ class Shortcut(nn.Module):
         return self.act(out)
 
 
-class ScaleChannels(nn.Module):
-    """[scale_channels]: from * prev, prev being (C, 1, 1) - or (1, H, W) with scale_wh."""
-
-    def __init__(self, opts):
-        super().__init__()
-        self.act = Act(opts["activation"])
-
-    def forward(self, prev, src):
-        return self.act(src * prev)
-
-
-class Sam(nn.Module):
-    """[sam]: prev * from, elementwise."""
+class Product(nn.Module):
+    """[scale_channels] and [sam]: previous * from, then the activation.  For scale_channels the
+    previous layer is (C, 1, 1) (or (1, H, W) with scale_wh) and broadcasts; for sam both have
+    one shape."""
 
     def __init__(self, opts):
         super().__init__()

@@ -16,14 +16,7 @@ from . import shapes
 from .errors import CfgError
 
 BUILDERS: dict = {}
-
-
-def register(*names):
-    def deco(fn):
-        for n in names:
-            BUILDERS[n] = fn
-        return fn
-    return deco
+register = shapes.registrar(BUILDERS)
 
 
 @register("convolutional")
@@ -45,8 +38,7 @@ register("reorg3d")(lambda l, built: L.Reorg3d(l.opts))
 register("reorg")(lambda l, built: L.Reorg(l.opts))
 register("route")(lambda l, built: L.Route(l.opts))
 register("shortcut")(lambda l, built: L.Shortcut(l.input[2], l.opts, len(l.sources) - 1))
-register("scale_channels")(lambda l, built: L.ScaleChannels(l.opts))
-register("sam")(lambda l, built: L.Sam(l.opts))
+register("scale_channels", "sam")(lambda l, built: L.Product(l.opts))
 register("activation")(lambda l, built: L.Activation(l.opts))
 def _tree(l):
     """Softmax trees (yolo9000's 9k.tree) are not implemented: the layer builds, weights load

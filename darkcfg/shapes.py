@@ -101,15 +101,20 @@ HEADER_BYTES = 20   # int32 major, minor, revision + uint64 seen (darknet >= 0.2
 
 # ----- registry -----------------------------------------------------------------------------------
 
+def registrar(table: dict):
+    """A decorator filling ``table``: ``@reg("name", "alias")`` maps each name to the function.
+    Section functions here and module builders in model.py register this way."""
+    def register(*names):
+        def deco(fn):
+            for n in names:
+                table[n] = fn
+            return fn
+        return deco
+    return register
+
+
 SHAPERS: dict = {}
-
-
-def shaper(*names):
-    def deco(fn):
-        for n in names:
-            SHAPERS[n] = fn
-        return fn
-    return deco
+shaper = registrar(SHAPERS)
 
 
 @dataclass
