@@ -426,8 +426,8 @@ def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, output)
     if output:
         os.makedirs(output, exist_ok=True)
     for path in images:
-        dets, size = D.detect_image(model, path, thresh, nms_thresh)
-        click.echo(f"{path}: {len(dets)} detections ({size[0]} x {size[1]})")
+        dets, img = D.detect_image(model, path, thresh, nms_thresh)
+        click.echo(f"{path}: {len(dets)} detections ({img.size[0]} x {img.size[1]})")
         for d in dets:
             name = labels[d.cls] if labels and d.cls < len(labels) else f"class {d.cls}"
             x1, y1, x2, y2 = d.box
@@ -436,7 +436,7 @@ def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, output)
             dst = os.path.join(output, os.path.basename(path))
             if _same_file(path, dst):
                 raise DarkcfgError(f"{dst}: would overwrite the input image")
-            D.draw(path, dets, labels, dst)
+            D.draw(img, dets, labels, dst)
 
 
 @main.command()

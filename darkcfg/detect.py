@@ -49,7 +49,7 @@ def unletterbox(box, net_size, new_size, img_size):
 
 
 def detect_image(model, path: str, thresh: float = 0.25, nms_thresh: float = 0.45):
-    """(detections with boxes in image pixels, (width, height))."""
+    """(detections with boxes in image pixels, the RGB image as read)."""
     net = model.net
     if not any(l.type == "yolo" for l in net.layers):
         raise DarkcfgError(f"{net.cfg.name}: detect needs [yolo] heads")
@@ -60,12 +60,13 @@ def detect_image(model, path: str, thresh: float = 0.25, nms_thresh: float = 0.4
     dets = Y.detections(outs, model, thresh, nms_thresh)[0]
     for d in dets:
         d.box = unletterbox(d.box, (net.width, net.height), new, img.size)
-    return dets, img.size
+    return dets, img
 
 
-def draw(path: str, dets: list, names: list | None, dst: str) -> None:
+def draw(img, dets: list, names: list | None, dst: str) -> None:
+    """Draw the boxes on a copy of ``img`` and write it to ``dst`` (format from the name)."""
     from PIL import ImageDraw
-    img = open_image(path)
+    img = img.copy()
     pen = ImageDraw.Draw(img)
     for d in dets:
         hue = (d.cls * 67) % 255
@@ -73,9 +74,8 @@ def draw(path: str, dets: list, names: list | None, dst: str) -> None:
         pen.rectangle(d.box, outline=color, width=max(1, img.size[0] // 200))
         label = f"{names[d.cls] if names and d.cls < len(names) else d.cls} {d.score:.2f}"
         pen.text((d.box[0] + 2, d.box[1] + 1), label, fill=color)
-    fmt = (img.format or "").upper() or None
     with atomic_output(dst) as tmp:
-        img.save(tmp, format=fmt or _format_of(dst))
+        img.save(tmp, format=_format_of(dst))
 
 
 def _format_of(path: str) -> str:
