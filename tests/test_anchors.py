@@ -69,8 +69,8 @@ def test_bad_label_line_names_file_and_line(tmp_path):
 
 
 def test_list_file_maps_images_to_labels(tmp_path):
+    """darknet's train.txt lists images: .../images/x.jpg has its labels in .../labels/x.txt."""
     wh = make_labels(tmp_path / "labels", n=30)
     listing = tmp_path / "train.txt"
-    listing.write_text("".join(f"images/img{i:04d}.jpg\n".replace("images/", "labels/")
-                               for i in range(0, 30, 10)))
+    listing.write_text("".join(f"{tmp_path}/images/img{i:04d}.jpg\n" for i in range(0, 30, 10)))
     assert len(A.read_labels(str(listing))) == len(wh)
