@@ -7,13 +7,15 @@ Each case runs in a fresh process (so peak RSS is its own), on a synthetic yolov
 
 * torch import         python + import torch, nothing else (the memory every case starts from)
 * floor                numpy reads the file once, torch.save of the same tensors (no model)
-* darkcfg .pt          `darkcfg convert x.weights x.pt` (the walk's views saved as a state_dict)
+* darkcfg .pt          `darkcfg convert x.weights x.pt` (the walk's views written as torch's
+                       archive by darkcfg.ptfile: torch is never imported)
 * darkcfg .safetensors `darkcfg convert x.weights x.safetensors` (never imports torch)
 * summary              `darkcfg summary cfgs/yolov3.cfg` (no torch)
 * load in-process      darkcfg.load(weights, cfg) timed inside the process (build + load)
 
-Prints wall time (median; the last case its in-process time) and peak RSS, and each case's
-ratio to the floor.
+Cases run round-robin, so that disk and page-cache noise (writing 248 MB files makes the kernel
+throttle writers now and then) falls on all of them alike.  Prints wall time (median; the last
+case its in-process time) and peak RSS, each with its ratio to the floor.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ import sys
 from darkcfg.cli import main
 try: main(['convert', '-q', '--force', sys.argv[2], sys.argv[3], '--cfg', sys.argv[1]])
 except SystemExit as e: assert not e.code
+assert 'torch' not in sys.modules
 """,
     "darkcfg .safetensors": """
 import sys
@@ -100,21 +103,18 @@ def main():
                 f.write(rng.random(min(1 << 24, n - s), dtype=np.float32).tobytes())
         size = os.path.getsize(src)
         print(f"{os.path.basename(a.cfg)}: {size:,} bytes; median of {a.repeat} runs each\n")
-        rows = {}
-        for name, code in CASES.items():
-            runs = [run_case(code, a.cfg, src, dst) for _ in range(a.repeat)]
-            rows[name] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
-        base_t, base_m = rows["torch import"]
+        runs = {name: [] for name in CASES}
+        for _ in range(a.repeat):        # round-robin, so disk and cache noise hits every case
+            for name, code in CASES.items():
+                runs[name].append(run_case(code, a.cfg, src, dst))
+        rows = {name: (statistics.median(r[0] for r in rs), max(r[1] for r in rs))
+                for name, rs in runs.items()}
         floor_t, floor_m = rows["floor"]
         python_t = run_case("pass", a.cfg, src, dst)[0]
         print(f"(python itself starts in {python_t:.2f} s)")
-        print(f"{'case':<14}{'wall s':>8}{'x floor':>9}{'peak MiB':>10}{'above torch':>13}"
-              f"{'/ file':>8}")
+        print(f"{'case':<22}{'wall s':>8}{'x floor':>9}{'peak MiB':>10}{'x floor':>9}")
         for name, (t, m) in rows.items():
-            above = m - base_m
-            print(f"{name:<14}{t:8.2f}{t / floor_t:9.2f}{m:10.0f}{above:13.0f}"
-                  f"{above * 2**20 / size:8.2f}")
-
+            print(f"{name:<22}{t:8.2f}{t / floor_t:9.2f}{m:10.0f}{m / floor_m:9.2f}")
 
 if __name__ == "__main__":
     main()

@@ -188,8 +188,10 @@ def convert(src, dst, cfg, weights_cfg, cutoff, force, quiet):
     \b
     The .pt holds the cfg text, the darknet header and a state_dict; load it with
     darkcfg.load("out.pt"), or torch.load(path, weights_only=True)["state_dict"].
-    The .safetensors holds the same tensors, the cfg and header in its metadata;
-    .weights <-> .safetensors never imports torch.
+    The .safetensors holds the same tensors, the cfg and header in its metadata.
+    Reading a .pt, or --cutoff with a .pt/.safetensors output (the layers past
+    it are initialised), builds the model; everything else reads and writes the
+    files directly, without importing torch.
     DST is written to a temporary file and renamed: never half-written.
 
     \b
@@ -213,10 +215,13 @@ def convert(src, dst, cfg, weights_cfg, cutoff, force, quiet):
     progress = not quiet
     if kinds[0] == ".weights" and cfg is None:
         cfg, weights_cfg = DEFAULT_CFG, weights_cfg or YOLOV3_CFG
-    if ".pt" not in kinds:                                   # torch-free
+    # A model is needed to read a .pt, and to fill the layers past --cutoff of a checkpoint.
+    if kinds[0] != ".pt" and (cutoff is None or kinds[1] == ".weights"):   # torch-free
         net, header, arrays = _read_arrays(src, cfg, weights_cfg, cutoff, progress)
         if kinds[1] == ".safetensors":
             W.save_safetensors(arrays, dst, net.cfg.to_text(), header, force=force)
+        elif kinds[1] == ".pt":          # every tensor is in the file: no model needed
+            W.write_pt(W.state_dict_of(arrays), dst, net.cfg.to_text(), header, force, progress)
         else:
             out_net = (shapes.infer(cfgmod.load(weights_cfg))
                        if weights_cfg and kinds[0] == ".safetensors" else net)
@@ -225,13 +230,6 @@ def convert(src, dst, cfg, weights_cfg, cutoff, force, quiet):
                             cutoff if kinds[0] == ".safetensors" else None, progress, force)
         click.echo(f"wrote {dst}: {len(arrays)} tensors (version {header.major}."
                    f"{header.minor}.{header.revision}, seen {header.seen:,})")
-        return
-    if kinds == (".weights", ".pt") and cutoff is None:   # every tensor known: no model needed
-        net, header, arrays = _read_arrays(src, cfg, weights_cfg, cutoff, progress)
-        W.write_pt(W.state_dict_of(arrays), dst, net.cfg.to_text(), header, force=force)
-        click.echo(f"wrote {dst}: {sum(1 for l in net.layers if l.tensors)} layers with weights "
-                   f"from {src} (version {header.major}.{header.minor}.{header.revision}, seen "
-                   f"{header.seen:,})")
         return
     from . import model as M
     if kinds[0] == ".weights":

@@ -7,6 +7,9 @@ New section types register themselves with ``@register("name")``.
 """
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -48,9 +51,6 @@ def _tree(l):
 
 register("softmax")(lambda l, built: _tree(l) if l.opts.get("tree") else L.Softmax(l.opts))
 register("region")(lambda l, built: _tree(l) if l.opts.get("tree") else L.Region(l.opts))
-
-
-
 register("normalization")(lambda l, built: L.LRN(l.opts))
 register("crop")(lambda l, built: L.Crop(l.opts))
 register("dropout", "empty", "cost", "contrastive")(lambda l, built: L.Identity())
@@ -65,6 +65,20 @@ def _flat_inputs(l):
     return l.input[0] * l.input[1] * l.input[2] or l.section.get_int("inputs", 0) or 1
 
 
+@contextmanager
+def gc_paused():
+    """Pause Python's cycle collector while a model is built or loaded: the thousands of
+    objects a build allocates trigger a full collection over everything torch's import
+    left behind (~0.07 s of a 0.2 s yolov3 load).  Building makes no cycles worth collecting."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class Darknet(nn.Module):
     """A darknet network as a PyTorch module.
 
@@ -74,6 +88,7 @@ class Darknet(nn.Module):
     holds it in ``l.output``.  state_dict keys are ``layers.<index>.<conv|bn|fc|...>.*``.
     """
 
+    @gc_paused()
     def __init__(self, net: shapes.Network):
         super().__init__()
         self.net = net
@@ -189,6 +204,7 @@ def load(path: str, cfg=None, *, weights_cfg=None, cutoff: int | None = None, de
     return model
 
 
+@gc_paused()
 def load_weights(path: str, cfg=None, *, weights_cfg=None, cutoff=None, progress=False,
                  **rewrites):
     """(model, report): like :func:`load`, also returning what was loaded and skipped."""
@@ -219,7 +235,7 @@ def _from_checkpoint(path: str):
         cfg_text, header, state = obj["cfg"], W.Header(**obj["header"]), obj["state_dict"]
     else:
         cfg_text, header, arrays = W.read_safetensors(path)
-        state = W.state_dict_of(arrays)
+        state = {k: torch.from_numpy(a) for k, a in W.state_dict_of(arrays).items()}
     net = shapes.network(cfgmod.parse(cfg_text, path + ":cfg"))
     with torch.device("meta"):
         model = Darknet(net)

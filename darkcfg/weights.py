@@ -329,28 +329,31 @@ def save_darknet(model, path: str, header: Header | None = None, file_net: Netwo
 
 def save_pt(model, path: str, header: Header | None = None, force: bool = True) -> None:
     """darkcfg's .pt: a dict loadable with torch.load(weights_only=True) holding the cfg text,
-    the darknet header and the state_dict."""
-    write_pt(model.state_dict(), path, model.cfg_text, header, force)
+    the darknet header and the state_dict (float tensors stored as float32, darknet's type)."""
+    arrays = {k: (v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()).numpy()
+              for k, v in model.state_dict().items()}
+    write_pt(arrays, path, model.cfg_text, header, force)
 
 
 def state_dict_of(arrays: dict) -> dict:
-    """The state_dict a Darknet module would have, straight from the walk's arrays (views, no
-    copies): every darknet tensor, plus each batch norm's num_batches_tracked."""
-    import torch
-    sd = {k: torch.from_numpy(a) for k, a in arrays.items()}
+    """The state_dict a Darknet module would have, as arrays straight from the walk (views, no
+    copies): every darknet tensor, plus each batch norm's num_batches_tracked.  No torch."""
+    sd = dict(arrays)
     for k in [k for k in sd if k.endswith(".running_mean")]:
-        sd[k[:-len("running_mean")] + "num_batches_tracked"] = torch.zeros((), dtype=torch.long)
+        sd[k[:-len("running_mean")] + "num_batches_tracked"] = np.zeros((), dtype=np.int64)
     return sd
 
 
-def write_pt(state_dict: dict, path: str, cfg_text: str, header: Header | None = None,
-             force: bool = True) -> None:
-    import torch
+def write_pt(arrays: dict, path: str, cfg_text: str, header: Header | None = None,
+             force: bool = True, progress: bool = False) -> None:
+    """Write {state_dict key: array} as darkcfg's .pt, without importing torch (see ptfile)."""
+    from . import ptfile
     from .io import atomic_output
     obj = {"format": PT_FORMAT, "version": 1, "cfg": cfg_text,
-           "header": (header or Header()).as_dict(), "state_dict": state_dict}
-    with atomic_output(path, force) as tmp:
-        torch.save(obj, tmp)
+           "header": (header or Header()).as_dict(), "state_dict": arrays}
+    total = sum(a.nbytes for a in arrays.values())
+    with atomic_output(path, force) as tmp, _bar(total, "write", progress) as bar:
+        ptfile.save(obj, tmp, bar.update)
 
 
 def read_pt(path: str) -> dict:

@@ -239,3 +239,66 @@ def test_bad_safetensors(tmp_path):
     p.write_bytes(b"garbage")
     with pytest.raises(WeightsError, match="not a readable .safetensors"):
         darkcfg.load(str(p))
+
+
+def test_torch_free_pt_writer_is_read_by_torch(tmp_path):
+    """ptfile writes torch's archive by hand: torch.load (plain and mmap, weights_only) must
+    give back every array with torch's own dtype for it, every value, and plain values; each
+    tensor's bytes start on a 64-byte boundary (what torch's mmap loading expects)."""
+    import zipfile
+    from darkcfg import ptfile
+    rng = np.random.default_rng(0)
+    arrays = {f"a.{np.dtype(d).name}": (rng.random((3, 5)) * 100).astype(d)
+              for d in ["<f4", "<f8", "<f2", "<i8", "<i4", "<i2", "i1", "u1", "?"]}
+    arrays.update({"scalar": np.array(7, np.int64), "empty": np.zeros((0, 4), np.float32),
+                   "transposed": np.arange(6, dtype=np.float32).reshape(2, 3).T,
+                   "big_endian": np.arange(4, dtype=">f4")})
+    obj = {"s": "text\nwith lines", "n": 2**40, "x": 0.25, "none": None, "list": [1, (2, "3")],
+           "state_dict": arrays}
+    path = tmp_path / "x.pt"
+    ptfile.save(obj, str(path))
+    for mmap in (False, True):
+        back = torch.load(path, weights_only=True, mmap=mmap)
+        assert {k: v for k, v in back.items() if k != "state_dict"} == \
+            {k: v for k, v in obj.items() if k != "state_dict"}
+        for k, a in arrays.items():
+            t = back["state_dict"][k]
+            native = a.astype(a.dtype.newbyteorder("="))
+            assert t.dtype == torch.from_numpy(native).dtype, k
+            assert t.shape == a.shape and t.is_contiguous(), k
+            assert np.array_equal(t.numpy(), a), k
+    raw = path.read_bytes()
+    for info in zipfile.ZipFile(path).infolist():
+        name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:][:4])
+        start = info.header_offset + 30 + name_len + extra_len
+        assert start % 64 == 0, info.filename
+    with pytest.raises(TypeError, match="complex64"):
+        ptfile.save({"c": np.zeros(2, np.complex64)}, str(tmp_path / "c.pt"))
+
+
+def test_weights_to_pt_without_torch(tmp_path):
+    """`convert .weights .pt` never imports torch, and the .pt holds the file's floats where
+    darknet's order puts them (offsets counted by hand for yolov3-tiny's first conv)."""
+    import subprocess
+    import sys
+    tiny = os.path.join(CFGS, "yolov3-tiny.cfg")
+    src = random_weights(tmp_path / "t.weights", network(tiny))
+    dst = tmp_path / "t.pt"
+    code = ("import sys; from darkcfg.cli import main\n"
+            "try: main(['convert', '-q', sys.argv[1], sys.argv[2], '--cfg', sys.argv[3]])\n"
+            "except SystemExit as e: assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules")
+    r = subprocess.run([sys.executable, "-c", code, src, str(dst), tiny], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    floats = np.fromfile(src, dtype="<f4", offset=20)
+    sd = torch.load(dst, weights_only=True, mmap=True)["state_dict"]
+    first = {"bn.bias": floats[0:16], "bn.weight": floats[16:32], "bn.running_mean": floats[32:48],
+             "bn.running_var": floats[48:64], "conv.weight": floats[64:64 + 16 * 3 * 3 * 3]}
+    for key, want in first.items():
+        assert np.array_equal(sd[f"layers.0.{key}"].numpy().ravel(), want), key
+    assert sd["layers.0.bn.num_batches_tracked"].dtype == torch.int64
+    assert sd["layers.0.conv.weight"].shape == (16, 3, 3, 3)
+    ref = darkcfg.load(src, tiny).state_dict()
+    got = darkcfg.load(str(dst)).state_dict()
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
