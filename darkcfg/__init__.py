@@ -9,7 +9,8 @@
 __version__ = "0.1.0"
 
 _LAZY = {"build_model": "model", "load": "model", "load_weights": "model", "Darknet": "model"}
-_MODULES = {"anchors", "cfg", "errors", "io", "layers", "model", "shapes", "weights", "yolo"}
+_MODULES = {"anchors", "cfg", "errors", "io", "layers", "model", "shapes", "speed", "weights",
+            "yolo"}
 
 
 def __getattr__(name):

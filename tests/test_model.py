@@ -1,9 +1,13 @@
 """The builder against darknet's own forward pass and OpenCV's Darknet importer."""
 from __future__ import annotations
 
+import ctypes
 import glob
 import math
 import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -55,6 +59,56 @@ def test_forward_returns_the_tensors_entering_the_heads(make_weights):
     for h, i in zip(heads, (15, 22)):    # the convs right before the [yolo] layers 16 and 23
         ref = np.load(glob.glob(os.path.join(folder, "all_layers", f"layer_{i:03d}_*.npy"))[0])
         assert np.abs(h.detach().numpy() - ref).max() < 1e-4
+
+
+@needs_shared
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+                    reason="torch.compile needs a C++ compiler for CPU kernels")
+def test_compiled_model_matches_darknet(make_weights):
+    """speed.compile_frozen of the fused, channels_last model: the tensors entering both
+    [yolo] heads equal darknet's (layers 15 and 22) within 1e-4, for two calls."""
+    from darkcfg import speed
+    folder, cfg_path, size = _numeric_cfg("yolov3-tiny")
+    model = darkcfg.load(make_weights(cfg_path), cfg_path, width=size, height=size, fuse=True,
+                         channels_last=True)
+    run = speed.compile_frozen(model)
+    x = torch.from_numpy(np.load(os.path.join(folder, "input.npy")))
+    for _ in range(2):
+        heads = run(x.contiguous(memory_format=torch.channels_last))
+        for h, i in zip(heads, (15, 22)):
+            ref = np.load(glob.glob(os.path.join(folder, "all_layers", f"layer_{i:03d}_*.npy"))[0])
+            err = np.abs(h.numpy() - ref) / np.maximum(1.0, np.abs(ref))
+            assert err.max() < 1e-4, f"layer {i}: {err.max():.2e}"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(
+    ctypes.CDLL(None), "mallinfo2"), reason="glibc's malloc statistics (mallinfo2) needed")
+def test_reuse_freed_memory_keeps_large_blocks_in_the_heap():
+    """glibc's own statistics: before, a 100 MB block is mmapped (hblkhd) and handed back on
+    free; after speed.reuse_freed_memory(), it comes from the heap (arena) and stays there."""
+    code = r"""
+import ctypes, sys
+import numpy as np
+from darkcfg import speed
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+big = 100 << 20
+a = np.ones(big, np.uint8); mapped = libc.mallinfo2().hblkhd; del a
+assert mapped >= big and libc.mallinfo2().hblkhd < big, "default malloc did not mmap"
+assert speed.reuse_freed_memory() is True
+arena = libc.mallinfo2().arena
+a = np.ones(big, np.uint8)
+grown = libc.mallinfo2().arena - arena     # the heap's free top may serve a few KB of it
+assert libc.mallinfo2().hblkhd < big and grown > 0.9 * big, grown
+del a
+assert libc.mallinfo2().arena - arena == grown, "the freed block went back to the kernel"
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 
 @needs_shared
