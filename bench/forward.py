@@ -8,15 +8,16 @@ and 8, rows:
 
   darkcfg eager        darkcfg.load(weights, cfg)
   darkcfg fused+cl     load(..., fuse=True, channels_last=True)
-  OpenCV dnn           readNetFromDarknet, same cfg and weights
-  ONNX Runtime         darkcfg's own ONNX export, CPUExecutionProvider
-  fused+cl, reuse      fused+cl after darkcfg.speed.reuse_freed_memory()
+  fused+cl, reuse      the same under darkcfg.speed.reuse_freed_memory()
   compiled, reuse      that under darkcfg.speed.compile_frozen (with --compile; compiling is
                        not timed)
+  OpenCV dnn           readNetFromDarknet, same cfg and weights
+  ONNX Runtime         darkcfg's own ONNX export, CPUExecutionProvider
 
-reuse_freed_memory() changes malloc for the rest of the process, so every case's first four rows
-run before it is called, and the last two after.  Median of --runs timed runs after two warm-up
-runs; each row's ratio to OpenCV.  With a CUDA GPU, yolov3 is also timed there in fp32 and under
+The rows of a case take turns (--rounds rounds, each row one untimed call then its share of
+--runs timed calls), so that drift in this machine's speed falls on all of them alike, and each
+row runs with malloc set its way (reuse_freed_memory(True/False) before its turn).  Medians,
+each row's ratio to OpenCV.  With a CUDA GPU, yolov3 is also timed there in fp32 and under
 fp16/bf16 autocast.
 """
 from __future__ import annotations
@@ -43,76 +44,77 @@ def median_time(fn, runs):
     return statistics.median(times)
 
 
-class Case:
-    """One network at one batch size: its files and input."""
-
-    def __init__(self, name, batch, size, tmp):
-        import numpy as np
-        import torch
-        import darkcfg
-        from darkcfg import cfg as C
-        from darkcfg import weights as W
-        self.name, self.batch = name, batch
-        cfg = C.rewrite(C.load(os.path.join(ROOT, "cfgs", f"{name}.cfg")), width=size,
-                        height=size)
-        self.cfg = os.path.join(tmp, f"{name}.cfg")
-        C.save(cfg, self.cfg)
-        self.weights = os.path.join(tmp, f"{name}.weights")
-        if not os.path.exists(self.weights):
-            torch.manual_seed(0)
-            W.save_darknet(darkcfg.build_model(self.cfg), self.weights)
-        self.onnx = os.path.join(tmp, f"{name}-{batch}.onnx")
-        self.x = np.random.default_rng(0).uniform(0, 1, (batch, 3, size, size)).astype(np.float32)
-        self.rows = {}
-
-    def __str__(self):
-        return f"{self.name} b={self.batch}"
+def take_turns(rows, runs, rounds):
+    """{name: (reuse malloc?, fn)} -> {name: median seconds}, the rows timed in turns."""
+    from darkcfg import speed
+    times = {name: [] for name in rows}
+    per = max(1, runs // rounds)
+    for _ in range(rounds):
+        for name, (reuse, fn) in rows.items():
+            speed.reuse_freed_memory(reuse)
+            fn()                                   # untimed: caches, thread pools, malloc
+            for _ in range(per):
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def bench_before(case, runs):
-    """The rows measured with the process's default malloc."""
+def bench_cpu(name, batch, size, runs, rounds, tmp, compiled=False):
     import cv2
+    import numpy as np
     import onnxruntime as ort
     import torch
     import darkcfg
+    from darkcfg import cfg as C
+    from darkcfg import speed
+    from darkcfg import weights as W
     from darkcfg.export import export_onnx
-    xt = torch.from_numpy(case.x)
-    eager = darkcfg.load(case.weights, case.cfg)
-    with torch.inference_mode():
-        case.rows["darkcfg eager"] = median_time(lambda: eager(xt), runs)
-    fast = darkcfg.load(case.weights, case.cfg, fuse=True, channels_last=True)
-    xc = xt.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        case.rows["darkcfg fused+cl"] = median_time(lambda: fast(xc), runs)
 
-    net = cv2.dnn.readNetFromDarknet(case.cfg, case.weights)
+    cfg = C.rewrite(C.load(os.path.join(ROOT, "cfgs", f"{name}.cfg")), width=size, height=size)
+    cfg_path = os.path.join(tmp, f"{name}.cfg")
+    C.save(cfg, cfg_path)
+    weights = os.path.join(tmp, f"{name}.weights")
+    if not os.path.exists(weights):
+        torch.manual_seed(0)
+        W.save_darknet(darkcfg.build_model(cfg_path), weights)
+    x = np.random.default_rng(0).uniform(0, 1, (batch, 3, size, size)).astype(np.float32)
+    xt = torch.from_numpy(x)
+    xc = xt.contiguous(memory_format=torch.channels_last)
+
+    eager = darkcfg.load(weights, cfg_path)
+    fast = darkcfg.load(weights, cfg_path, fuse=True, channels_last=True)
+
+    def inference(model, inp):
+        def run():
+            with torch.inference_mode():
+                model(inp)
+        return run
+    rows = {"darkcfg eager": (False, inference(eager, xt)),
+            "darkcfg fused+cl": (False, inference(fast, xc)),
+            "fused+cl, reuse": (True, inference(fast, xc))}
+    if compiled:
+        speed.reuse_freed_memory(True)
+        comp = speed.compile_frozen(darkcfg.load(weights, cfg_path, fuse=True,
+                                                 channels_last=True))
+        comp(xc)                                   # compiles: not timed
+        rows["compiled, reuse"] = (True, lambda: comp(xc))
+
+    net = cv2.dnn.readNetFromDarknet(cfg_path, weights)
     outs = net.getUnconnectedOutLayersNames()
 
     def run_cv():
-        net.setInput(case.x)
+        net.setInput(x)
         net.forward(outs)
-    case.rows["OpenCV dnn"] = median_time(run_cv, runs)
+    rows["OpenCV dnn"] = (False, run_cv)
 
-    export_onnx(eager, case.onnx, batch=case.batch)
+    onnx_path = os.path.join(tmp, f"{name}-{batch}.onnx")
+    export_onnx(eager, onnx_path, batch=batch)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
-    sess = ort.InferenceSession(case.onnx, opts, providers=["CPUExecutionProvider"])
-    case.rows["ONNX Runtime"] = median_time(lambda: sess.run(None, {"images": case.x}), runs)
-
-
-def bench_after(case, runs, compiled):
-    """The rows measured after darkcfg.speed.reuse_freed_memory()."""
-    import torch
-    import darkcfg
-    from darkcfg import speed
-    fast = darkcfg.load(case.weights, case.cfg, fuse=True, channels_last=True)
-    xc = torch.from_numpy(case.x).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        case.rows["fused+cl, reuse"] = median_time(lambda: fast(xc), runs)
-    if compiled:
-        comp = speed.compile_frozen(fast)
-        comp(xc)                                  # compiles: not timed
-        case.rows["compiled, reuse"] = median_time(lambda: comp(xc), runs)
+    sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+    rows["ONNX Runtime"] = (False, lambda: sess.run(None, {"images": x}))
+    return take_turns(rows, runs, rounds)
 
 
 def bench_cuda(size, runs, tmp):
@@ -137,35 +139,35 @@ def bench_cuda(size, runs, tmp):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=10, help="Timed calls per row (default 10).")
+    ap.add_argument("--rounds", type=int, default=5, help="Turns the rows take (default 5).")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=416)
     ap.add_argument("--only", choices=["yolov3", "yolov3-tiny"])
+    ap.add_argument("--batch", type=int, choices=[1, 8], help="Only this batch size.")
     ap.add_argument("--compile", action="store_true",
                     help="Add the compiled row (inductor, frozen weights; 10-90 s to compile)")
     a = ap.parse_args()
     import cv2
     import torch
-    from darkcfg import speed
     torch.set_num_threads(a.threads)
     cv2.setNumThreads(a.threads)
-    print(f"{a.threads} threads, {a.size}x{a.size}, median of {a.runs} runs "
+    print(f"{a.threads} threads, {a.size}x{a.size}, median of {a.runs} runs in {a.rounds} turns "
           f"(torch {torch.__version__}, OpenCV {cv2.__version__})\n")
+    print(f"{'case':<18}{'row':<20}{'seconds':>10}{'x OpenCV':>10}")
     with tempfile.TemporaryDirectory() as tmp:
-        cases = [Case(name, batch, a.size, tmp) for name in ("yolov3-tiny", "yolov3")
-                 if not a.only or name == a.only for batch in (1, 8)]
-        for case in cases:
-            bench_before(case, a.runs)
-        if not speed.reuse_freed_memory():
-            print("(reuse_freed_memory does not apply here: the reuse rows use default malloc)")
-        for case in cases:
-            bench_after(case, a.runs, a.compile)
-        print(f"{'case':<18}{'row':<20}{'seconds':>10}{'x OpenCV':>10}")
-        for case in cases:
-            base = case.rows["OpenCV dnn"]
-            for k, v in case.rows.items():
-                print(f"{str(case):<18}{k:<20}{v:10.4f}{v / base:10.2f}")
-            print()
+        for name in ("yolov3-tiny", "yolov3"):
+            if a.only and name != a.only:
+                continue
+            for batch in (1, 8):
+                if a.batch and batch != a.batch:
+                    continue
+                rows = bench_cpu(name, batch, a.size, a.runs, a.rounds, tmp, a.compile)
+                base = rows["OpenCV dnn"]
+                for k, v in rows.items():
+                    print(f"{name + f' b={batch}':<18}{k:<20}{v:10.4f}{v / base:10.2f}",
+                          flush=True)
+                print()
         if torch.cuda.is_available():
             print(f"CUDA: {torch.cuda.get_device_name()}")
             for k, v in bench_cuda(a.size, a.runs, tmp).items():

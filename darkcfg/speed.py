@@ -16,12 +16,18 @@ from __future__ import annotations
 import sys
 
 
-def reuse_freed_memory() -> bool:
+def reuse_freed_memory(enable: bool = True) -> bool:
     """Ask glibc's malloc to keep freed memory for reuse: no block is handed to the kernel with
     mmap/munmap, and the heap is trimmed only when over 2 GiB of its top is free.
 
     Process-wide and lasting: the process keeps its peak heap after inference (yolov3 at batch
-    8: a 1.2 GB heap, 0.9 GB of it free for the next forward; peak RSS 1.6 GB instead of 1.4).  Worth it in a process that runs many forwards; pointless for one.
+    8: a 1.2 GB heap, 0.9 GB of it free for the next forward; peak RSS 1.6 GB instead of 1.4).
+    Worth it in a process that runs many forwards; pointless for one.
+
+    ``enable=False`` goes back to glibc's behaviour once its adaptive threshold has settled:
+    blocks above 32 MB mmapped, the heap trimmed above 64 MB free (glibc's exact start-up state,
+    a threshold that adapts from 128 KB, cannot be restored).
+
     Returns True when applied, False where it does not apply (not Linux, or a libc without
     these options, such as musl).
     """
@@ -32,8 +38,13 @@ def reuse_freed_memory() -> bool:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
-    m_trim_threshold, m_mmap_max = -1, -4            # <malloc.h>
-    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+    m_trim_threshold, m_mmap_threshold, m_mmap_max = -1, -3, -4          # <malloc.h>
+    if enable:
+        settings = [(m_mmap_max, 0), (m_trim_threshold, 2**31 - 1)]
+    else:
+        settings = [(m_mmap_max, 65536), (m_mmap_threshold, 32 << 20),
+                    (m_trim_threshold, 64 << 20)]
+    return all(mallopt(option, value) == 1 for option, value in settings)
 
 
 def compile_frozen(model):
@@ -43,12 +54,17 @@ def compile_frozen(model):
     ``torch.inference_mode()``; compiling happens on its first call, and again for each new input
     shape.  Outputs match darknet's within 1e-4 (checked in the tests).
 
-    Freezing is an inductor setting that ``torch.compile(options=...)`` does not reach (it is
-    read when the graph is captured), so each call runs under ``config.patch(freezing=True)``
-    (~30 us) instead of changing it for the whole process.
+    Where Python's C headers are installed, the graph is called from inductor's C++ wrapper
+    instead of Python (~5% at yolov3-tiny batch 1, where ~40 kernel calls take 31 ms).
+    Freezing and the wrapper are inductor settings that ``torch.compile(options=...)`` does not
+    reach (freezing is read when the graph is captured), so each call runs under
+    ``config.patch`` (~30 us) instead of changing them for the whole process.  Dynamo compiles
+    each model and input shape separately, up to ``torch._dynamo.config.recompile_limit`` (8)
+    per process; past it, it warns and runs the model uncompiled.
     """
     import os
     import shutil
+    import sysconfig
     import torch
     import torch._inductor.config as inductor
     from .errors import DarkcfgError
@@ -56,11 +72,13 @@ def compile_frozen(model):
         raise DarkcfgError("compile_frozen: torch.compile builds C++ kernels for the CPU and "
                            "finds no C++ compiler (set CXX, or install g++); the uncompiled "
                            "model runs without one")
+    headers = os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))
+    settings = {"freezing": True, "cpp_wrapper": headers}
     model.eval()
     compiled = torch.compile(model, dynamic=False)   # specialise on each input shape: a
     # shape-generic graph (what dynamo falls back to on a second shape) is slower here
 
     def run(x):
-        with torch.inference_mode(), inductor.patch(freezing=True):
+        with torch.inference_mode(), inductor.patch(settings):
             return compiled(x)
     return run

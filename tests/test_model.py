@@ -85,7 +85,8 @@ def test_compiled_model_matches_darknet(make_weights):
     ctypes.CDLL(None), "mallinfo2"), reason="glibc's malloc statistics (mallinfo2) needed")
 def test_reuse_freed_memory_keeps_large_blocks_in_the_heap():
     """glibc's own statistics: before, a 100 MB block is mmapped (hblkhd) and handed back on
-    free; after speed.reuse_freed_memory(), it comes from the heap (arena) and stays there."""
+    free; after speed.reuse_freed_memory(), it comes from the heap (arena) and stays there;
+    after reuse_freed_memory(False), it is mmapped again."""
     code = r"""
 import ctypes, sys
 import numpy as np
@@ -105,6 +106,9 @@ grown = libc.mallinfo2().arena - arena     # the heap's free top may serve a few
 assert libc.mallinfo2().hblkhd < big and grown > 0.9 * big, grown
 del a
 assert libc.mallinfo2().arena - arena == grown, "the freed block went back to the kernel"
+assert speed.reuse_freed_memory(False) is True
+b = np.ones(2 * big, np.uint8)     # more than the heap holds free: mmapped, not heap
+assert libc.mallinfo2().hblkhd >= 2 * big, "not mmapped after reuse_freed_memory(False)"
 print("ok")
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
