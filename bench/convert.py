@@ -1,11 +1,12 @@
 """Convert speed and memory: darkcfg's .weights -> .pt beside a floor measured in the same run.
 
-    python bench/convert.py [--cfg cfgs/yolov3.cfg] [--repeat 3]
+    python bench/convert.py [--cfg cfgs/yolov3.cfg] [--repeat 3] [--dir /dev/shm]
 
 Each case runs in a fresh process (so peak RSS is its own), on a synthetic yolov3-sized file
 (248,007,048 bytes) written first.  Cases:
 
-* torch import         python + import torch, nothing else (the memory every case starts from)
+* copy the file        python copies the .weights file (shutil.copyfile): the disk's own floor
+* torch import         python + import torch, nothing else
 * floor                numpy reads the file once, torch.save of the same tensors (no model)
 * darkcfg .pt          `darkcfg convert x.weights x.pt` (the walk's views written as torch's
                        archive by darkcfg.ptfile: torch is never imported)
@@ -30,6 +31,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CASES = {
+    "copy the file": """
+import sys, shutil
+shutil.copyfile(sys.argv[2], sys.argv[3] + '.copy')
+""",
     "torch import": "import torch",
     "floor": """
 import numpy as np, torch, sys
@@ -88,12 +93,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cfg", default=os.path.join(ROOT, "cfgs", "yolov3.cfg"))
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--dir", help="Where to write the files (default: the system's temporary "
+                                  "folder; /dev/shm takes the disk out of the figures)")
     a = ap.parse_args()
     sys.path.insert(0, ROOT)
     import numpy as np
     from darkcfg import shapes
     net = shapes.infer(a.cfg)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
         src, dst = os.path.join(tmp, "in.weights"), os.path.join(tmp, "out.pt")
         with open(src, "wb") as f:
             f.write(np.array([0, 2, 5], "<i4").tobytes() + np.zeros(1, "<u8").tobytes())

@@ -50,6 +50,24 @@ def test_every_layer_matches_darknet(name, fuse, make_weights):
 
 
 @needs_shared
+@pytest.mark.parametrize("name", NUMERIC)
+def test_bf16_autocast_stays_near_darknet(name, make_weights):
+    """Under torch.autocast (CPU, bfloat16: 8 significant bits) the convs run in bfloat16 and
+    every layer stays within 5e-2 of darknet's float32 output (scaled by max(1, |layer|))."""
+    folder, cfg_path, size = _numeric_cfg(name)
+    model = darkcfg.load(make_weights(cfg_path), cfg_path, width=size, height=size)
+    x = torch.from_numpy(np.load(os.path.join(folder, "input.npy")))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs = model.trace(x)
+    assert outs[0].dtype == torch.bfloat16         # layer 0 is a conv in all four
+    for i, (out, path) in enumerate(zip(outs, sorted(glob.glob(
+            os.path.join(folder, "all_layers", "layer_*.npy"))))):
+        ref = np.load(path)
+        err = np.abs(out.float().numpy() - ref).max() / max(1.0, np.abs(ref).max())
+        assert err < 5e-2, f"layer {i}: {err:.2e}"
+
+
+@needs_shared
 def test_forward_returns_the_tensors_entering_the_heads(make_weights):
     folder, cfg_path, size = _numeric_cfg("yolov3-tiny")
     model = darkcfg.load(make_weights(cfg_path), cfg_path, width=size, height=size)
