@@ -184,13 +184,27 @@ def test_weights_of_another_network(tmp_path):
         darkcfg.load(src, os.path.join(CFGS, "yolov3-tiny.cfg"))
 
 
-def test_pt_that_is_not_darkcfgs(tmp_path):
-    p = tmp_path / "other.pt"
-    torch.save({"state_dict": {}}, p)
-    with pytest.raises(WeightsError, match="not a darkcfg .pt"):
+def _someone_elses_pt(path):
+    torch.save({"state_dict": {}}, path)
+
+
+def _someone_elses_safetensors(path):
+    from safetensors.numpy import save_file
+    save_file({"a": np.zeros(3, np.float32)}, str(path))
+
+
+@pytest.mark.parametrize("ext, write_other, unreadable", [
+    (".pt", _someone_elses_pt, "not a darkcfg .pt"),
+    (".safetensors", _someone_elses_safetensors, "not a readable .safetensors")])
+def test_checkpoints_that_are_not_darkcfgs(tmp_path, ext, write_other, unreadable):
+    """A valid file of the format without darkcfg's cfg and header, then garbage: clear
+    errors, not tracebacks."""
+    p = tmp_path / f"x{ext}"
+    write_other(p)
+    with pytest.raises(WeightsError, match=f"not a darkcfg {ext}"):
         darkcfg.load(str(p))
-    p.write_bytes(b"hello")
-    with pytest.raises(WeightsError, match="not a darkcfg .pt"):
+    p.write_bytes(b"garbage")
+    with pytest.raises(WeightsError, match=unreadable):
         darkcfg.load(str(p))
 
 
@@ -228,17 +242,6 @@ def test_safetensors_round_trips_without_torch(tmp_path):
     a, b = darkcfg.load(src, tiny), darkcfg.load(st)
     x = torch.rand(1, 3, 96, 96)
     assert all(torch.equal(p, q) for p, q in zip(a(x), b(x)))
-
-
-def test_bad_safetensors(tmp_path):
-    from safetensors.numpy import save_file
-    p = tmp_path / "x.safetensors"
-    save_file({"a": np.zeros(3, np.float32)}, str(p))
-    with pytest.raises(WeightsError, match="not a darkcfg .safetensors"):
-        darkcfg.load(str(p))
-    p.write_bytes(b"garbage")
-    with pytest.raises(WeightsError, match="not a readable .safetensors"):
-        darkcfg.load(str(p))
 
 
 def test_torch_free_pt_writer_is_read_by_torch(tmp_path):
