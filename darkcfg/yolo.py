@@ -234,7 +234,8 @@ def raw_offsets(y_true: torch.Tensor, head: Head, input_size: tuple) -> torch.Te
     frac = torch.stack([y_true[..., 0] * w - gx, y_true[..., 1] * h - gy], -1)
     sig = (frac + (s - 1) / 2) / s
     anchors = head.anchors.to(y_true)
-    ratio = y_true[..., 2:4] * torch.tensor(input_size, dtype=y_true.dtype) / anchors
+    ratio = y_true[..., 2:4] * torch.tensor(input_size, dtype=y_true.dtype,
+                                            device=y_true.device) / anchors
     if head.new_coords:
         txy, twh = sig, torch.sqrt(ratio) / 2
     else:

@@ -239,16 +239,11 @@ def _corner_iou(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-@needs_shared
-@pytest.mark.parametrize("name", ["yolov3-tiny", "yolov4-tiny"])
-def test_detections_match_opencv(name, darknet_at):
-    """After thresholding and per-class NMS: our detections vs OpenCV's [yolo] rows put through
-    cv2.dnn.NMSBoxes per class - same classes, boxes and scores within 1e-4."""
-    cv2 = pytest.importorskip("cv2")
-    path, weights = darknet_at(name)
-    model = darkcfg.load(weights, path)
-    x = np.random.default_rng(1).uniform(0, 1, (1, 3, 128, 128)).astype(np.float32)
-    cvnet = cv2.dnn.readNetFromDarknet(path, weights)
+def _opencv_detections(cfg_path, weights, x):
+    """OpenCV's [yolo] rows for input x, through cv2.dnn.NMSBoxes per class:
+    [(class, score, (x1, y1, x2, y2) normalized)]."""
+    import cv2
+    cvnet = cv2.dnn.readNetFromDarknet(cfg_path, weights)
     cvnet.setInput(x)
     rows = np.concatenate(cvnet.forward(list(cvnet.getUnconnectedOutLayersNames())))
     theirs = []
@@ -262,17 +257,52 @@ def test_detections_match_opencv(name, darknet_at):
             r = rows[keep[k]]
             theirs.append((c, float(s[keep[k]]), (r[0] - r[2] / 2, r[1] - r[3] / 2,
                                                   r[0] + r[2] / 2, r[1] + r[3] / 2)))
-    with torch.no_grad():
-        ours = Y.detections(model(torch.from_numpy(x)), model, 0.25, 0.45)[0]
+    return theirs
+
+
+def _pair_up(ours, theirs, scale=1.0):
+    """Each of ours against the nearest of theirs of the same class: scores within 1e-4, boxes
+    within 1e-4 (relative; ``scale`` converts theirs to our units)."""
     assert len(ours) == len(theirs) > 3
     left = list(theirs)
-    for d in ours:            # pair each of ours with the nearest of theirs of the same class
+    for d in ours:
         same = [t for t in left if t[0] == d.cls]
         assert same, f"class {d.cls} at {d.box} has no OpenCV counterpart"
-        c, s, box = min(same, key=lambda t: np.abs(np.subtract(t[2], d.box)).max())
+        c, s, box = min(same, key=lambda t: np.abs(np.multiply(t[2], scale) - d.box).max())
         left.remove((c, s, box))
         assert abs(d.score - s) < 1e-4
-        assert np.allclose(d.box, box, atol=1e-4, rtol=1e-4)
+        assert np.allclose(d.box, np.multiply(box, scale), atol=1e-4 * scale, rtol=1e-4)
+
+
+@needs_shared
+@pytest.mark.parametrize("name", ["yolov3-tiny", "yolov4-tiny"])
+def test_detections_match_opencv(name, darknet_at):
+    """After thresholding and per-class NMS: our detections vs OpenCV's [yolo] rows put through
+    cv2.dnn.NMSBoxes per class - same classes, boxes and scores within 1e-4."""
+    pytest.importorskip("cv2")
+    path, weights = darknet_at(name)
+    model = darkcfg.load(weights, path)
+    x = np.random.default_rng(1).uniform(0, 1, (1, 3, 128, 128)).astype(np.float32)
+    with torch.no_grad():
+        ours = Y.detections(model(torch.from_numpy(x)), model, 0.25, 0.45)[0]
+    _pair_up(ours, _opencv_detections(path, weights, x))
+
+
+@needs_shared
+def test_detect_image_feeds_the_model_where_it_is(darknet_at, tmp_path):
+    """detect_image on a float64 model: the image (a 128x128 PNG, so letterboxing only scales
+    to [0, 1]) reaches the model in its dtype, and the detections, in image pixels, are
+    OpenCV's on the same input."""
+    pytest.importorskip("cv2")
+    from PIL import Image
+    from darkcfg.detect import detect_image
+    path, weights = darknet_at("yolov3-tiny")
+    pixels = np.random.default_rng(1).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "x.png")
+    x = (pixels.transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
+    model = darkcfg.load(weights, path).double()
+    ours, _ = detect_image(model, str(tmp_path / "x.png"))
+    _pair_up(ours, _opencv_detections(path, weights, x), scale=128)
 
 
 def test_unletterbox_by_hand():
