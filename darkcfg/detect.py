@@ -55,10 +55,8 @@ def detect_image(model, path: str, thresh: float = 0.25, nms_thresh: float = 0.4
         raise DarkcfgError(f"{net.cfg.name}: detect needs [yolo] heads")
     img = open_image(path)
     x, new = letterbox(img, net.width, net.height)
-    first = next(model.parameters(), None)        # the input goes where the model is
-    like = dict(device=first.device, dtype=first.dtype) if first is not None else {}
     with torch.no_grad():
-        outs = model(torch.from_numpy(x)[None].to(**like))
+        outs = model(torch.from_numpy(x)[None].to(**model.placement()))
     dets = Y.detections(outs, model, thresh, nms_thresh)[0]
     for d in dets:
         d.box = unletterbox(d.box, (net.width, net.height), new, img.size)

@@ -69,7 +69,8 @@ def export_onnx(model, path: str, batch: int = 1, dynamic_batch: bool = False,
     module = Decoded(model) if decode else model
     names = ["boxes", "scores"] if decode else [
         f"head_{i}" for i in model.head_inputs]
-    x = torch.zeros(batch, net.channels or 1, net.height or 1, net.width or 1)
+    x = torch.zeros(batch, net.channels or 1, net.height or 1, net.width or 1,
+                    **model.placement())
     axes = {n: {0: "batch"} for n in ["images"] + names} if dynamic_batch else None
     was_training = model.training
     module.eval()                  # export the inference graph; the exporter restores this mode

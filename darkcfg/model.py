@@ -111,6 +111,11 @@ class Darknet(nn.Module):
                      if i not in heads or i in read or net.layers[i].emits]
         self.eval()
 
+    def placement(self) -> dict:
+        """``device=`` and ``dtype=`` of the parameters: where an input for this model goes."""
+        p = next(self.parameters(), None)
+        return {"device": p.device, "dtype": p.dtype} if p is not None else {}
+
     @property
     def cfg_text(self) -> str:
         return self.net.cfg.to_text()

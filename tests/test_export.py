@@ -78,6 +78,18 @@ def test_decoded_export_and_dynamic_batch(tmp_path, darknet_at, make_weights):
     assert np.abs(scores - ref_scores).max() <= 1e-4
 
 
+def test_export_traces_with_the_models_dtype(tmp_path):
+    """A float64 model exports (the example input follows the parameters): onnx reads a
+    double input, and the checker passes."""
+    model = darkcfg.build_model(os.path.join(CFGS, "yolov3-tiny.cfg"), width=64,
+                                height=64).double()
+    out = str(tmp_path / "d.onnx")
+    export_onnx(model, out)
+    onnx.checker.check_model(out)
+    kind = onnx.load(out).graph.input[0].type.tensor_type.elem_type
+    assert kind == onnx.TensorProto.DOUBLE
+
+
 def test_unexportable_layer_is_named(tmp_path):
     cfg = C.parse("[net]\nwidth=8\nheight=8\nchannels=3\n[crnn]\nhidden=4\noutput=4\nsize=3\n"
                   "pad=1\n", "r.cfg")
