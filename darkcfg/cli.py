@@ -242,8 +242,7 @@ def convert(src, dst, cfg, weights_cfg, cutoff, force, quiet):
     if kinds[1] == ".pt":
         W.save_pt(model, dst, report.header, force=force)
     elif kinds[1] == ".safetensors":
-        arrays = {k: v.numpy() for k, v in model.state_dict().items()
-                  if not k.endswith("num_batches_tracked")}
+        arrays = W.arrays_of(model, counters=False)
         W.save_safetensors(arrays, dst, model.cfg_text, report.header, force=force)
     else:
         file_net = shapes.network(weights_cfg, width=model.net.width, height=model.net.height,

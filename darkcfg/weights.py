@@ -322,17 +322,23 @@ def save_darknet(model, path: str, header: Header | None = None, file_net: Netwo
     file_net = file_net or model.net
     if mapping is None and file_net is not model.net:
         mapping = match(model.net, file_net, cutoff)
-    arrays = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
+    arrays = arrays_of(model)
     return write_weights(arrays, path, header or Header(), file_net, mapping, cutoff, progress,
                          force)
+
+
+def arrays_of(model, counters: bool = True) -> dict:
+    """{state_dict key: numpy array} of a model on any device: floating tensors as float32
+    (darknet's type), batch norms' num_batches_tracked kept unless ``counters=False``."""
+    return {k: (v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()).numpy()
+            for k, v in model.state_dict().items()
+            if counters or not k.endswith("num_batches_tracked")}
 
 
 def save_pt(model, path: str, header: Header | None = None, force: bool = True) -> None:
     """darkcfg's .pt: a dict loadable with torch.load(weights_only=True) holding the cfg text,
     the darknet header and the state_dict (float tensors stored as float32, darknet's type)."""
-    arrays = {k: (v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()).numpy()
-              for k, v in model.state_dict().items()}
-    write_pt(arrays, path, model.cfg_text, header, force)
+    write_pt(arrays_of(model), path, model.cfg_text, header, force)
 
 
 def state_dict_of(arrays: dict) -> dict:
