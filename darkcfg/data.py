@@ -1,0 +1,309 @@
+"""Training data the way darknet users have it: .data files, image lists, label files, the
+check that runs before training, and the deterministic loader of augmented batches.
+
+* :func:`read_data` - darknet's ``read_data_cfg`` (src/option_list.c): ``key=value`` lines, every
+  blank removed, ``#``/``;`` comments, the first occurrence of a key wins.
+* :func:`image_list` - a list file of image paths (darknet's ``get_paths``) or a folder.
+* :func:`label_path` - darknet's ``replace_image_to_label`` (src/utils.c), plus one fallback.
+* :func:`read_labels` - ``class cx cy w h`` lines (``class x y`` for keypoints), every problem
+  reported as ``file:line: what is wrong`` (darknet's ``read_boxes`` stops silently instead).
+* :func:`check` - what ``darkcfg data check`` prints and what training runs first.
+* :class:`TrainLoader` - batches of darknet's detection augmentation (``darkcfg.augment``),
+  one per forward pass; a sample depends only on (seed, iteration, slot).
+
+Relative paths: darknet opens every path relative to the current folder.  darkcfg tries that
+first and then the folder of the file that names the path and that folder's parents, so a
+``data/obj.data`` written for darknet's root also works from anywhere else.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import DarkcfgError
+
+# darknet's replace_image_to_label: (from, to), first occurrence, in this order
+_LABEL_RULES = (("/images/train2017/", "/labels/train2017/"),
+                ("/images/val2017/", "/labels/val2017/"),
+                ("/JPEGImages/", "/labels/"),
+                ("\\images\\train2017\\", "\\labels\\train2017\\"),
+                ("\\images\\val2017\\", "\\labels\\val2017\\"),
+                ("\\images\\train2014\\", "\\labels\\train2014\\"),
+                ("\\images\\val2014\\", "\\labels\\val2014\\"),
+                ("/images/train2014/", "/labels/train2014/"),
+                ("/images/val2014/", "/labels/val2014/"),
+                ("\\JPEGImages\\", "\\labels\\"))
+# darknet's extensions (exact case: .jpg .JPG ... .tiff .TIFF); darkcfg takes any case and more
+DARKNET_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tiff")
+IMAGE_EXTS = DARKNET_EXTS + (".tif", ".webp", ".pgm", ".pbm", ".jp2")
+TOLERANCE = 1e-3        # how far outside [0, 1] a label value may stray before it is an error
+
+
+# ----- .data ------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    """A .data file.  Paths are as written; :meth:`resolve` finds them on disk."""
+    path: str
+    classes: int | None = None
+    train: str | None = None
+    valid: str | None = None
+    names: str | None = None
+    backup: str | None = None
+    options: dict = field(default_factory=dict)     # every key, as written (first wins)
+    lines: dict = field(default_factory=dict)       # key -> line number
+
+    def resolve(self, key: str) -> str | None:
+        """The value of ``key`` as a path that exists (see the module notes), or as written
+        (relative to the current folder) when none does; None when the key is absent."""
+        value = self.options.get(key)
+        return None if value is None else resolve_path(value, self.path)
+
+    def where(self, key: str) -> str:
+        return f"{self.path}:{self.lines[key]}" if key in self.lines else self.path
+
+
+def read_data(path: str) -> DataConfig:
+    """darknet's read_data_cfg.  A line without ``=`` or with nothing after it is an error
+    (darknet prints 'Config file error' or keeps a key without value)."""
+    text = _read_text(path)
+    options, lines = {}, {}
+    for nu, line in enumerate(text.splitlines(), 1):
+        line = "".join(line.split())            # darknet's strip(): every space, tab, CR, LF
+        if not line or line[0] in "#;":
+            continue
+        key, eq, value = line.partition("=")
+        if not eq or not key:
+            raise DarkcfgError(f"{path}:{nu}: expected key=value, got '{line}'")
+        if not value:
+            raise DarkcfgError(f"{path}:{nu}: '{key}=' has no value")
+        if key not in options:                  # option_find walks from the front
+            options[key], lines[key] = value, nu
+    classes = None
+    if "classes" in options:
+        try:
+            classes = int(options["classes"])
+        except ValueError:
+            raise DarkcfgError(f"{path}:{lines['classes']}: classes='{options['classes']}' is "
+                               f"not an integer") from None
+        if classes < 1:
+            raise DarkcfgError(f"{path}:{lines['classes']}: classes must be >= 1, got {classes}")
+    return DataConfig(path, classes, options.get("train"), options.get("valid"),
+                      options.get("names"), options.get("backup"), options, lines)
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", errors="replace")
+    except IsADirectoryError:
+        raise DarkcfgError(f"{path}: is a folder, not a file") from None
+    except OSError as e:
+        raise DarkcfgError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def _bases(referrer: str | None) -> list:
+    """Folders a relative path may be relative to: the current one (darknet), then the
+    referring file's folder and its parents."""
+    out = [os.getcwd()]
+    if referrer:
+        d = os.path.dirname(os.path.abspath(referrer))
+        while True:
+            out.append(d)
+            up = os.path.dirname(d)
+            if up == d:
+                break
+            d = up
+    return out
+
+
+def resolve_path(path: str, referrer: str | None = None) -> str:
+    if os.path.isabs(path):
+        return path
+    for base in _bases(referrer):
+        p = os.path.join(base, path)
+        if os.path.exists(p):
+            return os.path.normpath(p) if base != os.getcwd() else path
+    return path
+
+
+# ----- image lists --------------------------------------------------------------------------------
+
+
+def is_image(path: str) -> bool:
+    return path.lower().endswith(IMAGE_EXTS)
+
+
+def image_list(source: str) -> list:
+    """The image paths of a list file (one a line, blank lines and ``#`` lines skipped; relative
+    entries resolved once for the whole list, see the module notes) or of a folder (every image
+    in it and below, sorted)."""
+    if os.path.isdir(source):
+        found = [os.path.join(root, f) for root, _, files in os.walk(source)
+                 for f in files if is_image(f)]
+        if not found:
+            raise DarkcfgError(f"{source}: no images in this folder (looked for "
+                               f"{', '.join(IMAGE_EXTS)})")
+        return sorted(found)
+    if not os.path.exists(source):
+        raise DarkcfgError(f"{source}: no such file or folder")
+    entries = [p.strip() for p in _read_text(source).splitlines()]
+    entries = [p for p in entries if p and not p.startswith("#")]
+    if not entries:
+        raise DarkcfgError(f"{source}: lists no images")
+    base = _list_base(entries, source)
+    return [p if os.path.isabs(p) or base is None else os.path.join(base, p) for p in entries]
+
+
+def _list_base(entries: list, source: str) -> str | None:
+    """The folder the list's relative entries are relative to: the first candidate (current
+    folder first, as darknet) where one of the first few relative entries exists."""
+    rel = [p for p in entries if not os.path.isabs(p)][:8]
+    if not rel:
+        return None
+    for base in _bases(source):
+        if any(os.path.exists(os.path.join(base, p)) for p in rel):
+            return None if base == os.getcwd() else base
+    return None
+
+
+def list_lines(source: str) -> list:
+    """(line number, path) of a list file's entries, resolved as :func:`image_list` does."""
+    raw = [(nu, p.strip()) for nu, p in enumerate(_read_text(source).splitlines(), 1)]
+    raw = [(nu, p) for nu, p in raw if p and not p.startswith("#")]
+    base = _list_base([p for _, p in raw], source)
+    return [(nu, p if os.path.isabs(p) or base is None else os.path.join(base, p))
+            for nu, p in raw]
+
+
+# ----- labels ------------------------------------------------------------------------------------
+
+
+def darknet_label_path(image_path: str) -> str | None:
+    """darknet's replace_image_to_label exactly; None where darknet fails to infer a name
+    (its extension list is case-sensitive: .jpg .JPG .jpeg .JPEG .png .PNG ...)."""
+    p = image_path
+    for old, new in _LABEL_RULES:
+        p = p.replace(old, new, 1)
+    p = p.strip(" \t")
+    for ext in DARKNET_EXTS:
+        for e in (ext, ext.upper()):
+            if p.endswith(e):
+                return p[:-len(e)] + ".txt"
+    return None
+
+
+def label_path(image_path: str) -> str:
+    """The label file of an image, as darknet finds it (the COCO/VOC ``images/train2017``,
+    ``JPEGImages`` -> ``labels`` rules, else next to the image, extension -> ``.txt``).
+    Beyond darknet: any case of the extension and .tif/.webp/...; and when darknet's file does
+    not exist but ``.../images/...`` -> ``.../labels/...`` (the last ``images`` folder, the
+    ultralytics layout) does, that one."""
+    p = darknet_label_path(image_path)
+    if p is None:
+        stem, ext = os.path.splitext(image_path.strip(" \t"))
+        if ext.lower() not in IMAGE_EXTS:
+            raise DarkcfgError(f"{image_path}: cannot infer the label file name: not an image "
+                               f"extension ({', '.join(IMAGE_EXTS)})")
+        p = darknet_label_path(stem + ".jpg")
+    if os.path.exists(p):
+        return p
+    for sep in ("/", "\\"):
+        key = f"{sep}images{sep}"
+        i = p.rfind(key)
+        if i >= 0:
+            alt = p[:i] + f"{sep}labels{sep}" + p[i + len(key):]
+            if os.path.exists(alt):
+                return alt
+    return p
+
+
+def read_labels(path: str) -> tuple:
+    """Rows (N, 5) float32 [class, cx, cy, w, h] of a label file, normalized; a 3-number
+    keypoint line ``class x y`` gives w = h = 0.  Second item: every problem as
+    ``file:line: what is wrong`` (those lines are left out of the rows).  A missing file is a
+    negative image: (0, 5) rows, no problem.  Class ids are not checked against a class count
+    here (:func:`check` does)."""
+    if not os.path.exists(path):
+        return np.zeros((0, 5), np.float32), []
+    try:
+        text = _read_text(path)
+    except DarkcfgError as e:
+        return np.zeros((0, 5), np.float32), [str(e)]
+    rows, problems = [], []
+    for nu, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        row, what = _parse_label(parts)
+        if what:
+            problems.append(f"{path}:{nu}: {what}: '{line.strip()}'")
+        else:
+            rows.append(row)
+    out = np.asarray(rows, np.float32).reshape(-1, 5)
+    return out, problems
+
+
+def _parse_label(parts: list) -> tuple:
+    """(row, None) or (None, what is wrong)."""
+    if len(parts) not in (3, 5):
+        return None, (f"{len(parts)} numbers; expected 5 (class cx cy w h) or 3 (class x y, "
+                      f"a keypoint)")
+    try:
+        cls = int(parts[0])
+    except ValueError:
+        try:
+            float(parts[0])
+            return None, (f"class '{parts[0]}' is not an integer (darknet would misread the "
+                          f"rest of the file)")
+        except ValueError:
+            return None, f"class '{parts[0]}' is not a number"
+    try:
+        vals = [float(v) for v in parts[1:]]
+    except ValueError:
+        bad = next(v for v in parts[1:] if not _is_float(v))
+        return None, f"'{bad}' is not a number"
+    if cls < 0:
+        return None, f"class {cls} is negative"
+    names = ("cx", "cy", "w", "h") if len(vals) == 4 else ("x", "y")
+    for name, v in zip(names, vals):
+        if not math.isfinite(v) or v < -TOLERANCE or v > 1 + TOLERANCE:
+            return None, f"{name}={parts[1 + names.index(name)]} is outside [0, 1]"
+    if len(vals) == 4:
+        if vals[2] <= 0 or vals[3] <= 0:
+            return None, "zero size (w and h must be > 0)"
+        if vals[0] == 0 and vals[1] == 0:
+            return None, "centre at (0, 0): darknet drops such a box as invalid"
+    x, y = vals[0], vals[1]
+    w, h = (vals[2], vals[3]) if len(vals) == 4 else (0.0, 0.0)
+    return [cls, x, y, w, h], None
+
+
+def _is_float(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+# ----- images ------------------------------------------------------------------------------------
+
+
+def load_image(path: str, channels: int = 3) -> np.ndarray:
+    """H x W x 3 uint8 RGB (H x W x 1 for ``channels=1``), decoded by OpenCV as darknet's
+    load_image_mat_cv does (BGR -> RGB)."""
+    import cv2
+    img = cv2.imread(path, cv2.IMREAD_COLOR if channels >= 3 else cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        if not os.path.exists(path):
+            raise DarkcfgError(f"{path}: no such image")
+        raise DarkcfgError(f"{path}: OpenCV cannot decode this image")
+    if channels >= 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img[:, :, None]

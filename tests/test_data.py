@@ -1,0 +1,170 @@
+"""darkcfg.data: .data files, image lists, label paths and labels, the data check, the loader.
+
+Expected values are darknet's rules written out by hand from src/option_list.c, src/utils.c and
+src/data.c (see ../shared/design/TRAINING-FACTS.md sections 2 and 3), never darkcfg's output."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from darkcfg import data as D
+from darkcfg.errors import DarkcfgError
+
+cv2 = pytest.importorskip("cv2")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFGS = os.path.join(ROOT, "cfgs")
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(str(path)) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    return str(path)
+
+
+def jpeg(path, w=64, h=48, color=(0, 128, 255)):
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:] = color
+    cv2.imwrite(str(path), img)
+    return str(path)
+
+
+# ----- .data -----------------------------------------------------------------------------------
+
+
+def test_read_data_darknet_syntax(tmp_path):
+    p = write(tmp_path / "obj.data", "# comment\n; also a comment\nclasses = 2\n"
+              "train  = data/train.txt\r\nvalid=data/va lid.txt\n\nnames=obj.names\n"
+              "backup = backup/\neval=coco\ntrain=second.txt\n")
+    d = D.read_data(p)
+    assert d.classes == 2
+    assert d.train == "data/train.txt"          # first occurrence wins
+    assert d.valid == "data/valid.txt"          # darknet's strip() removes inner blanks too
+    assert d.names == "obj.names" and d.backup == "backup/"
+    assert d.options["eval"] == "coco"          # kept, ignored
+    assert d.lines["train"] == 4
+
+
+@pytest.mark.parametrize("text, message", [
+    ("classes=2\ntrain\n", ":2: expected key=value"),
+    ("classes=2\nvalid=\n", ":2: 'valid=' has no value"),
+    ("classes=two\n", ":1: classes='two' is not an integer"),
+    ("classes=0\n", ":1: classes must be >= 1"),
+])
+def test_read_data_errors_name_the_line(tmp_path, text, message):
+    p = write(tmp_path / "bad.data", text)
+    with pytest.raises(DarkcfgError, match=message):
+        D.read_data(p)
+
+
+def test_data_with_relative_paths_works_from_another_folder(tmp_path, monkeypatch):
+    # darknet's layout: root/data/obj.data names data/train.txt, which lists data/obj/a.jpg,
+    # all relative to darknet's root (the current folder when darknet runs)
+    root = tmp_path / "root"
+    a = jpeg(root / "data" / "obj" / "a.jpg")
+    b = jpeg(root / "data" / "obj" / "b.jpg")
+    write(root / "data" / "train.txt", "data/obj/a.jpg\n\ndata/obj/b.jpg\n")
+    data = write(root / "data" / "obj.data", "classes=1\ntrain=data/train.txt\n")
+    monkeypatch.chdir(root)                     # as darknet: from its root
+    d = D.read_data("data/obj.data")
+    assert D.image_list(d.resolve("train")) == ["data/obj/a.jpg", "data/obj/b.jpg"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)                # darkcfg: from anywhere
+    d = D.read_data(data)
+    listed = D.image_list(d.resolve("train"))
+    assert [os.path.realpath(p) for p in listed] == [os.path.realpath(a), os.path.realpath(b)]
+
+
+def test_image_list_of_a_folder(tmp_path):
+    jpeg(tmp_path / "x" / "b.png")
+    jpeg(tmp_path / "x" / "a.jpg")
+    write(tmp_path / "x" / "a.txt", "")
+    assert [os.path.basename(p) for p in D.image_list(str(tmp_path / "x"))] == ["a.jpg", "b.png"]
+    with pytest.raises(DarkcfgError, match="no such file"):
+        D.image_list(str(tmp_path / "nothing.txt"))
+
+
+# ----- label paths ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("image, label", [
+    ("data/obj/img1.jpg", "data/obj/img1.txt"),                     # next to the image
+    ("/c/images/train2017/0001.jpg", "/c/labels/train2017/0001.txt"),
+    ("/c/images/val2017/0001.JPG", "/c/labels/val2017/0001.txt"),
+    ("/c/images/train2014/x.png", "/c/labels/train2014/x.txt"),
+    ("/voc/VOC2007/JPEGImages/000005.jpg", "/voc/VOC2007/labels/000005.txt"),
+    ("C:\\voc\\JPEGImages\\1.bmp", "C:\\voc\\labels\\1.txt"),
+    ("/d/images/a.jpg", "/d/images/a.txt"),         # darknet's generic images/ rule is off
+    ("/d/x.jpeg.jpg", "/d/x.jpeg.txt"),             # only the extension at the end
+    ("/d/x.TIFF", "/d/x.txt"),
+])
+def test_label_path_darknet_rules(image, label):
+    assert D.darknet_label_path(image) == label
+    assert D.label_path(image) == label             # nothing exists: darknet's name
+
+
+def test_label_path_beyond_darknet(tmp_path):
+    assert D.darknet_label_path("/d/x.Jpg") is None            # darknet: "Failed to infer"
+    assert D.label_path("/d/x.Jpg") == "/d/x.txt"
+    assert D.label_path("/d/x.webp") == "/d/x.txt"
+    with pytest.raises(DarkcfgError, match="cannot infer the label file name"):
+        D.label_path("/d/x.gif.txt")
+    # the ultralytics layout: images/ -> labels/ when darknet's file is not there
+    img = jpeg(tmp_path / "set" / "images" / "a.jpg")
+    assert D.label_path(img) == str(tmp_path / "set" / "images" / "a.txt")
+    lab = write(tmp_path / "set" / "labels" / "a.txt", "0 .5 .5 .1 .1\n")
+    assert D.label_path(img) == lab
+    near = write(tmp_path / "set" / "images" / "a.txt", "0 .5 .5 .1 .1\n")
+    assert D.label_path(img) == near                            # darknet's own place wins
+
+
+# ----- labels -----------------------------------------------------------------------------------
+
+
+def test_read_labels_rows_and_keypoints(tmp_path):
+    p = write(tmp_path / "a.txt", "0 0.5 0.5 0.2 0.1\n\n3 0.25 0.75\n1 1.0005 0.5 0.1 0.1\n")
+    rows, problems = D.read_labels(p)
+    assert problems == []
+    np.testing.assert_allclose(rows, [[0, .5, .5, .2, .1], [3, .25, .75, 0, 0],
+                                      [1, 1.0005, .5, .1, .1]], rtol=1e-6)
+    assert rows.dtype == np.float32
+    rows, problems = D.read_labels(str(tmp_path / "missing.txt"))
+    assert rows.shape == (0, 5) and problems == []
+
+
+@pytest.mark.parametrize("line, what", [
+    ("0 0.5 0.5 0.2", "4 numbers; expected 5"),
+    ("0 0.5 0.5 0.2 0.1 7", "6 numbers"),
+    ("a 0.5 0.5 0.2 0.1", "class 'a' is not a number"),
+    ("1.0 0.5 0.5 0.2 0.1", "class '1.0' is not an integer"),
+    ("0 0.5 x 0.2 0.1", "'x' is not a number"),
+    ("-1 0.5 0.5 0.2 0.1", "class -1 is negative"),
+    ("0 1.2 0.5 0.2 0.1", "cx=1.2 is outside [0, 1]"),
+    ("0 0.5 0.5 0.2 -0.1", "h=-0.1 is outside [0, 1]"),
+    ("0 0.5 0.5 0 0.1", "zero size"),
+    ("0 0 0 0.2 0.1", "centre at (0, 0)"),
+    ("0 0.5 nan 0.2 0.1", "cy=nan is outside"),
+])
+def test_read_labels_problems(tmp_path, line, what):
+    p = write(tmp_path / "a.txt", "0 0.5 0.5 0.2 0.1\n" + line + "\n")
+    rows, problems = D.read_labels(p)
+    assert len(rows) == 1
+    assert len(problems) == 1 and problems[0].startswith(f"{p}:2: {what}"), problems
+
+
+def test_load_image_rgb_and_errors(tmp_path):
+    p = jpeg(tmp_path / "i" / "a.png", 5, 4, color=(255, 0, 0))      # BGR blue
+    img = D.load_image(p)
+    assert img.shape == (4, 5, 3) and img.dtype == np.uint8
+    assert tuple(img[0, 0]) == (0, 0, 255)                             # RGB blue
+    bad = write(tmp_path / "i" / "b.jpg", "not a jpeg")
+    with pytest.raises(DarkcfgError, match="b.jpg: OpenCV cannot decode"):
+        D.load_image(bad)
+    with pytest.raises(DarkcfgError, match="no such image"):
+        D.load_image(str(tmp_path / "none.jpg"))
