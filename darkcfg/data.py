@@ -307,3 +307,288 @@ def load_image(path: str, channels: int = 3) -> np.ndarray:
     if channels >= 3:
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     return img[:, :, None]
+
+
+# ----- the check ----------------------------------------------------------------------------------
+
+
+HEAD_TYPES = ("yolo", "gaussian_yolo", "region", "keypoint", "detection")
+
+
+def last_head(net):
+    """The layer whose options drive darknet's detector loader: the last [yolo],
+    [Gaussian_yolo] or [region] (darknet's train_detector), or darkcfg's [keypoint]."""
+    heads = [l for l in net.layers if l.type in HEAD_TYPES]
+    if not heads:
+        raise DarkcfgError(f"{net.cfg.path or '<cfg>'}: has no detection head ([yolo], [region] "
+                           f"or [keypoint]) to train")
+    return heads[-1]
+
+
+@dataclass
+class SplitStats:
+    name: str
+    list: str | None
+    images: int = 0
+    boxes: int = 0
+    points: int = 0
+    negatives: int = 0              # images without a box (label file empty or missing)
+    no_label_file: int = 0
+    undecodable: int = 0
+    per_class: dict = field(default_factory=dict)        # class id -> boxes (and points)
+    sizes: dict = field(default_factory=dict)            # "w"/"h" -> spread, network pixels
+    tiny: int = 0                   # boxes under one network pixel (darknet drops them)
+    same_as: str | None = None      # "train" when valid falls back to the train list
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["per_class"] = {str(k): v for k, v in sorted(self.per_class.items())}
+        return d
+
+
+@dataclass
+class CheckReport:
+    data: str
+    cfg: str | None
+    classes: int | None
+    classes_from: str
+    network: tuple | None                       # (w, h) of the cfg
+    names: list = field(default_factory=list)
+    splits: list = field(default_factory=list)  # SplitStats
+    errors: list = field(default_factory=list)  # "file:line: what is wrong"
+    warnings: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def as_dict(self) -> dict:
+        return {"data": self.data, "cfg": self.cfg, "classes": self.classes,
+                "classes_from": self.classes_from,
+                "network": list(self.network) if self.network else None, "names": self.names,
+                "ok": self.ok, "splits": {s.name: s.as_dict() for s in self.splits},
+                "errors": self.errors, "warnings": self.warnings}
+
+    def format(self, limit: int | None = None) -> str:
+        """The human report; ``limit`` keeps the first errors (and says how many were left)."""
+        head = self.data + (f" with {self.cfg}" if self.cfg else "")
+        if self.classes is not None:
+            head += f": {self.classes} classes ({self.classes_from})"
+        out = [head]
+        for s in self.splits:
+            if s.same_as:
+                out.append(f"{s.name}: not set; darknet uses the {s.same_as} list")
+                continue
+            what = (f"{s.name}: {s.list}: {s.images} images, {s.boxes} boxes"
+                    + (f", {s.points} keypoints" if s.points else "")
+                    + f", {s.negatives} negatives")
+            if s.no_label_file:
+                what += f" ({s.no_label_file} without a label file)"
+            if s.undecodable:
+                what += f", {s.undecodable} undecodable"
+            out.append(what)
+        out += self._class_lines()
+        out += self._size_lines()
+        if self.warnings:
+            out.append(f"warnings ({len(self.warnings)}):")
+            out += ["  " + w for w in self.warnings]
+        if self.errors:
+            shown = self.errors if limit is None else self.errors[:limit]
+            out.append(f"errors ({len(self.errors)}):")
+            out += ["  " + e for e in shown]
+            if len(shown) < len(self.errors):
+                out.append(f"  ... and {len(self.errors) - len(shown)} more")
+        out.append("OK" if self.ok else f"FAILED: {len(self.errors)} "
+                   f"error{'s' if len(self.errors) != 1 else ''}")
+        return "\n".join(out)
+
+    def _class_lines(self) -> list:
+        splits = [s for s in self.splits if not s.same_as]
+        ids = sorted({k for s in splits for k in s.per_class} |
+                     set(range(self.classes or 0)))
+        if not ids:
+            return []
+        out = ["boxes per class (" + " / ".join(s.name for s in splits) + "):"]
+        for k in ids:
+            name = self.names[k] if 0 <= k < len(self.names) else ""
+            counts = " / ".join(str(s.per_class.get(k, 0)) for s in splits)
+            out.append(f"  {k:>3} {name:<20} {counts}")
+        return out
+
+    def _size_lines(self) -> list:
+        out = []
+        for s in self.splits:
+            if not s.sizes:
+                continue
+            w, h = self.network
+            out.append(f"box size in network pixels ({w}x{h}), {s.name}:")
+            for k in ("w", "h"):
+                v = s.sizes[k]
+                out.append(f"  {k}: min {v['min']:.1f}  5% {v['p5']:.1f}  median "
+                           f"{v['p50']:.1f}  95% {v['p95']:.1f}  max {v['max']:.1f}")
+            if s.tiny:
+                out.append(f"  {s.tiny} boxes are under one network pixel: darknet drops them")
+        return out
+
+
+def _spread(v: np.ndarray) -> dict:
+    p = np.percentile(v, [0, 5, 50, 95, 100])
+    return dict(zip(("min", "p5", "p50", "p95", "max"), (float(x) for x in p)))
+
+
+def _decodes(path: str) -> bool:
+    import cv2
+    # an eighth of the resolution: libjpeg decodes that far faster, and still reads the file
+    return cv2.imread(path, cv2.IMREAD_REDUCED_GRAYSCALE_8) is not None
+
+
+def _inspect(path: str, decode: bool) -> tuple:
+    """(exists, decodes, label file exists, rows, problems) of one image."""
+    if not os.path.isfile(path):
+        return False, False, False, None, []
+    ok = _decodes(path) if decode else True
+    try:
+        lab = label_path(path)
+    except DarkcfgError as e:
+        return True, ok, False, np.zeros((0, 5), np.float32), [str(e)]
+    rows, problems = read_labels(lab)
+    return True, ok, os.path.exists(lab), rows, problems
+
+
+def check(data, cfg=None, splits=("train", "valid"), decode: bool = True,
+          workers: int | None = None) -> CheckReport:
+    """Check a data set as training and ``darkcfg data check`` do: every list entry exists and
+    decodes (``decode=False`` skips decoding), every label line parses with a class id below
+    the class count (the cfg's last head, else the .data's ``classes``, else the names file)
+    and values in [0, 1], and, with a cfg, the box sizes in network pixels.  Never raises for
+    problems in the set: they are the report's ``errors``; a missing .data or cfg raises."""
+    from concurrent.futures import ThreadPoolExecutor
+    d = data if isinstance(data, DataConfig) else read_data(data)
+    net = None
+    if cfg is not None:
+        from . import shapes
+        net = shapes.network(cfg)
+    rep = CheckReport(d.path, None if net is None else (net.cfg.path or "<cfg>"), None, "", None)
+    keypoints = _setup_classes(rep, d, net)
+    seen = {}
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        for name in splits:
+            stats = _check_split(rep, d, name, net, keypoints, decode, pool, seen)
+            if stats is not None:
+                rep.splits.append(stats)
+    if len(seen.get("train", ())) and len(seen.get("valid", ())):
+        both = seen["train"] & seen["valid"]
+        if both and both != seen["train"]:
+            rep.warnings.append(f"{len(both)} images are in both train and valid")
+    return rep
+
+
+def _setup_classes(rep: CheckReport, d: DataConfig, net) -> bool:
+    """Fill the report's classes and names; True for a keypoint cfg."""
+    names_path = d.resolve("names")
+    if names_path and os.path.isfile(names_path):
+        rep.names = [n.strip() for n in _read_text(names_path).splitlines() if n.strip()]
+    elif names_path:
+        rep.warnings.append(f"{d.where('names')}: names file '{d.names}' does not exist")
+    keypoints = False
+    if net is not None:
+        head = last_head(net)
+        rep.classes, rep.network = head.opts["classes"], (net.width, net.height)
+        rep.classes_from = f"the cfg's last [{head.section.header}]"
+        keypoints = head.type == "keypoint"
+        if d.classes is not None and d.classes != rep.classes:
+            rep.warnings.append(f"{d.where('classes')}: classes={d.classes} but the cfg's "
+                                f"heads have {rep.classes}; darknet trains with the cfg's")
+    elif d.classes is not None:
+        rep.classes, rep.classes_from = d.classes, "the .data's classes"
+    elif rep.names:
+        rep.classes, rep.classes_from = len(rep.names), "the names file"
+    else:
+        rep.warnings.append("no class count (no cfg, no classes=, no names file): class ids "
+                            "are not checked")
+    if rep.names and rep.classes is not None and len(rep.names) != rep.classes:
+        rep.warnings.append(f"{d.where('names')}: the names file has {len(rep.names)} names "
+                            f"for {rep.classes} classes (darknet's detector map refuses this)")
+    return keypoints
+
+
+def _check_split(rep, d, name, net, keypoints, decode, pool, seen):
+    if d.options.get(name) is None:
+        if name == "valid" and d.options.get("train") is not None:
+            return SplitStats(name, None, same_as="train")
+        rep.errors.append(f"{d.path}: no '{name}=' list")
+        return None
+    source = d.resolve(name)
+    stats = SplitStats(name, source)
+    if os.path.isdir(source):
+        entries = [(None, p) for p in image_list(source)]
+    elif not os.path.isfile(source):
+        rep.errors.append(f"{d.where(name)}: {name}={d.options[name]}: no such list file "
+                          f"or folder")
+        return stats
+    else:
+        entries = list_lines(source)
+    seen[name] = {os.path.abspath(p) for _, p in entries}
+    sizes = []
+    results = pool.map(lambda e: _inspect(e[1], decode), entries)
+    for (nu, path), (exists, ok, has_label, rows, problems) in zip(entries, results):
+        where = f"{source}:{nu}" if nu is not None else path
+        if not exists:
+            rep.errors.append(f"{where}: image '{path}' does not exist")
+            continue
+        stats.images += 1
+        if not ok:
+            stats.undecodable += 1
+            rep.errors.append(f"{path}: OpenCV cannot decode this image")
+        rep.errors += problems
+        if not has_label:
+            stats.no_label_file += 1
+        rows = _class_check(rep, rows, path, net, keypoints)
+        if not len(rows):
+            stats.negatives += 1
+            continue
+        pts = (rows[:, 3] == 0) & (rows[:, 4] == 0)
+        stats.points += int(pts.sum())
+        stats.boxes += int((~pts).sum())
+        for k in rows[:, 0].astype(int):
+            stats.per_class[int(k)] = stats.per_class.get(int(k), 0) + 1
+        if net is not None and not keypoints:
+            sizes.append(rows[~pts, 3:5] * (net.width, net.height))
+    if sizes and len(np.concatenate(sizes)):
+        wh = np.concatenate(sizes)
+        stats.sizes = {"w": _spread(wh[:, 0]), "h": _spread(wh[:, 1])}
+        stats.tiny = int(((wh[:, 0] < 1) | (wh[:, 1] < 1)).sum())
+    return stats
+
+
+def _class_check(rep, rows, image, net, keypoints):
+    """Errors for class ids out of range and for keypoint lines with a box cfg; the rows that
+    remain."""
+    if rows is None or not len(rows):
+        return np.zeros((0, 5), np.float32)
+    bad = np.zeros(len(rows), bool)
+    lab = label_path(image)
+    if rep.classes is not None:
+        for i in np.nonzero(rows[:, 0] >= rep.classes)[0]:
+            rep.errors.append(f"{lab}:{_line_of(lab, i)}: class {int(rows[i, 0])} is outside "
+                              f"0..{rep.classes - 1} ({rep.classes_from})")
+            bad[i] = True
+    if net is not None and not keypoints:
+        for i in np.nonzero((rows[:, 3] == 0) & (rows[:, 4] == 0) & ~bad)[0]:
+            rep.errors.append(f"{lab}:{_line_of(lab, i)}: a keypoint line (class x y) but the "
+                              f"cfg's last head is a box head")
+            bad[i] = True
+    return rows[~bad]
+
+
+def _line_of(path: str, row: int) -> int:
+    """The line number of the row-th good label line of a file (rows skip blank and bad
+    lines)."""
+    k = -1
+    for nu, line in enumerate(_read_text(path).splitlines(), 1):
+        parts = line.split()
+        if parts and _parse_label(parts)[1] is None:
+            k += 1
+            if k == row:
+                return nu
+    return 0

@@ -168,3 +168,108 @@ def test_load_image_rgb_and_errors(tmp_path):
         D.load_image(bad)
     with pytest.raises(DarkcfgError, match="no such image"):
         D.load_image(str(tmp_path / "none.jpg"))
+
+
+# ----- the check --------------------------------------------------------------------------------
+
+TINY_CFG = """[net]
+batch=4
+subdivisions=2
+width=64
+height=32
+channels=3
+
+[convolutional]
+filters=21
+size=1
+stride=32
+pad=0
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37,58
+classes=2
+num=3
+jitter=.3
+random=0
+"""
+
+
+def bad_set(tmp_path):
+    """One of each error, beside good images, a negative and an image without labels."""
+    d = tmp_path / "set"
+    good = jpeg(d / "good.jpg")
+    write(d / "good.txt", "0 0.5 0.5 0.5 0.25\n1 0.25 0.25 0.125 0.125\n")
+    jpeg(d / "empty.jpg")
+    write(d / "empty.txt", "\n")
+    jpeg(d / "nolabel.jpg")
+    write(d / "broken.jpg", "this is not a jpeg")
+    write(d / "broken.txt", "")
+    for name, line in (("cls", "0 .5 .5 .1 .1\n2 0.5 0.5 0.1 0.1"), ("range", "0 0.5 1.5 0.1 0.1"),
+                       ("cols", "1 0.5 0.5 0.1"), ("nan", "1 0.5 0.5 0.1 abc"),
+                       ("zero", "1 0.5 0.5 0.0 0.1")):
+        jpeg(d / f"{name}.jpg")
+        write(d / f"{name}.txt", line + "\n")
+    names = ["good", "empty", "nolabel", "broken", "missing", "cls", "range", "cols", "nan",
+             "zero"]
+    write(d / "train.txt", "".join(f"{d}/{n}.jpg\n" for n in names))
+    write(d / "valid.txt", f"{good}\n")
+    write(d / "obj.names", "cat\ndog\n")
+    cfg = write(tmp_path / "tiny.cfg", TINY_CFG)
+    return write(d / "obj.data", f"classes=2\ntrain={d}/train.txt\nvalid={d}/valid.txt\n"
+                 f"names={d}/obj.names\n"), cfg, d
+
+
+def test_check_reports_every_error_once(tmp_path):
+    data, cfg, d = bad_set(tmp_path)
+    rep = D.check(data, cfg)
+    assert not rep.ok
+    expected = [
+        f"{d}/broken.jpg: OpenCV cannot decode this image",
+        f"{d}/train.txt:5: image '{d}/missing.jpg' does not exist",
+        f"{d}/cls.txt:2: class 2 is outside 0..1 (the cfg's last [yolo])",
+        f"{d}/range.txt:1: cy=1.5 is outside [0, 1]: '0 0.5 1.5 0.1 0.1'",
+        f"{d}/cols.txt:1: 4 numbers; expected 5 (class cx cy w h) or 3 (class x y, a keypoint)"
+        f": '1 0.5 0.5 0.1'",
+        f"{d}/nan.txt:1: 'abc' is not a number: '1 0.5 0.5 0.1 abc'",
+        f"{d}/zero.txt:1: zero size (w and h must be > 0): '1 0.5 0.5 0.0 0.1'",
+    ]
+    assert sorted(rep.errors) == sorted(expected), rep.errors
+    train, valid = rep.splits
+    assert (train.images, valid.images) == (9, 1)        # the missing one is not counted
+    # boxes: good 2 + cls 1 (its class-2 line is an error); negatives: empty, nolabel,
+    # broken, range, cols, nan, zero
+    assert (train.boxes, train.negatives, train.no_label_file, train.undecodable) == (3, 7, 1, 1)
+    assert train.per_class == {0: 2, 1: 1}
+    # sizes in network pixels (64 x 32): w 32, 8, 6.4; h 8, 4, 3.2
+    assert train.sizes["w"]["max"] == pytest.approx(32) and train.sizes["w"]["min"] == \
+        pytest.approx(6.4)
+    assert train.sizes["h"]["p50"] == pytest.approx(4)
+    text = rep.format(limit=2)
+    assert "train: " in text and "9 images, 3 boxes, 7 negatives" in text
+    assert "... and 5 more" in text and text.endswith("FAILED: 7 errors")
+    assert "cat" in text and "dog" in text
+    js = json.loads(json.dumps(rep.as_dict()))
+    assert js["ok"] is False and len(js["errors"]) == 7
+    assert js["splits"]["train"]["per_class"] == {"0": 2, "1": 1}
+
+
+def test_check_without_cfg_and_a_clean_set(tmp_path):
+    d = tmp_path / "ok"
+    jpeg(d / "a.jpg")
+    write(d / "a.txt", "0 0.5 0.5 0.5 0.5\n0 0.1 0.2\n")
+    write(d / "list.txt", "a.jpg\n")
+    data = write(d / "ok.data", "train=list.txt\nclasses=1\n")
+    rep = D.check(data)
+    assert rep.ok, rep.errors
+    assert rep.classes == 1 and rep.classes_from == "the .data's classes"
+    (train, valid) = rep.splits
+    assert (train.boxes, train.points) == (1, 1) and valid.same_as == "train"
+    assert rep.format().endswith("OK")
+    # the same set with a box cfg: the keypoint line is an error; class 0 < 2 is fine
+    cfg = write(tmp_path / "tiny.cfg", TINY_CFG)
+    rep = D.check(data, cfg)
+    assert rep.errors == [f"{d}/a.txt:2: a keypoint line (class x y) but the cfg's last head is "
+                          f"a box head"]
+    assert any("classes=1 but the cfg's heads have 2" in w for w in rep.warnings)
