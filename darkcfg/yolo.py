@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import DarkcfgError
+
 EPS = 1e-9
 
 # ----- heads ------------------------------------------------------------------------------------
@@ -44,6 +46,7 @@ class Head:
     iou_normalizer: float = 0.75
     obj_normalizer: float = 1.0
     cls_normalizer: float = 1.0
+    all_anchors: torch.Tensor | None = None   # (N, 2) the [yolo] section's full anchor list
 
     @classmethod
     def from_layer(cls, layer) -> "Head":
@@ -54,7 +57,23 @@ class Head:
         keys = ("scale_x_y", "new_coords", "ignore_thresh", "truth_thresh", "iou_thresh",
                 "iou_loss", "iou_normalizer", "obj_normalizer", "cls_normalizer")
         return cls(torch.tensor([o["anchors"][m] for m in o["mask"]], dtype=torch.float64),
-                   list(o["mask"]), o["classes"], **{k: o[k] for k in keys})
+                   list(o["mask"]), o["classes"], **{k: o[k] for k in keys},
+                   all_anchors=torch.tensor(o["anchors"], dtype=torch.float64).reshape(-1, 2))
+
+    def full_anchors(self, heads: list) -> torch.Tensor:
+        """The anchor list this head's mask indexes: its [yolo] section's, or - for a Head made
+        by hand - the one the heads' masks and anchors spell out together."""
+        if self.all_anchors is not None:
+            return self.all_anchors
+        n = max(m for h in heads for m in h.mask) + 1
+        full = torch.full((n, 2), float("nan"), dtype=torch.float64)
+        for h in heads:
+            full[h.mask] = h.anchors.to(full)
+        if full.isnan().any():
+            missing = full.isnan().any(1).nonzero().flatten().tolist()
+            raise DarkcfgError(f"no head's mask names anchors {missing}: pass anchors= (the "
+                               f"full list the masks index)")
+        return full
 
 
 def heads_of(model_or_net) -> list:
@@ -171,6 +190,50 @@ class Targets:
     valid: torch.Tensor
 
 
+BOX_TOLERANCE = 1e-3    # how far outside [0, 1] a normalized box value may stray (rounding)
+
+
+def _check_targets(boxes, classes, heads, grids) -> None:
+    """DarkcfgError for inputs encode_targets cannot place: a box outside the image, a class
+    the heads do not have, per-image lists or grids that do not pair up."""
+    if len(grids) != len(heads):
+        raise DarkcfgError(f"encode_targets: {len(grids)} grids for {len(heads)} heads; give "
+                           f"one (H, W) per head, in head order")
+    if len(classes) != len(boxes):
+        raise DarkcfgError(f"encode_targets: boxes for {len(boxes)} images but classes for "
+                           f"{len(classes)}")
+    ncls = min(h.classes for h in heads) if heads else 0
+    for i, (bx, c) in enumerate(zip(boxes, classes)):
+        bx = torch.as_tensor(bx, dtype=torch.float64)
+        c = torch.as_tensor(c).reshape(-1)
+        if bx.numel() % 4 or bx.numel() // 4 != len(c):
+            raise DarkcfgError(f"encode_targets: image {i}: {bx.numel() / 4:g} boxes of 4 "
+                               f"values but {len(c)} class ids")
+        bx = bx.reshape(-1, 4)
+        bad = ~(bx.isfinite() & (bx >= -BOX_TOLERANCE) & (bx <= 1 + BOX_TOLERANCE)).all(1)
+        if bad.any():
+            k = int(bad.nonzero()[0])
+            raise DarkcfgError(f"encode_targets: image {i}, box {k}: (cx, cy, w, h) = "
+                               f"{tuple(round(v, 6) for v in bx[k].tolist())} is outside the "
+                               f"image; boxes are normalized to [0, 1]")
+        bad = (c < 0) | (c >= ncls)
+        if bad.any():
+            k = int(bad.nonzero()[0])
+            raise DarkcfgError(f"encode_targets: image {i}, box {k}: class id {int(c[k])} is "
+                               f"outside the heads' {ncls} classes (0..{ncls - 1})")
+
+
+def _later_wins(key: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Of rows sharing a ``key`` (one cell and anchor), keep the one with the largest ``order``
+    (the later gt box) - darknet's loop over truths overwrites - decided here, not by
+    index_put_ with repeated indices (undefined order, and CUDA differs)."""
+    if not len(key):
+        return torch.zeros(0, dtype=torch.bool)
+    uniq, inv = torch.unique(key, return_inverse=True)
+    last = torch.full((len(uniq),), -1, dtype=order.dtype).scatter_reduce(0, inv, order, "amax")
+    return order == last[inv]
+
+
 def encode_targets(boxes: list, classes: list, heads: list, grids: list, input_size: tuple,
                    rule: str = "per_scale", anchors: torch.Tensor | None = None) -> Targets:
     """gt boxes -> y_true.
@@ -180,46 +243,52 @@ def encode_targets(boxes: list, classes: list, heads: list, grids: list, input_s
 
     * ``per_scale`` (the design notes'): every gt box takes the best of each head's anchors (by
       width/height IoU), so it is a positive at every scale.
-    * ``best_of_all`` (darknet, keras-yolo3): only the best of all anchors (``anchors``, the full
-      list the masks index; default: the heads' anchors joined), plus - as darknet - any anchor
-      whose IoU exceeds that head's ``iou_thresh`` (1.0, i.e. off, unless the cfg sets it).
+    * ``best_of_all`` (darknet's forward_yolo_layer, keras-yolo3): the best of the full anchor
+      list the masks index (each head's [yolo] ``anchors``; ``anchors`` overrides it), a
+      positive only on the head whose mask holds it; plus - as darknet - any other anchor of a
+      head whose IoU exceeds that head's ``iou_thresh`` (1.0, i.e. off, unless the cfg sets
+      it).  A best anchor in no mask (yolov3-tiny's anchor 0 in darknet's cfg) gives no
+      positive, as in darknet.
     A box's cell is the one containing its centre.  Two boxes on one cell and anchor: the later
-    one wins, as in darknet."""
+    one wins, as in darknet.  Boxes outside [0, 1], class ids outside the heads' classes and a
+    grids/heads count mismatch raise DarkcfgError."""
     if rule not in ("per_scale", "best_of_all"):
         raise ValueError(f"rule must be per_scale or best_of_all, got {rule!r}")
+    _check_targets(boxes, classes, heads, grids)
     b = len(boxes)
-    n = max([len(x) for x in boxes] + [1])
+    n = max([len(torch.as_tensor(c).reshape(-1)) for c in classes] + [1])
     dtype = boxes[0].dtype if b and torch.is_tensor(boxes[0]) else torch.float32
     pad = torch.zeros(b, n, 4, dtype=dtype)
     valid = torch.zeros(b, n, dtype=torch.bool)
-    for i, bx in enumerate(boxes):
-        pad[i, :len(bx)] = torch.as_tensor(bx, dtype=dtype).reshape(-1, 4)
-        valid[i, :len(bx)] = True
     cls = torch.zeros(b, n, dtype=torch.long)
-    for i, c in enumerate(classes):
-        cls[i, :len(c)] = torch.as_tensor(c, dtype=torch.long).reshape(-1)
-    bi, gi = valid.nonzero(as_tuple=True)
+    for i, (bx, c) in enumerate(zip(boxes, classes)):
+        c = torch.as_tensor(c, dtype=torch.long).reshape(-1)
+        pad[i, :len(c)] = torch.as_tensor(bx, dtype=dtype).reshape(-1, 4)
+        valid[i, :len(c)] = True
+        cls[i, :len(c)] = c
+    bi, gi = valid.nonzero(as_tuple=True)                     # row-major: image, then box order
     gt, gc = pad[bi, gi], cls[bi, gi]                                         # (G, 4), (G,)
-    size = torch.tensor(input_size, dtype=dtype)
-    gwh = gt[:, 2:] * size                                                    # pixels
-    full = anchors if anchors is not None else torch.cat([h.anchors for h in heads])
-    best_global = wh_iou(gwh, full.to(dtype)).argmax(1) if len(gt) else gc
+    gwh = gt[:, 2:] * torch.tensor(input_size, dtype=dtype)                   # pixels
     out = []
     for head, (h, w) in zip(heads, grids):
-        y = torch.zeros(b, h, w, len(head.mask), 5 + head.classes, dtype=dtype)
+        na = len(head.mask)
+        y = torch.zeros(b, h, w, na, 5 + head.classes, dtype=dtype)
         ious = wh_iou(gwh, head.anchors.to(dtype))                            # (G, A)
         if rule == "per_scale":
-            take = F.one_hot(ious.argmax(1), len(head.mask)).bool() if len(gt) else \
-                torch.zeros(0, len(head.mask), dtype=torch.bool)
+            take = F.one_hot(ious.argmax(1), na).bool()
         else:
-            take = best_global[:, None] == torch.tensor(head.mask)[None]
+            full = anchors if anchors is not None else head.full_anchors(heads)
+            best = wh_iou(gwh, full.to(dtype)).argmax(1)   # (G,) into the full list; ties: first
+            take = best[:, None] == torch.tensor(head.mask)[None]
             take = take | (ious > head.iou_thresh)
         g, a = take.nonzero(as_tuple=True)
         cx = (gt[g, 0] * w).long().clamp(0, w - 1)
         cy = (gt[g, 1] * h).long().clamp(0, h - 1)
+        keep = _later_wins(((bi[g] * h + cy) * w + cx) * na + a, g)
+        g, a, cx, cy = g[keep], a[keep], cx[keep], cy[keep]
         row = torch.cat([gt[g], torch.ones_like(gt[g, :1]),
                          F.one_hot(gc[g], head.classes).to(dtype)], 1)
-        y[bi[g], cy, cx, a] = row
+        y[bi[g], cy, cx, a] = row                                 # indices now unique
         out.append(y)
     return Targets(out, pad, valid)
 
@@ -254,7 +323,24 @@ def _bce(logits, target, logistic: bool):
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
 
 
-def yolo_loss(raw: list, targets: Targets, heads: list, input_size: tuple) -> tuple:
+def _check_loss_inputs(raw, targets, heads) -> None:
+    if not (len(raw) == len(targets.per_head) == len(heads)):
+        raise DarkcfgError(f"yolo_loss: {len(raw)} raw outputs, {len(targets.per_head)} target "
+                           f"tensors and {len(heads)} heads; give one of each per head")
+    for k, (r, y, head) in enumerate(zip(raw, targets.per_head, heads)):
+        want = len(head.mask) * (5 + head.classes)
+        if r.dim() != 4 or r.shape[1] != want:
+            raise DarkcfgError(f"yolo_loss: head {k} output is {tuple(r.shape)}, but its "
+                               f"{len(head.mask)} anchors and {head.classes} classes need "
+                               f"(B, {want}, H, W)")
+        if tuple(y.shape) != (r.shape[0], r.shape[2], r.shape[3], len(head.mask),
+                              5 + head.classes):
+            raise DarkcfgError(f"yolo_loss: head {k} targets are {tuple(y.shape)}, its output "
+                               f"{tuple(r.shape)}: encode the targets for these heads and grids")
+
+
+def yolo_loss(raw: list, targets: Targets, heads: list, input_size: tuple,
+              ignore: str = "darknet") -> tuple:
     """The design notes' loss, summed over heads and averaged over the batch.
 
     Returns ``(total, parts)`` with parts ``xy, wh, iou, obj, cls`` (scalars, for logging).
@@ -263,11 +349,18 @@ def yolo_loss(raw: list, targets: Targets, heads: list, input_size: tuple) -> tu
     * wh: 0.5 * (log(gt/anchor) - tw)^2, positives only; both weighted by 2 - w*h;
     * with a head's ``iou_loss`` iou/giou/diou/ciou, xy and wh give way to
       ``iou_normalizer * (1 - IoU)`` of the decoded box and the gt box, positives only;
-    * obj: BCE on positives and on negatives whose best IoU with any gt box is below
-      ``ignore_thresh`` (the others are ignored); a negative above ``truth_thresh`` counts as a
-      positive (darknet); times ``obj_normalizer``;
+    * obj: BCE on positives and on negatives; a negative is ignored when its best IoU with any
+      gt box exceeds ``ignore_thresh`` and - ``ignore="darknet"``, darknet's forward_yolo_layer
+      (compare_yolo_class) - some class probability of that prediction exceeds 0.25 (any
+      class, not the gt's: darknet's code ignores its class_id argument);
+      ``ignore="iou"`` drops the class condition (the design notes', keras-yolo3).  A negative
+      whose best IoU exceeds ``truth_thresh`` counts as a positive (darknet); times
+      ``obj_normalizer``;
     * cls: BCE on positives, times ``cls_normalizer``.
     """
+    if ignore not in ("darknet", "iou"):
+        raise ValueError(f"ignore must be darknet or iou, got {ignore!r}")
+    _check_loss_inputs(raw, targets, heads)
     parts = {k: raw[0].new_zeros(()) for k in ("xy", "wh", "iou", "obj", "cls")}
     bsz = raw[0].shape[0]
     gt, valid = targets.boxes.to(raw[0]), targets.valid.to(raw[0].device)
@@ -300,7 +393,10 @@ def yolo_loss(raw: list, targets: Targets, heads: list, input_size: tuple) -> tu
             pb = dec["boxes"].reshape(bsz, -1, 1, 4)
             ious = box_iou(pb, gt[:, None, :, :]) * valid[:, None, :]
             best = ious.max(-1).values.reshape(pos.shape) if gt.shape[1] else torch.zeros_like(pos)
-        neg = (1 - pos) * (best < head.ignore_thresh)
+            ignored = best > head.ignore_thresh
+            if ignore == "darknet":
+                ignored &= dec["cls"].amax(-1) > 0.25 if head.classes else False
+        neg = (1 - pos) * ~ignored
         extra = (1 - pos) * (best > head.truth_thresh)
         obj_t = torch.maximum(pos, extra)
         obj = _bce(p[..., 4], obj_t, logistic) * (pos + neg + extra).clamp(max=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -63,6 +64,112 @@ def test_targets_by_hand():
     y = t.per_head[0]
     assert y[..., 4].sum() == 1 and y[0, 1, 2, 1, 4] == 1    # row 0.3*4=1, col 0.55*4=2, anchor 1
     assert torch.equal(y[0, 1, 2, 1, :4], box[0]) and y[0, 1, 2, 1, 5:].tolist() == [0, 0, 1]
+
+
+YOLOV3 = os.path.join(CFGS, "yolov3.cfg")
+
+
+def _positives(t):
+    """[(head, row, col, anchor, class)] of every positive, in order."""
+    out = []
+    for k, y in enumerate(t.per_head):
+        for b, r, c, a in (y[..., 4] > 0).nonzero().tolist():
+            out.append((k, r, c, a, int(y[b, r, c, a, 5:].argmax())))
+    return out
+
+
+def test_best_of_all_on_yolov3_by_hand():
+    """yolov3.cfg (anchors 10,13 16,30 33,23 30,61 62,45 59,119 116,90 156,198 373,326; heads
+    13x13 mask 6,7,8 / 26x26 mask 3,4,5 / 52x52 mask 0,1,2), 416 x 416 input.
+    * 300 x 300 px at the centre: IoU with 373x326 = 90000 / 121598 = 0.74, with 156x198 =
+      30888 / 90000 = 0.34 -> anchor 8: the stride-32 head, its 3rd anchor, cell (6, 6);
+    * 12 x 14 px at (0.1, 0.2): with 10x13 = 130 / 168 = 0.77, with 16x30 = 168 / 480 = 0.35
+      -> anchor 0: the stride-8 head, its 1st anchor, cell (int(0.2*52), int(0.1*52)) = (10, 5);
+    * 60 x 50 px at (0.9, 0.5): with 62x45 = 2700 / 3090 = 0.87, with 59x119 = 0.42 -> anchor 4:
+      the stride-16 head, its 2nd anchor, cell (13, 23)."""
+    heads = Y.heads_of(darkcfg.shapes.infer(YOLOV3))
+    px = torch.tensor([[0.5, 0.5, 300, 300], [0.1, 0.2, 12, 14], [0.9, 0.5, 60, 50]],
+                      dtype=torch.float64)
+    boxes = px / torch.tensor([1, 1, 416, 416], dtype=torch.float64)
+    t = Y.encode_targets([boxes], [torch.tensor([3, 4, 5])], heads, [(13, 13), (26, 26), (52, 52)],
+                         (416, 416), "best_of_all")
+    assert sorted(_positives(t)) == [(0, 6, 6, 2, 3), (1, 13, 23, 1, 5), (2, 10, 5, 0, 4)]
+
+
+def test_best_of_all_on_yolov3_tiny_by_hand():
+    """Bundled yolov3-tiny (anchors 10,14 23,27 37,58 81,82 135,169 344,319; 13x13 mask 3,4,5,
+    26x26 mask 0,1,2): 300 x 300 px -> 344x319 (IoU 0.82) = head 0 anchor 2; 12 x 14 px ->
+    10x14 (IoU 0.83) = head 1 anchor 0."""
+    heads = Y.heads_of(darkcfg.shapes.infer(TINY))
+    boxes = torch.tensor([[0.5, 0.5, 300 / 416, 300 / 416], [0.5, 0.5, 12 / 416, 14 / 416]])
+    t = Y.encode_targets([boxes], [torch.tensor([0, 1])], heads, [(13, 13), (26, 26)],
+                         (416, 416), "best_of_all")
+    assert sorted(_positives(t)) == [(0, 6, 6, 2, 0), (1, 13, 13, 0, 1)]
+
+
+@needs_shared
+def test_best_of_all_anchor_in_two_masks_or_none():
+    """darknet's yolov4-tiny.cfg has masks 3,4,5 and 1,2,3: anchor 3 (81x82) is on both
+    heads, anchor 0 (10x14) on none.  darknet (forward_yolo_layer: best_n over l.total, then
+    int_index(l.mask, best_n)) gives an 80 x 80 px box a positive on both heads and a 10 x 14
+    px box none."""
+    from conftest import DARKNET_CFGS
+    heads = Y.heads_of(darkcfg.shapes.infer(os.path.join(DARKNET_CFGS, "yolov4-tiny.cfg")))
+    assert [h.mask for h in heads] == [[3, 4, 5], [1, 2, 3]]
+    boxes = torch.tensor([[0.5, 0.5, 80 / 416, 80 / 416], [0.2, 0.2, 10 / 416, 14 / 416]])
+    t = Y.encode_targets([boxes], [torch.tensor([0, 1])], heads, [(13, 13), (26, 26)],
+                         (416, 416), "best_of_all")
+    assert sorted(_positives(t)) == [(0, 6, 6, 0, 0), (1, 13, 13, 2, 0)]
+
+
+@pytest.mark.parametrize("rule", ["per_scale", "best_of_all"])
+def test_later_box_on_one_cell_and_anchor_wins(rule):
+    """300 boxes on one cell and anchor (sizes 30..40 px, all nearest the 40x40 anchor): the
+    target is the last box's, class and all - darknet's loop over truths overwrites."""
+    heads = [one_head(((10.0, 10.0), (40.0, 40.0)), classes=300)]
+    n = 300
+    sizes = torch.linspace(30, 40, n, dtype=torch.float64) / 400
+    boxes = torch.stack([torch.full((n,), 0.55, dtype=torch.float64),
+                         torch.linspace(0.26, 0.49, n, dtype=torch.float64), sizes, sizes], 1)
+    t = Y.encode_targets([boxes], [torch.arange(n)], heads, [(4, 4)], (400, 400), rule)
+    y = t.per_head[0]
+    assert _positives(t) == [(0, 1, 2, 1, n - 1)]
+    assert torch.equal(y[0, 1, 2, 1, :4], boxes[-1])
+
+
+@pytest.mark.parametrize("box, cls, grids, words", [
+    ([0.5, 1.2, 0.1, 0.1], 0, [(4, 4)], "image 0, box 0: (cx, cy, w, h) = (0.5, 1.2"),
+    ([0.5, 0.5, -0.1, 0.1], 0, [(4, 4)], "outside the image"),
+    ([0.5, 0.5, float("nan"), 0.1], 0, [(4, 4)], "outside the image"),
+    ([0.5, 0.5, 0.1, 0.1], 3, [(4, 4)], "class id 3 is outside the heads' 3 classes"),
+    ([0.5, 0.5, 0.1, 0.1], -1, [(4, 4)], "class id -1"),
+    ([0.5, 0.5, 0.1, 0.1], 0, [(4, 4), (8, 8)], "2 grids for 1 heads"),
+    ([0.5, 0.5, 0.1, 0.1], 0, [], "0 grids for 1 heads"),
+])
+def test_encode_targets_rejects_what_it_cannot_place(box, cls, grids, words):
+    from darkcfg.errors import DarkcfgError
+    heads = [one_head(((10.0, 10.0), (40.0, 40.0)), classes=3)]
+    with pytest.raises(DarkcfgError, match=re.escape(words)):
+        Y.encode_targets([torch.tensor([box])], [torch.tensor([cls])], heads, grids, (400, 400))
+
+
+def test_encode_targets_tolerates_rounding_at_the_border():
+    heads = [one_head(((10.0, 10.0),), classes=1)]
+    box = torch.tensor([[1.0005, -0.0005, 0.2, 1.0]])
+    y = Y.encode_targets([box], [torch.tensor([0])], heads, [(4, 4)], (400, 400)).per_head[0]
+    assert y[0, 0, 3, 0, 4] == 1                                   # clamped to the last column
+
+
+def test_yolo_loss_rejects_heads_that_do_not_fit():
+    from darkcfg.errors import DarkcfgError
+    head, t, raw = _single_case()
+    wider = one_head(((20.0, 40.0),), classes=5)                  # 5 classes: 10 channels
+    with pytest.raises(DarkcfgError, match=r"head 0 output is \(1, 7, 2, 2\)"):
+        Y.yolo_loss([raw], t, [wider], (80, 80))
+    with pytest.raises(DarkcfgError, match="1 raw outputs, 1 target tensors and 2 heads"):
+        Y.yolo_loss([raw], t, [head, head], (80, 80))
+    with pytest.raises(DarkcfgError, match="targets are"):
+        Y.yolo_loss([raw[..., :1]], t, [head], (80, 80))
 
 
 # --- IoU family, by hand ---------------------------------------------------------------------------
@@ -135,6 +242,22 @@ def test_ignore_mask_by_hand():
     head.ignore_thresh = 0.95
     _, counted = Y.yolo_loss([raw], t, [head], (80, 80))
     assert abs((counted["obj"] - ignored["obj"]).item() - _bce(0.7, 0)) < 1e-9
+
+
+def test_ignore_needs_a_confident_class_as_in_darknet():
+    """darknet (forward_yolo_layer, compare_yolo_class): a negative over ignore_thresh is
+    ignored only if some class probability of it exceeds 0.25.  The cell of
+    test_ignore_mask_by_hand (IoU 0.43 > 0.3) with class logits -5, -5 (p = 0.0067): darknet
+    counts it, adding BCE(0.7, 0); ignore="iou" (the design notes') still ignores it."""
+    head, t, raw = _single_case(ignore_thresh=0.3)
+    raw[0, :, 0, 0] = torch.tensor([10.0, math.log(0.6 / 0.4), 0.0, 0.0, 0.7, -5.0, -5.0],
+                                   dtype=torch.float64)
+    _, darknet = Y.yolo_loss([raw], t, [head], (80, 80))
+    _, notes = Y.yolo_loss([raw], t, [head], (80, 80), ignore="iou")
+    assert abs((darknet["obj"] - notes["obj"]).item() - _bce(0.7, 0)) < 1e-9
+    raw[0, 6, 0, 0] = -1.0                                       # p = 0.27 > 0.25: ignored
+    _, confident = Y.yolo_loss([raw], t, [head], (80, 80))
+    assert abs((confident["obj"] - notes["obj"]).item()) < 1e-12
 
 
 @pytest.mark.parametrize("iou_loss", ["mse", "iou", "giou", "diou", "ciou"])
