@@ -592,3 +592,198 @@ def _line_of(path: str, row: int) -> int:
             if k == row:
                 return nu
     return 0
+
+
+# ----- the loader ---------------------------------------------------------------------------------
+
+_SIZE_STREAM = 0x5CA1E          # seeds the multi-scale stream apart from the samples'
+
+
+@dataclass
+class Batch:
+    """One forward pass: ``images`` (n, C, H, W) float32 RGB in [0, 1]; per image ``boxes``
+    (k, 4) float32 normalized (cx, cy, w, h) of the network input (w = h = 0 for keypoints) and
+    ``classes`` (k,) int64 - the lists yolo.encode_targets takes."""
+    images: object
+    boxes: list
+    classes: list
+    iteration: int
+    subdivision: int
+    size: tuple                     # (W, H) of the network for this iteration
+    paths: list                     # the image of each slot (a mosaic's first piece)
+    sources: list = field(default_factory=list)     # every image of each slot (4 for a mosaic)
+
+    def pin_memory(self) -> "Batch":
+        return Batch(self.images.pin_memory(), [b.pin_memory() for b in self.boxes],
+                     [c.pin_memory() for c in self.classes], self.iteration, self.subdivision,
+                     self.size, self.paths, self.sources)
+
+    def points(self) -> list:
+        """Per image (k, 2) keypoint positions, for keypoint.encode."""
+        return [b[:, :2] for b in self.boxes]
+
+
+class Samples:
+    """Picklable maker of samples and forward passes (what a loader worker runs)."""
+
+    def __init__(self, paths, opt, mini_batch, subdivisions, seed, rank, world_size, augment):
+        self.paths, self.opt = list(paths), opt
+        self.mini_batch, self.subdivisions = mini_batch, subdivisions
+        self.seed, self.rank, self.world_size, self.augment = seed, rank, world_size, augment
+
+    def size(self, iteration: int) -> tuple:
+        from . import augment as A
+        if not self.augment:
+            return self.opt.width, self.opt.height
+        return A.network_size(self.opt, iteration, lambda block: np.random.default_rng(
+            [self.seed, _SIZE_STREAM, block]))
+
+    def slots(self, subdivision: int) -> range:
+        m, w, r = self.mini_batch, self.world_size, self.rank
+        return range(subdivision * m + r * m // w, subdivision * m + (r + 1) * m // w)
+
+    def _read(self, rng) -> tuple:
+        path = self.paths[int(rng.integers(len(self.paths)))]      # darknet: with replacement
+        image = load_image(path, self.opt.channels)
+        rows = read_labels(label_path(path))[0].astype(np.float64)
+        if self.opt.keypoints:
+            rows[:, 3:5] = 0                        # a box line gives its centre
+        return image, rows, path
+
+    def sample(self, iteration: int, slot: int, size: tuple) -> tuple:
+        """(image uint8 H x W x C, boxes (k, 5), paths) of one slot: a function of (seed,
+        iteration, slot) only."""
+        from . import augment as A
+        rng = np.random.default_rng([self.seed, iteration, slot])
+        if not self.augment:
+            image, rows, path = self._read(rng)
+            image, boxes = A.plain(image, rows, self.opt, size)
+            return image, boxes, [path]
+        if self.opt.mosaic and rng.integers(2):     # darknet: half the loads are mosaics
+            return A.mosaic(self._read, rng, self.opt, size)
+        image, rows, path = self._read(rng)
+        image, boxes, _, _ = A.augment_image(image, rows, rng, self.opt, size)
+        return image, boxes, [path]
+
+    def __call__(self, k: int) -> Batch:
+        """Forward pass ``k`` (= iteration * subdivisions + subdivision)."""
+        import torch
+        iteration, sub = divmod(k, self.subdivisions)
+        size = self.size(iteration)
+        images, boxes, classes, paths = [], [], [], []
+        for slot in self.slots(sub):
+            img, b, p = self.sample(iteration, slot, size)
+            images.append(img)
+            boxes.append(torch.from_numpy(b[:, 1:5].astype(np.float32)))
+            classes.append(torch.from_numpy(b[:, 0].astype(np.int64)))
+            paths.append(p)
+        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)
+        return Batch(x.contiguous(), boxes, classes, iteration, sub, size,
+                     [p[0] for p in paths], paths)
+
+
+class _Dataset:
+    """A map-style dataset over forward passes for torch's DataLoader."""
+
+    def __init__(self, samples: Samples):
+        self.samples = samples
+
+    def __getitem__(self, k):
+        return self.samples(k)
+
+
+class _From:
+    """An endless sampler: k, k + 1, ..."""
+
+    def __init__(self, start: int):
+        self.start = start
+
+    def __iter__(self):
+        k = self.start
+        while True:
+            yield k
+            k += 1
+
+
+def _worker_init(_):
+    import cv2
+    import torch
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+class TrainLoader:
+    """Batches of darknet's detection augmentation, endless, one per forward pass in
+    (iteration, subdivision) order from ``start_iteration``.
+
+    The image of a slot and its augmentation depend only on (seed, iteration, global slot) -
+    never on ``workers`` or ``world_size`` - and the multi-scale size only on (seed,
+    iteration), so 0 and 2 workers give the same batches and a resumed run (same seed,
+    ``start_iteration``) continues the same stream.  Rank r of W takes slots
+    [r*m/W, (r+1)*m/W) of each mini-batch m.  ``augment=False``: the plain resize (or
+    letter_box) at the cfg's size, no multi-scale.  ``max_batches`` overrides the cfg's
+    (multi-scale uses the largest size for the last 100 iterations).  Options darkcfg does not
+    implement are in ``warnings`` (and warned about, unless ``warn=False``)."""
+
+    def __init__(self, paths, net, *, mini_batch, subdivisions, seed=0, start_iteration=0,
+                 workers=0, rank=0, world_size=1, pin_memory=False, augment=True,
+                 max_batches=None, warn=True, prefetch=2):
+        from . import augment as A
+        if not len(paths):
+            raise DarkcfgError("no training images")
+        if mini_batch < 1 or subdivisions < 1:
+            raise DarkcfgError(f"mini_batch and subdivisions must be >= 1, got {mini_batch}, "
+                               f"{subdivisions}")
+        if world_size < 1 or not 0 <= rank < world_size or mini_batch % world_size:
+            raise DarkcfgError(f"a mini-batch of {mini_batch} cannot be split over "
+                               f"{world_size} ranks (rank {rank})")
+        self.options = A.Options.from_network(net)
+        if max_batches is not None:
+            self.options.max_batches = max_batches
+        self.warnings = list(self.options.warnings)
+        if warn:
+            for w in self.warnings:
+                warnings.warn(w, stacklevel=2)
+        self.samples = Samples(paths, self.options, mini_batch, subdivisions, seed, rank,
+                               world_size, augment)
+        self.start_iteration = start_iteration
+        self.workers, self.pin_memory, self.prefetch = workers, pin_memory, prefetch
+        self._it = None
+        self._loader = None
+
+    def size(self, iteration: int) -> tuple:
+        return self.samples.size(iteration)
+
+    def _make(self):
+        from torch.utils.data import DataLoader
+        kw = dict(batch_size=None, sampler=_From(self.start_iteration * self.samples.subdivisions),
+                  num_workers=self.workers, pin_memory=self.pin_memory, collate_fn=_identity)
+        if self.workers:
+            kw.update(worker_init_fn=_worker_init, persistent_workers=True,
+                      prefetch_factor=self.prefetch)
+        self._loader = DataLoader(_Dataset(self.samples), **kw)
+        return iter(self._loader)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Batch:
+        if self._it is None:
+            self._it = self._make()
+        return next(self._it)
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        it, self._it, self._loader = self._it, None, None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _identity(x):
+    return x
