@@ -9,8 +9,9 @@
 __version__ = "0.1.0"
 
 _LAZY = {"build_model": "model", "load": "model", "load_weights": "model", "Darknet": "model"}
-_MODULES = {"anchors", "cfg", "errors", "io", "layers", "model", "shapes", "speed", "weights",
-            "yolo"}
+_MODULES = {"anchors", "augment", "cfg", "data", "detect", "errors", "evaluate", "export", "io",
+            "keypoint", "layers", "model", "ptfile", "shapes", "speed", "train", "validate",
+            "weights", "yolo"}
 
 
 def __getattr__(name):
@@ -18,5 +19,13 @@ def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     if name in _MODULES:
-        return importlib.import_module(f".{name}", __name__)
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
     raise AttributeError(f"module 'darkcfg' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | _MODULES)

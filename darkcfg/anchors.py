@@ -2,7 +2,8 @@
 
 Labels are YOLO-format text files, one box per line: ``class cx cy w h``, normalized to [0, 1].
 A labels source is a folder (every ``*.txt`` in it, recursively) or a file listing label files
-or image files one per line (an image path maps to its label as darknet does: ``images/`` ->
+or image files one per line, relative paths from the current folder as darknet reads them
+(an image path maps to its label as darknet does: ``images/`` ->
 ``labels/`` and the extension -> ``.txt``).  A bad line is an error naming file:line.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cfg import excerpt
 from .errors import DarkcfgError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -32,8 +34,7 @@ def label_files(source: str) -> list:
     if not os.path.isfile(source):
         raise LabelsError(f"{source}: no such file or folder")
     out = []
-    base = os.path.dirname(os.path.abspath(source))
-    with open(source, errors="replace") as f:
+    with open(source, encoding="utf-8-sig", errors="replace") as f:
         for nu, line in enumerate(f, 1):
             p = line.strip()
             if not p or p.startswith("#"):
@@ -42,9 +43,9 @@ def label_files(source: str) -> list:
                 p = os.path.splitext(p.replace("/images/", "/labels/").replace(
                     "/JPEGImages/", "/labels/"))[0] + ".txt"
             if not p.endswith(".txt"):
-                raise LabelsError(f"{source}:{nu}: '{p}' is neither a .txt label file nor an "
-                                  f"image")
-            out.append(p if os.path.isabs(p) else os.path.join(base, p))
+                raise LabelsError(f"{source}:{nu}: {excerpt(p)} is neither a .txt label file "
+                                  f"nor an image")
+            out.append(p)          # relative to the current folder, as darknet reads lists
     if not out:
         raise LabelsError(f"{source}: lists no label files")
     return out
@@ -55,7 +56,7 @@ def read_labels(source: str) -> np.ndarray:
     sizes = []
     for path in label_files(source):
         try:
-            f = open(path, errors="replace")
+            f = open(path, encoding="utf-8-sig", errors="replace")
         except OSError as e:
             raise LabelsError(f"{path}: cannot read: {e.strerror}") from None
         with f:
@@ -70,10 +71,10 @@ def read_labels(source: str) -> np.ndarray:
                     cls = int(parts[0])
                     cx, cy, w, h = map(float, parts[1:])
                 except ValueError:
-                    raise LabelsError(f"{path}:{nu}: not numbers: '{line.strip()}'") from None
+                    raise LabelsError(f"{path}:{nu}: not numbers: {excerpt(line)}") from None
                 if cls < 0 or not all(0 <= v <= 1 for v in (cx, cy, w, h)) or w == 0 or h == 0:
                     raise LabelsError(f"{path}:{nu}: values must be normalized to [0, 1] with "
-                                      f"w, h > 0 and class >= 0: '{line.strip()}'")
+                                      f"w, h > 0 and class >= 0: {excerpt(line)}")
                 sizes.append((w, h))
     if not sizes:
         raise LabelsError(f"{source}: no boxes found")

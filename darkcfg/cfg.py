@@ -100,7 +100,7 @@ class Section:
         try:
             return conv(opt.value)
         except ValueError:
-            raise self.error(f"expected {kind}, got '{opt.value}'", opt) from None
+            raise self.error(f"expected {kind}, got {excerpt(opt.value)}", opt) from None
 
     def get_int(self, key: str, default: int | None = None) -> int | None:
         return self._number(key, default, _to_int, "an integer")
@@ -175,6 +175,7 @@ class Cfg:
     preamble: list = field(default_factory=list)   # comment lines before the first section
     newline: str = "\n"
     final_newline: bool = True
+    bom: bool = False                              # written back as read
 
     @property
     def net(self) -> Section:
@@ -216,11 +217,26 @@ class Cfg:
         text = nl.join(out)
         if canonical or self.final_newline:
             text += nl
-        return text
+        return ("\ufeff" + text) if self.bom and not canonical else text
+
+
+def excerpt(text: str, limit: int = 40) -> str:
+    """A line of a user's file as an error shows it: quoted, stripped, control and non-text
+    characters escaped, at most ``limit`` characters (binary junk stays one short line)."""
+    text = text.strip()
+    cut = len(text) > limit
+    text = text[:limit]
+    if text.isprintable():
+        shown = text.replace("'", "\\'")
+    else:
+        shown = text.encode("unicode_escape").decode("ascii").replace("'", "\\'")
+    return f"'{shown}'" + ("..." if cut else "")
 
 
 def parse(text: str, path: str | None = None) -> Cfg:
     """Parse cfg text.  Raises CfgError for anything darknet could not make sense of."""
+    bom = text.startswith("\ufeff")     # a Windows editor's UTF-8 byte order mark
+    text = text[1:] if bom else text
     newline = "\r\n" if "\r\n" in text else "\n"
     final_newline = text.endswith("\n")
     lines = text.split("\n")
@@ -239,25 +255,26 @@ def parse(text: str, path: str | None = None) -> Cfg:
         if s[0] == "[":
             hdr = s.split("#", 1)[0]
             if not hdr.endswith("]") or len(hdr) < 3:
-                raise CfgError(f"malformed section header '{raw.strip()}'", path, nu)
+                raise CfgError(f"malformed section header {excerpt(raw)}", path, nu)
             name = hdr[1:-1]
             if name not in SECTION_ALIASES:
                 known = sorted(set(SECTION_ALIASES))
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f" - did you mean [{close[0]}]?" if close else ""
-                raise CfgError(f"unknown section [{name}]{hint} known: {', '.join(known)}",
+                raise CfgError(f"unknown section [{excerpt(name)[1:-1]}]{hint} known: "
+                               f"{', '.join(known)}",
                                path, nu, name, len(sections) - 1)
             sections.append(Section(name, nu, len(sections) - 1, raw=raw, path=path))
             continue
         if not sections:
-            raise CfgError(f"option '{s}' before any [section]", path, nu)
+            raise CfgError(f"option {excerpt(s)} before any [section]", path, nu)
         if "=" not in s:
-            raise CfgError(f"expected key=value, got '{raw.strip()}'", path, nu,
+            raise CfgError(f"expected key=value, got {excerpt(raw)}", path, nu,
                            sections[-1].header, sections[-1].index)
         key, value = s.split("=", 1)
         value = value.split("#", 1)[0]
         if not key:
-            raise CfgError(f"missing option name before '=' in '{raw.strip()}'", path, nu,
+            raise CfgError(f"missing option name before '=' in {excerpt(raw)}", path, nu,
                            sections[-1].header, sections[-1].index)
         sections[-1].items.append(Option(key, value, nu, raw))
     if not sections:
@@ -269,7 +286,7 @@ def parse(text: str, path: str | None = None) -> Cfg:
         if sec.type == "net":
             raise CfgError("[net] may appear only once, as the first section", path, sec.line,
                            sec.header, sec.index)
-    return Cfg(sections, path, preamble, newline, final_newline)
+    return Cfg(sections, path, preamble, newline, final_newline, bom)
 
 
 def load(path: str) -> Cfg:
@@ -433,6 +450,13 @@ def rewrite(cfg: Cfg, classes: int | None = None, width: int | None = None,
             if sec.get_int("groups", 1) == old and old > 1:
                 sec.set("groups", new)
     if classes is not None:
+        heads = [sec for sec in secs[1:] if sec.type in HEAD_TYPES + ("keypoint",)]
+        if not heads:
+            raise CfgError(f"--classes {classes}: the cfg has no [yolo], [Gaussian_yolo], "
+                           f"[region], [detection] or [keypoint] section to change", cfg.path)
+        for sec in heads:          # [keypoint] owns its convs: classes= sizes them
+            if sec.type == "keypoint":
+                sec.set("classes", classes)
         for k, sec in enumerate(secs[1:], 1):
             if sec.type not in HEAD_TYPES:
                 continue

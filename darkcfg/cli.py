@@ -1,23 +1,43 @@
 """The `darkcfg` command line.  The only module that imports click.
 
-Exit codes: 0 success; 1 a problem with an input file (one line ``Error: ...``, no traceback);
-2 bad arguments (click's usage errors).
+Exit codes, one rule for every command: 0 success; 1 a problem with an input file's contents
+(one line ``Error: ...``, no traceback) or with writing an output; 2 bad arguments, a path on
+the command line that does not exist among them (click's usage errors); 141 the reader of the
+output went away (``| head``), silently, as for any tool stopped by SIGPIPE.
+
+Every command that writes follows one rule (darkcfg.io.check_outputs, checked before any work):
+an output is never an input, and an existing output is replaced only with --force.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 
 import click
 
 from . import cfg as cfgmod
+from . import io
 from . import shapes
-from .errors import DarkcfgError
+from .errors import DarkcfgError, WeightsError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BUNDLED = os.path.join(os.path.dirname(HERE), "cfgs")
+
+
+def _bundled() -> str:
+    """cfgs/: inside the package when installed from a wheel, beside it in the repo."""
+    inside = os.path.join(HERE, "cfgs")
+    return inside if os.path.isdir(inside) else os.path.join(os.path.dirname(HERE), "cfgs")
+
+
+BUNDLED = _bundled()
 DEFAULT_CFG = os.path.join(BUNDLED, "yolo_ref.cfg")
 YOLOV3_CFG = os.path.join(BUNDLED, "yolov3.cfg")
+ASSUMED = ("no --cfg given, so the bundled yolo_ref.cfg with the file in the bundled "
+           "yolov3.cfg's layer order was assumed: give --cfg CFG (the cfg these weights belong to)")
+
+IN_FILE = click.Path(exists=True, dir_okay=False)
+OUT_FILE = click.Path(dir_okay=False)
 
 
 class _Group(click.Group):
@@ -28,8 +48,20 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except DarkcfgError as e:
             raise click.ClickException(str(e)) from None
+        except BrokenPipeError:
+            _quiet_stdout()
+            sys.exit(141)
         except OSError as e:
             raise click.ClickException(f"{e.filename or ''}: {e.strerror or e}") from None
+
+
+def _quiet_stdout():
+    """After EPIPE: point stdout at /dev/null so Python's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 @click.group(cls=_Group, context_settings=dict(help_option_names=["-h", "--help"]))
@@ -37,13 +69,9 @@ class _Group(click.Group):
 def main():
     """darknet .cfg files as exact PyTorch models.
 
-    \b
-    darkcfg summary [CFG]                 layers, shapes, params, BFLOPs (no torch)
-    darkcfg build CFG [--weights W]       build the PyTorch model, run it once
-    darkcfg convert IN OUT                .weights <-> .pt, or between two cfg orders
-    darkcfg init CFG OUT.weights          synthetic weights to try things without downloads
-
-    With no CFG, commands use the bundled cfgs/yolo_ref.cfg.
+    With no CFG, commands use the bundled cfgs/yolo_ref.cfg (and read a .weights file in
+    the bundled cfgs/yolov3.cfg's layer order, darknet's yolov3.weights).  Every command
+    has --help.  Exit codes: 0 success, 1 a bad input file, 2 bad arguments.
     """
 
 
@@ -51,8 +79,8 @@ def rewrite_options(fn):
     """--classes/--width/--height/--channels/--width-scale/--batch/--strict/--save-cfg."""
     opts = [
         click.option("--classes", type=click.IntRange(min=1),
-                     help="Classes of every [yolo]/[region] head (and filters= of the conv "
-                          "feeding it)."),
+                     help="Classes of every [yolo]/[region]/[keypoint] head (and filters= of the "
+                          "conv feeding it)."),
         click.option("--width", type=click.IntRange(min=1), help="Input width ([net] width=)."),
         click.option("--height", type=click.IntRange(min=1), help="Input height ([net] height=)."),
         click.option("--channels", type=click.IntRange(min=1), help="Input channels."),
@@ -63,8 +91,8 @@ def rewrite_options(fn):
                                                                  "subdivisions=1)."),
         click.option("--strict", is_flag=True,
                      help="Unused or repeated options are errors, not warnings."),
-        click.option("--save-cfg", type=click.Path(dir_okay=False),
-                     help="Write the (rewritten) cfg here."),
+        click.option("--save-cfg", type=OUT_FILE,
+                     help="Write the (rewritten) cfg here (an existing file needs --force)."),
     ]
     for o in reversed(opts):
         fn = o(fn)
@@ -72,74 +100,42 @@ def rewrite_options(fn):
 
 
 REWRITES = ("classes", "width", "height", "channels", "width_scale", "batch")
+FORCE = click.option("--force", is_flag=True, help="Overwrite outputs that exist.")
 
 
-def load_network(path, strict=False, save_cfg=None, **options):
-    """Parse, rewrite, infer shapes, report unused options; optionally save the cfg."""
-    net = shapes.network(path, **{k: options.get(k) for k in REWRITES})
-    cfg = net.cfg
-    unused = cfgmod.unused_options(cfg)
+def _rewrites(rw: dict) -> dict:
+    return {k: rw.get(k) for k in REWRITES}
+
+
+def _warn_unused(net, strict: bool) -> None:
+    unused = cfgmod.unused_options(net.cfg)
     if strict and unused:
         raise unused[0].as_error()
     for p in [str(u) for u in unused] + net.warnings:
         click.echo(f"warning: {p}", err=True)
+
+
+def load_network(path, strict=False, save_cfg=None, **options):
+    """Parse, rewrite, infer shapes, report unused options; optionally save the cfg (the
+    caller has checked the output with io.check_outputs)."""
+    net = shapes.network(path, **_rewrites(options))
+    _warn_unused(net, strict)
     if save_cfg:
-        cfgmod.save(cfg, save_cfg)
+        cfgmod.save(net.cfg, save_cfg)
         click.echo(f"wrote {save_cfg}", err=True)
     return net
 
 
 def _check_cutoff(net, cutoff):
     if cutoff is not None and not 1 <= cutoff <= len(net.layers):
-        raise click.BadParameter(f"{cutoff} is outside 1..{len(net.layers)}",
-                                 param_hint="--cutoff")
+        raise click.BadParameter(f"{cutoff} is outside 1..{len(net.layers)} (the layers of "
+                                 f"{net.cfg.name})", param_hint="--cutoff")
 
 
 def _layer_json(l):
     return {"index": l.index, "type": l.type, "filters": l.filters, "size": l.size,
             "stride": l.stride, "input": list(l.input), "output": list(l.output),
             "bflops": round(l.bflops, 6), "params": l.params, "weights": l.weights}
-
-
-@main.command()
-@click.argument("cfg", required=False, type=click.Path(dir_okay=False), default=DEFAULT_CFG)
-@click.option("--cutoff", type=int, help="Count only layers < N (darknet's partial/-cutoff).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--weights", type=click.Path(dir_okay=False),
-              help="Check a .weights file against the cfg: header, sizes, first misfit layer.")
-@rewrite_options
-def summary(cfg, cutoff, as_json, weights, **rw):
-    """Print the layer table and totals of CFG, computed from the cfg alone (no torch).
-
-    \b
-    Examples:
-      darkcfg summary                               # the bundled yolo_ref.cfg
-      darkcfg summary cfgs/yolov3.cfg --width 608 --height 608
-      darkcfg summary cfgs/darknet53.cfg --cutoff 75 --width-scale 0.25
-      darkcfg summary cfgs/yolov3.cfg --weights weights/yolov3.weights
-    """
-    net = load_network(cfg, **rw)
-    _check_cutoff(net, cutoff)
-    totals = net.totals(cutoff)
-    report = None
-    if weights:
-        from . import weights as wmod
-        report = wmod.check(net, weights, cutoff, allow_trailing=cutoff is not None)
-    if as_json:
-        out = {"layers": [_layer_json(l) for l in net.layers[:cutoff]], "total": totals}
-        if report:
-            out["weights_file"] = report
-        click.echo(json.dumps(out, indent=1))
-        return
-    click.echo(shapes.format_table(net, cutoff))
-    click.echo(f"layers: {totals['layers']}   params: {totals['params']:,}   "
-               f"weights: {totals['weights']:,} floats ({totals['weights_bytes']:,} bytes "
-               f"with the 20-byte header)   BFLOPs: {totals['bflops']:.3f}")
-    if report:
-        h = report["header"]
-        click.echo(f"{weights}: version {h['major']}.{h['minor']}.{h['revision']}, seen "
-                   f"{h['seen']:,}; {report['file_bytes']:,} bytes, {report['file_floats']:,} "
-                   f"floats; the cfg needs {report['expected_floats']:,} - OK")
 
 
 FORMATS = (".weights", ".pt", ".safetensors")
@@ -154,183 +150,365 @@ def _ext(path):
     return os.path.splitext(path)[1] or "(none)"
 
 
-def _same_file(a, b):
-    return os.path.exists(b) and os.path.exists(a) and os.path.samefile(a, b)
+def _is_checkpoint(path) -> bool:
+    return _ext(path) in (".pt", ".safetensors")
 
 
-def _read_arrays(src, cfg, weights_cfg, cutoff, progress):
-    """(network, header, {key: array}) of a .weights or .safetensors file, without torch."""
-    from . import weights as W
-    if _ext(src) == ".safetensors":
-        cfg_text, header, arrays = W.read_safetensors(src)
-        return shapes.infer(cfgmod.parse(cfg_text, src + ":cfg")), header, arrays
-    base = shapes.network(cfg)
-    return (base,) + W.read_for(src, base, weights_cfg, cutoff, progress)
+def _assumed(fn, assumed: bool):
+    """Run ``fn``; when the bundled cfgs were assumed for lack of --cfg, say so in an error
+    about the weights file."""
+    try:
+        return fn()
+    except WeightsError as e:
+        if assumed:
+            raise DarkcfgError(f"{e} ({ASSUMED})") from None
+        raise
 
+
+# ----- summary --------------------------------------------------------------------------------
 
 @main.command()
-@click.argument("src", type=click.Path(exists=True, dir_okay=False))
-@click.argument("dst", type=click.Path(dir_okay=False))
-@click.option("--cfg", type=click.Path(dir_okay=False),
-              help="The model's cfg (default: the bundled yolo_ref.cfg).  For .weights -> .weights "
-                   "the order of DST.")
-@click.option("--weights-cfg", type=click.Path(dir_okay=False),
-              help="The cfg whose layer order a .weights file follows (default: --cfg, or the "
-                   "bundled yolov3.cfg when --cfg is not given).")
-@click.option("--cutoff", type=click.IntRange(min=1),
-              help="Only layers < N (darknet's partial; darknet53.conv.74 is --cutoff 75).")
-@click.option("--force", is_flag=True, help="Overwrite DST if it exists.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def convert(src, dst, cfg, weights_cfg, cutoff, force, quiet):
-    """Convert SRC to DST, chosen by extension among .weights, .pt and .safetensors (and
-    .weights -> .weights between two layer orders).
+@click.argument("cfg", required=False, type=IN_FILE, default=DEFAULT_CFG)
+@click.option("--cutoff", type=int, help="Count only layers < N (darknet's partial/-cutoff).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--weights", type=IN_FILE,
+              help="Check a weights file against the cfg: a .weights file's header, size and "
+                   "values (finite, variances >= 0), or a .pt/.safetensors checkpoint's tensors.")
+@FORCE
+@rewrite_options
+def summary(cfg, cutoff, as_json, weights, force, **rw):
+    """Print the layer table and totals of CFG, computed from the cfg alone (no torch).
 
     \b
-    The .pt holds the cfg text, the darknet header and a state_dict; load it with
-    darkcfg.load("out.pt"), or torch.load(path, weights_only=True)["state_dict"].
-    The .safetensors holds the same tensors, the cfg and header in its metadata.
-    Reading a .pt, or --cutoff with a .pt/.safetensors output (the layers past
-    it are initialised), builds the model; everything else reads and writes the
-    files directly, without importing torch.
-    DST is written to a temporary file and renamed: never half-written.
+    Examples:
+      darkcfg summary                               # the bundled yolo_ref.cfg
+      darkcfg summary cfgs/yolov3.cfg --width 608 --height 608
+      darkcfg summary cfgs/darknet53.cfg --cutoff 75 --width-scale 0.25
+      darkcfg summary cfgs/yolov3.cfg --weights weights/yolov3.weights
+    """
+    io.check_outputs([rw.get("save_cfg")], [cfg, weights], force)
+    net = load_network(cfg, **rw)
+    _check_cutoff(net, cutoff)
+    totals = net.totals(cutoff)
+    report = _check_weights(net, weights, cutoff) if weights else None
+    if as_json:
+        out = {"layers": [_layer_json(l) for l in net.layers[:cutoff]], "total": totals}
+        if report:
+            out["weights_file"] = report
+        click.echo(json.dumps(out, indent=1))
+        return
+    click.echo(shapes.format_table(net, cutoff))
+    click.echo(f"layers: {totals['layers']}   params: {totals['params']:,}   "
+               f"weights: {totals['weights']:,} floats ({totals['weights_bytes']:,} bytes "
+               f"with the 20-byte header)   BFLOPs: {totals['bflops']:.3f}")
+    if report:
+        h = report["header"]
+        what = (f"{report['file_bytes']:,} bytes, {report['file_floats']:,} floats; the cfg "
+                f"needs {report['expected_floats']:,}" if "file_floats" in report else
+                f"a darkcfg checkpoint, {report['tensors']:,} tensors fit the cfg")
+        click.echo(f"{weights}: version {h['major']}.{h['minor']}.{h['revision']}, seen "
+                   f"{h['seen']:,}; {what} - OK")
+
+
+def _check_weights(net, path, cutoff) -> dict:
+    from . import weights as W
+    if _is_checkpoint(path):
+        ck = W.read_checkpoint(path)
+        n = W.check_arrays(net, ck.arrays, path, cutoff)
+        return dict(header=ck.header.as_dict(), format=_ext(path)[1:], tensors=n)
+    report = W.check(net, path, cutoff, allow_trailing=cutoff is not None)
+    report.update(W.check_values(net, path, cutoff))
+    return report
+
+
+# ----- convert --------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("src", type=IN_FILE)
+@click.argument("dst", type=OUT_FILE)
+@click.option("--cfg", type=IN_FILE,
+              help="The model's cfg (default: the bundled yolo_ref.cfg; a .pt/.safetensors "
+                   "carries its own).  For .weights -> .weights the order of DST.")
+@click.option("--weights-cfg", type=IN_FILE,
+              help="The cfg whose layer order a .weights file follows: SRC's, or DST's when "
+                   "writing .weights (default: --cfg, or the bundled yolov3.cfg when --cfg is "
+                   "not given; a checkpoint remembers its source's order).")
+@click.option("--cutoff", type=click.IntRange(min=1),
+              help="Only layers < N (darknet's partial; darknet53.conv.74 is --cutoff 75).")
+@FORCE
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def convert(src, dst, cfg, weights_cfg, cutoff, force, quiet):
+    """Convert weights between .weights, .pt and .safetensors (by extension).
+
+    Also .weights -> .weights between two layer orders.  The .pt holds the cfg text, the
+    darknet header and a state_dict; load it with darkcfg.load("out.pt"), or
+    torch.load(path, weights_only=True)["state_dict"].  The .safetensors holds the same
+    tensors, the cfg and header in its metadata.  Both remember the layer order of the
+    .weights they came from, so converting back gives the same bytes.  Only --cutoff with
+    a .pt/.safetensors output builds the model (the layers past it are initialised);
+    everything else reads and writes the files directly.  DST is written to a temporary
+    file and renamed: never half-written.
 
     \b
     Examples:
       darkcfg convert yolov3.weights yolov3.pt          # yolo_ref.cfg, yolov3.cfg's order
-      darkcfg convert yolov3.pt yolov3.weights
+      darkcfg convert yolov3.pt yolov3.weights          # back in yolov3.cfg's order
       darkcfg convert yolov3.weights yolov3.safetensors
       darkcfg convert tiny.weights tiny.pt --cfg cfgs/yolov3-tiny.cfg
-      darkcfg convert yolov3.weights ref.weights --weights-cfg cfgs/yolov3.cfg --cfg cfgs/yolo_ref.cfg
+      darkcfg convert d53.weights darknet53.conv.74 --cfg cfgs/darknet53.cfg --cutoff 75
     """
-    from . import weights as W
     kinds = (_ext(src), _ext(dst))
     if kinds[0] not in FORMATS or kinds[1] not in FORMATS or kinds == (".pt", ".pt") or \
             kinds == (".safetensors", ".safetensors"):
         raise click.UsageError(f"cannot convert {kinds[0]} to {kinds[1]}: use .weights, .pt or "
                                f".safetensors")
-    if _same_file(src, dst):
-        raise click.UsageError("SRC and DST are the same file: inputs are never modified")
-    if not force and os.path.exists(dst):
-        raise DarkcfgError(f"{dst}: already exists (use --force to overwrite)")
-    progress = not quiet
-    if kinds[0] == ".weights" and cfg is None:
-        cfg, weights_cfg = DEFAULT_CFG, weights_cfg or YOLOV3_CFG
-    # A model is needed to read a .pt, and to fill the layers past --cutoff of a checkpoint.
-    if kinds[0] != ".pt" and (cutoff is None or kinds[1] == ".weights"):   # torch-free
-        net, header, arrays = _read_arrays(src, cfg, weights_cfg, cutoff, progress)
-        if kinds[1] == ".safetensors":
-            W.save_safetensors(arrays, dst, net.cfg.to_text(), header, force=force)
-        elif kinds[1] == ".pt":          # every tensor is in the file: no model needed
-            W.write_pt(W.state_dict_of(arrays), dst, net.cfg.to_text(), header, force, progress)
-        else:
-            out_net = (shapes.infer(cfgmod.load(weights_cfg))
-                       if weights_cfg and kinds[0] == ".safetensors" else net)
-            mapping = W.match(net, out_net, cutoff) if out_net is not net else None
-            W.write_weights(arrays, dst, header, out_net, mapping,
-                            cutoff if kinds[0] == ".safetensors" else None, progress, force)
-        click.echo(f"wrote {dst}: {len(arrays)} tensors (version {header.major}."
-                   f"{header.minor}.{header.revision}, seen {header.seen:,})")
-        return
-    from . import model as M
+    io.check_outputs([dst], [src, cfg, weights_cfg], force)
     if kinds[0] == ".weights":
-        model, report = M.load_weights(src, cfg, weights_cfg=weights_cfg, cutoff=cutoff,
-                                       progress=progress)
+        _convert_weights(src, dst, cfg, weights_cfg, cutoff, not quiet)
     else:
-        model, report = M.load_weights(src)
-    for i, why in report.skipped:
-        click.echo(f"warning: layer {i} not loaded: {why}", err=True)
-    if kinds[1] == ".pt":
-        W.save_pt(model, dst, report.header, force=force)
-    elif kinds[1] == ".safetensors":
-        arrays = W.arrays_of(model, counters=False)
-        W.save_safetensors(arrays, dst, model.cfg_text, report.header, force=force)
-    else:
-        file_net = shapes.network(weights_cfg, width=model.net.width, height=model.net.height,
-                                  channels=model.net.channels) if weights_cfg else None
-        W.save_darknet(model, dst, report.header, file_net, cutoff=cutoff, progress=progress,
-                       force=force)
-    h = report.header
-    click.echo(f"wrote {dst}: {report.loaded} layers with weights from {src} (version "
-               f"{h.major}.{h.minor}.{h.revision}, seen {h.seen:,})")
+        _convert_checkpoint(src, dst, cfg, weights_cfg, cutoff, not quiet)
 
+
+def _wrote(dst, arrays, src, header, extra=""):
+    layers = len({k.split(".")[1] for k in arrays})
+    tensors = sum(1 for k in arrays if not k.endswith("num_batches_tracked"))
+    click.echo(f"wrote {dst}: {layers} layers, {tensors} tensors from {src}{extra} (version "
+               f"{header.major}.{header.minor}.{header.revision}, seen {header.seen:,})")
+
+
+def _convert_weights(src, dst, cfg, weights_cfg, cutoff, progress):
+    """.weights -> .weights / .pt / .safetensors."""
+    from . import weights as W
+    assumed = cfg is None
+    if assumed:
+        cfg, weights_cfg = DEFAULT_CFG, weights_cfg or YOLOV3_CFG
+    net = shapes.network(cfg)
+    file_net = shapes.network(weights_cfg, width=net.width, height=net.height,
+                              channels=net.channels) if weights_cfg else net
+    _check_cutoff(file_net, cutoff)
+    order = file_net.cfg.to_text() if file_net is not net else None
+    ext = _ext(dst)
+    if cutoff is not None and ext != ".weights":     # a model fills the layers past the cutoff
+        from . import model as M
+        model, report = _assumed(lambda: M.load_weights(src, cfg, weights_cfg=weights_cfg,
+                                                        cutoff=cutoff, progress=progress),
+                                 assumed)
+        arrays = W.arrays_of(model, counters=False)
+        if ext == ".pt":
+            W.save_pt(model, dst, report.header, weights_cfg=order)
+        else:
+            W.save_safetensors(arrays, dst, model.cfg_text, report.header, weights_cfg=order)
+        _wrote(dst, arrays, src, report.header, f" (layers < {cutoff}; the rest initialised, "
+                                                f"{len(model.net.layers)} layers in all)")
+        return
+    header, arrays = _assumed(lambda: W.read_for(src, net, weights_cfg, cutoff, progress),
+                              assumed)
+    if ext == ".safetensors":
+        W.save_safetensors(arrays, dst, net.cfg.to_text(), header, weights_cfg=order)
+    elif ext == ".pt":          # every tensor is in the file: no model needed
+        W.write_pt(W.state_dict_of(arrays), dst, net.cfg.to_text(), header,
+                   progress=progress, weights_cfg=order)
+    else:                       # DST in cfg's order (the arrays are keyed by it)
+        out_cutoff = None if cutoff is None else 1 + max(int(k.split(".")[1]) for k in arrays)
+        W.write_weights(arrays, dst, header, net, None, out_cutoff, progress)
+    _wrote(dst, arrays, src, header)
+
+
+def _convert_checkpoint(src, dst, cfg, weights_cfg, cutoff, progress):
+    """.pt / .safetensors -> .weights / .safetensors / .pt, without building a model."""
+    from . import weights as W
+    ck = W.read_checkpoint(src)
+    net = _checkpoint_net(ck, src, cfg)
+    W.check_arrays(net, ck.arrays, src)
+    ext = _ext(dst)
+    if ext != ".weights":
+        if cutoff is not None:
+            raise click.UsageError("--cutoff with a .pt/.safetensors SRC applies to a .weights "
+                                   "DST only")
+        if ext == ".pt":
+            W.write_pt(W.state_dict_of(ck.arrays), dst, ck.cfg_text, ck.header,
+                       progress=progress, weights_cfg=ck.weights_cfg)
+        else:
+            W.save_safetensors(ck.arrays, dst, ck.cfg_text, ck.header,
+                               weights_cfg=ck.weights_cfg)
+        _wrote(dst, ck.arrays, src, ck.header)
+        return
+    order = weights_cfg or ck.weights_cfg
+    file_net = shapes.network(order, width=net.width, height=net.height,
+                              channels=net.channels) if order else net
+    _check_cutoff(file_net, cutoff)
+    mapping = W.match(net, file_net, cutoff) if file_net is not net else None
+    W.write_weights(ck.arrays, dst, ck.header, file_net, mapping, cutoff, progress)
+    written = {k for e in W.walk(file_net, cutoff)
+               for k in [f"layers.{(mapping or {}).get(e.layer.index, e.layer.index)}."
+                         f"{e.tensor.key}"]}
+    _wrote(dst, {k: None for k in written}, src, ck.header,
+           f" in {file_net.cfg.name}'s layer order" if file_net is not net else "")
+
+
+def _checkpoint_net(ck, path, cfg=None, **rewrites):
+    """The network stored in a checkpoint; a --cfg given beside it must be that network (its
+    input size then applies)."""
+    from . import weights as W
+    stored = shapes.network(cfgmod.parse(ck.cfg_text, path + ":cfg"))
+    if cfg is not None:
+        given = shapes.network(cfg)
+        if W.signatures(given) != W.signatures(stored):
+            raise DarkcfgError(f"{cfg}: is not the network stored in {path} (layer "
+                               f"{_first_difference(given, stored)} differs): give no --cfg, the "
+                               f"checkpoint carries its own")
+        stored = given
+    return shapes.network(stored, **rewrites)
+
+
+def _first_difference(a, b) -> int:
+    from . import weights as W
+    sa, sb = W.signatures(a), W.signatures(b)
+    return next((i for i, (x, y) in enumerate(zip(sa, sb)) if x != y), min(len(sa), len(sb)))
+
+
+# ----- init -----------------------------------------------------------------------------------
 
 @main.command()
-@click.argument("cfg", type=click.Path(dir_okay=False))
-@click.argument("dst", type=click.Path(dir_okay=False))
+@click.argument("cfg", type=IN_FILE)
+@click.argument("dst", type=OUT_FILE)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@click.option("--force", is_flag=True, help="Overwrite DST if it exists.")
+@FORCE
 @rewrite_options
 def init(cfg, dst, seed, force, **rw):
-    """Write the weights of a freshly initialised CFG network to DST (.weights or .pt):
-    synthetic weights to try the whole pipeline without downloading anything.
+    """Write synthetic weights of CFG (freshly initialised) to DST (.weights or .pt).
+
+    Synthetic weights of the right layout, to try the whole pipeline without downloading
+    anything.
 
     \b
     Example:
       darkcfg init cfgs/yolov3.cfg weights/random.weights --seed 1
     """
+    if _ext(dst) not in (".weights", ".pt"):
+        raise click.UsageError(f"DST must end in .weights or .pt, got {dst}")
+    io.check_outputs([dst, rw.get("save_cfg")], [cfg], force)
     import torch
     from . import model as M
     from . import weights as W
-    if _ext(dst) not in (".weights", ".pt"):
-        raise click.UsageError(f"DST must end in .weights or .pt, got {dst}")
     net = load_network(cfg, **rw)
     torch.manual_seed(seed)
     model = M.build_model(net)
     if _ext(dst) == ".pt":
-        W.save_pt(model, dst, force=force)
+        W.save_pt(model, dst)
     else:
-        W.save_darknet(model, dst, force=force)
+        W.save_darknet(model, dst)
     click.echo(f"wrote {dst}: {net.totals()['weights']:,} floats, seed {seed}")
 
 
+# ----- loading a model for build / detect / export ----------------------------------------------
+
+def open_model(weights, cfg=None, weights_cfg=None, cutoff=None, progress=False, **rewrites):
+    """(model, report, order) from a weights file and an optional cfg.
+
+    A .pt/.safetensors carries its cfg: a --cfg beside it must be the same network, rewrites
+    apply to it.  A .weights file needs its cfg; without one the bundled yolo_ref.cfg is used
+    with the file in yolov3.cfg's order (and an error about the file says so).  ``order``: the
+    text of the cfg whose layer order the source followed, when it is not the model's own."""
+    from . import model as M
+    from . import weights as W
+    rewrites = {k: v for k, v in rewrites.items() if v is not None}
+    if _is_checkpoint(weights):
+        if weights_cfg is not None:
+            raise click.UsageError(f"--weights-cfg is for .weights files: {weights} carries "
+                                   f"its own cfg")
+        if cutoff is not None:
+            raise click.UsageError("--cutoff is for .weights files")
+        if cfg is None and not rewrites:
+            model, report = M.load_weights(weights)
+            return model, report, W.read_checkpoint_order(weights)
+        ck = W.read_checkpoint(weights)
+        net = _checkpoint_net(ck, weights, cfg, **rewrites)
+        W.check_arrays(_checkpoint_net(ck, weights, cfg), ck.arrays, weights)
+        import torch
+        with torch.device("meta"):
+            model = M.Darknet(net)
+        loaded, skipped = W.assign_arrays(model, ck.arrays)
+        order = shapes.network(ck.weights_cfg, **rewrites).cfg.to_text() \
+            if ck.weights_cfg else None
+        return model.eval(), W.LoadReport(ck.header, loaded, skipped), order
+    assumed = cfg is None
+    if assumed:
+        cfg, weights_cfg = DEFAULT_CFG, weights_cfg or YOLOV3_CFG
+    model, report = _assumed(lambda: M.load_weights(weights, cfg, weights_cfg=weights_cfg,
+                                                    cutoff=cutoff, progress=progress,
+                                                    **rewrites), assumed)
+    order = None
+    if weights_cfg is not None:
+        n = model.net
+        order = shapes.network(weights_cfg, width=n.width, height=n.height, channels=n.channels,
+                               **{k: v for k, v in rewrites.items()
+                                  if k not in ("width", "height", "channels")}).cfg.to_text()
+    return model, report, order
+
+
+def _report_skipped(report):
+    for i, why in report.skipped:
+        click.echo(f"warning: layer {i} not loaded: {why}", err=True)
+
+
+# ----- build ----------------------------------------------------------------------------------
+
 @main.command()
-@click.argument("cfg", required=False, type=click.Path(dir_okay=False), default=DEFAULT_CFG)
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
-              help="darknet .weights to load (rewritten heads that no longer fit stay "
-                   "initialised, and are reported).")
-@click.option("--weights-cfg", type=click.Path(dir_okay=False),
-              help="The cfg whose layer order --weights follows (default: CFG).")
+@click.argument("cfg", required=False, type=IN_FILE)
+@click.option("--weights", type=IN_FILE,
+              help="Weights to load: darknet .weights, or a .pt/.safetensors (which carries its "
+                   "cfg; rewritten heads that no longer fit stay initialised, and are reported).")
+@click.option("--weights-cfg", type=IN_FILE,
+              help="The cfg whose layer order a .weights file follows (default: CFG; with no "
+                   "CFG the bundled yolov3.cfg).")
 @click.option("--cutoff", type=click.IntRange(min=1), help="Load layers < N only.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Save the model as .pt.")
-@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+@click.option("-o", "--output", type=OUT_FILE, help="Save the model as .pt.")
+@FORCE
 @rewrite_options
 def build(cfg, weights, weights_cfg, cutoff, output, force, **rw):
-    """Build CFG as a PyTorch model, run one forward pass on a zero input and print the heads'
-    shapes and the totals.
+    """Build CFG as a PyTorch model and run it once on a zero input.
+
+    Prints the heads' shapes and the totals.  With no CFG: the bundled yolo_ref.cfg (or the
+    cfg inside a .pt/.safetensors --weights).
 
     \b
     Examples:
       darkcfg build                                     # the bundled yolo_ref.cfg
       darkcfg build cfgs/yolov3.cfg --classes 3 --width 320 --height 320 --save-cfg my.cfg
-      darkcfg build cfgs/yolo_ref.cfg --weights yolov3.weights --weights-cfg cfgs/yolov3.cfg -o m.pt
+      darkcfg build --weights yolov3.weights -o m.pt    # yolo_ref.cfg, yolov3.cfg's order
     """
+    if output and _ext(output) != ".pt":
+        raise click.UsageError(f"--output must end in .pt, got {output}")
+    io.check_outputs([output, rw.get("save_cfg")], [cfg, weights, weights_cfg], force)
     import time
     import torch
     from . import model as M
     from . import weights as W
-    if output and _ext(output) != ".pt":
-        raise click.UsageError(f"--output must end in .pt, got {output}")
-    if output and not force and os.path.exists(output):
-        raise DarkcfgError(f"{output}: already exists (use --force to overwrite)")
-    net = load_network(cfg, **rw)
-    header = None
-    if weights:
-        rewrites = {k: rw.get(k) for k in REWRITES}
-        model, report = M.load_weights(weights, cfg, weights_cfg=weights_cfg, cutoff=cutoff,
-                                       **rewrites)
-        header = report.header
-        for i, why in report.skipped:
-            click.echo(f"warning: layer {i} not loaded: {why}", err=True)
+    header = order = None
+    if weights and _is_checkpoint(weights):
+        model, report, order = open_model(weights, cfg, weights_cfg, cutoff, **_rewrites(rw))
+        net = model.net
+        _warn_unused(net, rw.get("strict"))
+        if rw.get("save_cfg"):
+            cfgmod.save(net.cfg, rw["save_cfg"])
     else:
-        model = M.build_model(net)
+        net = load_network(cfg or DEFAULT_CFG, **rw)
+        if weights:
+            model, report, order = open_model(weights, cfg, weights_cfg, cutoff,
+                                              **_rewrites(rw))
+        else:
+            model = M.build_model(net)
+    if weights:
+        header = report.header
+        _report_skipped(report)
     c = net.channels or 1
     x = torch.zeros(1, c, net.height or 1, net.width or 1)
     t = time.perf_counter()
     with torch.no_grad():
         outs = model(x)
     dt = time.perf_counter() - t
-    name = os.path.basename(cfg)
-    click.echo(f"{name}: {net.width} x {net.height} x {net.channels} input, one forward "
+    click.echo(f"{net.cfg.name}: {net.width} x {net.height} x {net.channels} input, one forward "
                f"pass in {dt * 1000:.0f} ms")
     head_ids = [l.index for l in net.heads] or [len(net.layers) - 1]
     for i, o in zip(head_ids, outs):
@@ -340,9 +518,11 @@ def build(cfg, weights, weights_cfg, cutoff, output, force, **rw):
     click.echo(f"layers: {t['layers']}   params: {t['params']:,}   weights: {t['weights']:,} "
                f"floats   BFLOPs: {t['bflops']:.3f}")
     if output:
-        W.save_pt(model, output, header, force=force)
+        W.save_pt(model, output, header, weights_cfg=order)
         click.echo(f"wrote {output}")
 
+
+# ----- anchors --------------------------------------------------------------------------------
 
 @main.command()
 @click.argument("labels", type=click.Path(exists=True))
@@ -352,16 +532,17 @@ def build(cfg, weights, weights_cfg, cutoff, output, force, **rw):
               "(default: the --write-cfg cfg's, else 416).")
 @click.option("--height", type=click.IntRange(min=1), help="Network input height in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="k-means++ seed.")
-@click.option("--write-cfg", type=click.Path(exists=True, dir_okay=False),
+@click.option("--write-cfg", type=IN_FILE,
               help="Put anchors=, num= and mask= into this cfg's [yolo] sections (in place, "
-                   "atomically, comments kept; filters= of the feeding convs follow).")
+                   "atomically, comments, mode and symlinks kept; filters= of the feeding "
+                   "convs follow).")
 def anchors(labels, num, width, height, seed, write_cfg):
-    """k-means anchors (distance 1 - IoU, as darknet's calc_anchors) from LABELS: a folder of
-    YOLO .txt labels (class cx cy w h, normalized) or a file listing label or image files.
+    """k-means anchors (1 - IoU, as darknet's calc_anchors) from YOLO labels.
 
-    \b
-    Prints the anchors small to large, the average IoU of each box with its best anchor, and
-    the best possible recall at IoU 0.5.  Deterministic for a seed.
+    LABELS: a folder of YOLO .txt labels (class cx cy w h, normalized) or a file listing
+    label or image files (relative paths from the current folder, as darknet reads them).
+    Prints the anchors small to large, the average IoU of each box with its best anchor,
+    and the best possible recall at IoU 0.5.  Deterministic for a seed.
 
     \b
     Example:
@@ -386,62 +567,80 @@ def anchors(labels, num, width, height, seed, write_cfg):
         click.echo(f"wrote anchors into {write_cfg}")
 
 
+# ----- detect ---------------------------------------------------------------------------------
+
 @main.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--weights", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="darknet .weights (with --cfg) or a darkcfg .pt.")
-@click.option("--cfg", type=click.Path(dir_okay=False),
-              help="The network's cfg (default: bundled yolo_ref.cfg with weights in the bundled "
-                   "yolov3.cfg's order; not needed for a .pt).")
-@click.option("--weights-cfg", type=click.Path(dir_okay=False),
+@click.argument("images", nargs=-1, required=True, type=IN_FILE)
+@click.option("--weights", required=True, type=IN_FILE,
+              help="darknet .weights (with --cfg), or a .pt/.safetensors (which carries its cfg).")
+@click.option("--cfg", type=IN_FILE,
+              help="The network's cfg (default: the bundled yolo_ref.cfg with weights in the "
+                   "bundled yolov3.cfg's order; not needed for a .pt/.safetensors).")
+@click.option("--weights-cfg", type=IN_FILE,
               help="The cfg whose layer order --weights follows (default: --cfg).")
-@click.option("--names", type=click.Path(exists=True, dir_okay=False),
-              help="Class names, one per line (darknet's coco.names).")
+@click.option("--names", type=IN_FILE, help="Class names, one per line (darknet's coco.names).")
 @click.option("--thresh", type=click.FloatRange(0, 1), default=0.25, show_default=True,
               help="Keep class j when objectness * p(j) exceeds this.")
 @click.option("--nms", "nms_thresh", type=click.FloatRange(0, 1), default=0.45, show_default=True,
               help="NMS IoU threshold (per class).")
+@click.option("--max-det", type=click.IntRange(min=1),
+              help="Print and draw at most N detections per image (the highest scores).")
 @click.option("-o", "--output", type=click.Path(file_okay=False),
-              help="Write each image with its boxes drawn into this folder.")
-def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, output):
-    """Detect objects in IMAGES: letterbox to the network's size (as darknet), run, decode,
-    NMS; print one line per detection (class, score, box x1 y1 x2 y2 in image pixels).
+              help="Write each image with its boxes drawn into this folder (an existing "
+                   "drawing needs --force).")
+@FORCE
+def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, max_det, output, force):
+    """Detect objects in IMAGES with a [yolo] or [region] network.
+
+    Letterbox to the network's size (as darknet), run, decode, NMS; print one line per
+    detection: class, score, box x1 y1 x2 y2 in image pixels (clipped to the image).
 
     \b
     Example:
       darkcfg detect dog.jpg --cfg cfgs/yolov3.cfg --weights yolov3.weights --names coco.names -o out/
     """
     from . import detect as D
-    from . import model as M
-    if _ext(weights) == ".pt":
-        model = M.load(weights)
-    else:
-        if cfg is None:
-            cfg, weights_cfg = DEFAULT_CFG, weights_cfg or YOLOV3_CFG
-        model = M.load(weights, cfg, weights_cfg=weights_cfg)
+    drawn = _drawings(images, output)
+    io.check_outputs(drawn, list(images) + [weights, cfg, weights_cfg, names], force)
+    model, _, _ = open_model(weights, cfg, weights_cfg)
+    D.check_detector(model)
     labels = D.read_names(names) if names else None
-    if output:
-        os.makedirs(output, exist_ok=True)
-    for path in images:
-        dets, img = D.detect_image(model, path, thresh, nms_thresh)
+    for path, dst in zip(images, drawn or [None] * len(images)):
+        dets, img = D.detect_image(model, path, thresh, nms_thresh, max_det)
         click.echo(f"{path}: {len(dets)} detections ({img.size[0]} x {img.size[1]})")
         for d in dets:
             name = labels[d.cls] if labels and d.cls < len(labels) else f"class {d.cls}"
             x1, y1, x2, y2 = d.box
             click.echo(f"  {name}: {d.score * 100:.1f}%  {x1:.0f} {y1:.0f} {x2:.0f} {y2:.0f}")
-        if output:
-            dst = os.path.join(output, os.path.basename(path))
-            if _same_file(path, dst):
-                raise DarkcfgError(f"{dst}: would overwrite the input image")
+        if dst:
+            os.makedirs(output, exist_ok=True)
             D.draw(img, dets, labels, dst)
 
 
+def _drawings(images, output) -> list:
+    """The drawn image of each input in ``output``; two inputs may not share one."""
+    if not output:
+        return []
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise DarkcfgError(f"{output}: -o must be a folder, this is a file")
+    seen = {}
+    for path in images:
+        dst = os.path.join(output, os.path.basename(path))
+        if dst in seen:
+            raise DarkcfgError(f"{seen[dst]} and {path} would both be drawn to {dst}: give "
+                               f"images with different names")
+        seen[dst] = path
+    return list(seen)
+
+
+# ----- export ---------------------------------------------------------------------------------
+
 @main.command()
-@click.argument("cfg", type=click.Path(dir_okay=False))
-@click.argument("dst", type=click.Path(dir_okay=False))
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
-              help="darknet .weights or darkcfg .pt (default: a fresh initialisation).")
-@click.option("--weights-cfg", type=click.Path(dir_okay=False),
+@click.argument("paths", nargs=-1, required=True, metavar="[CFG] DST")
+@click.option("--weights", type=IN_FILE,
+              help="darknet .weights, or a .pt/.safetensors which carries its cfg (then give no "
+                   "CFG); default: a fresh initialisation.")
+@click.option("--weights-cfg", type=IN_FILE,
               help="The cfg whose layer order --weights follows (default: CFG).")
 @click.option("--width", type=click.IntRange(min=1), help="Input width (default: the cfg's).")
 @click.option("--height", type=click.IntRange(min=1), help="Input height.")
@@ -451,28 +650,33 @@ def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, output)
 @click.option("--decode/--no-decode", default=False, show_default=True,
               help="Output boxes (x1 y1 x2 y2, input pixels) and scores (obj * class) ready for "
                    "NMS instead of the raw head tensors.")
-@click.option("--opset", type=click.IntRange(min=11), default=17, show_default=True)
-@click.option("--force", is_flag=True, help="Overwrite DST if it exists.")
-def export(cfg, dst, weights, weights_cfg, width, height, batch, dynamic_batch, decode, opset,
+@click.option("--opset", type=click.IntRange(min=11), default=17, show_default=True,
+              help="ONNX opset version of the exported graph.")
+@FORCE
+def export(paths, weights, weights_cfg, width, height, batch, dynamic_batch, decode, opset,
            force):
-    """Export CFG (with --weights) to ONNX at DST.
+    """Export a network (CFG, or the cfg inside a .pt/.safetensors) to ONNX at DST.
+
+    Needs the onnx package: pip install "darkcfg[onnx]".
 
     \b
     Examples:
       darkcfg export cfgs/yolov3-tiny.cfg tiny.onnx --weights yolov3-tiny.weights
       darkcfg export cfgs/yolov3.cfg v3.onnx --weights yolov3.weights --decode --dynamic-batch
+      darkcfg export tiny.onnx --weights tiny.pt
     """
+    if len(paths) > 2:
+        raise click.UsageError(f"expected [CFG] DST, got {len(paths)} paths")
+    cfg, dst = (None, paths[0]) if len(paths) == 1 else paths
+    if cfg is not None and not os.path.isfile(cfg):
+        raise click.BadParameter(f"'{cfg}' is not a file", param_hint="CFG")
+    io.check_outputs([dst], [cfg, weights, weights_cfg], force)
     from . import export as E
     from . import model as M
-    if not force and os.path.exists(dst):
-        raise DarkcfgError(f"{dst}: already exists (use --force to overwrite)")
-    if weights and _ext(weights) == ".pt":
-        if width or height:
-            raise click.UsageError("a .pt carries its cfg: --width/--height do not apply")
-        model = M.load(weights)
-    elif weights:
-        model = M.load(weights, cfg, weights_cfg=weights_cfg, width=width, height=height)
+    if weights:
+        model, report, _ = open_model(weights, cfg, weights_cfg, width=width, height=height)
+        _report_skipped(report)
     else:
-        model = M.build_model(load_network(cfg, width=width, height=height))
-    names = E.export_onnx(model, dst, batch, dynamic_batch, decode, opset, force=force)
+        model = M.build_model(load_network(cfg or DEFAULT_CFG, width=width, height=height))
+    names = E.export_onnx(model, dst, batch, dynamic_batch, decode, opset, force=True)
     click.echo(f"wrote {dst}: outputs {', '.join(names)}")

@@ -11,15 +11,28 @@ from .io import atomic_output
 
 
 def read_names(path: str) -> list:
-    with open(path, errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         return [line.strip() for line in f if line.strip()]
 
 
 def open_image(path: str):
+    """The image as 8-bit RGB.  16-bit images (Pillow's I;16 and I modes, 16-bit PNGs) keep
+    their top 8 bits, as darknet's stb_image loader does (Pillow's own convert("RGB") clips
+    them to white)."""
     from PIL import Image, UnidentifiedImageError
     try:
-        return Image.open(path).convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
+        img = Image.open(path)
+        if img.mode.startswith("I;16") or img.mode == "I":
+            a = np.asarray(img, dtype=np.int64)
+            if img.mode.startswith("I;16") or img.format == "PNG" or a.max(initial=0) > 255:
+                a = a >> 8
+            img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L")
+        elif img.mode == "F":
+            img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
+        return img.convert("RGB")
+    except Image.DecompressionBombError as e:
+        raise DarkcfgError(f"{path}: refused, too many pixels for an image ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DarkcfgError(f"{path}: not an image Pillow can read ({e})") from None
 
 
@@ -48,18 +61,63 @@ def unletterbox(box, net_size, new_size, img_size):
     return ((x1 - ox) / sx * w, (y1 - oy) / sy * h, (x2 - ox) / sx * w, (y2 - oy) / sy * h)
 
 
-def detect_image(model, path: str, thresh: float = 0.25, nms_thresh: float = 0.45):
-    """(detections with boxes in image pixels, the RGB image as read)."""
+DETECTORS = ("yolo", "region")
+
+
+def check_detector(model) -> None:
+    heads = sorted({l.type for l in model.net.layers if l.head})
+    if not heads or any(t not in DETECTORS for t in heads):
+        raise DarkcfgError(f"{model.net.cfg.name}: detect needs [yolo] or [region] heads, found "
+                           f"{', '.join(f'[{t}]' for t in heads) or 'none'}")
+
+
+def region_detections(outputs: list, model, thresh: float = 0.25,
+                      nms_thresh: float = 0.45) -> list:
+    """[region] (YOLOv2) outputs -> per image, Detections with normalized corner boxes: class j
+    kept when objectness * p(j) > thresh (darknet's get_region_detections), per-class NMS."""
+    layers = [l for l in model.net.layers if l.head]
+    per_image = []
+    for i in range(outputs[0].shape[0]):
+        boxes, scores, classes = [], [], []
+        for raw, layer in zip(outputs, layers):
+            d = Y.decode_region(raw[i:i + 1], layer)
+            prob = (d["obj"][..., None] * d["cls"]).reshape(-1, layer.opts["classes"])
+            k, c = (prob > thresh).nonzero(as_tuple=True)
+            boxes.append(d["boxes"].reshape(-1, 4)[k])
+            scores.append(prob[k, c])
+            classes.append(c)
+        boxes, scores, classes = torch.cat(boxes), torch.cat(scores), torch.cat(classes)
+        keep = Y.nms(boxes, scores, nms_thresh, classes)
+        out = []
+        for (cx, cy, w, h), s, c in zip(boxes[keep].tolist(), scores[keep].tolist(),
+                                        classes[keep].tolist()):
+            out.append(Y.Detection(int(c), float(s), (cx - w / 2, cy - h / 2, cx + w / 2,
+                                                      cy + h / 2)))
+        per_image.append(out)
+    return per_image
+
+
+def detect_image(model, path: str, thresh: float = 0.25, nms_thresh: float = 0.45,
+                 max_det: int | None = None):
+    """(detections with boxes in image pixels, clipped to the image, best ``max_det`` by score;
+    the RGB image as read)."""
+    check_detector(model)
     net = model.net
-    if not any(l.type == "yolo" for l in net.layers):
-        raise DarkcfgError(f"{net.cfg.name}: detect needs [yolo] heads")
     img = open_image(path)
     x, new = letterbox(img, net.width, net.height)
     with torch.no_grad():
         outs = model(torch.from_numpy(x)[None].to(**model.placement()))
-    dets = Y.detections(outs, model, thresh, nms_thresh)[0]
+    if any(l.type == "region" for l in net.layers if l.head):
+        dets = region_detections(outs, model, thresh, nms_thresh)[0]
+    else:
+        dets = Y.detections(outs, model, thresh, nms_thresh)[0]
+    if max_det is not None:
+        dets = sorted(dets, key=lambda d: -d.score)[:max_det]
+    w, h = img.size
     for d in dets:
-        d.box = unletterbox(d.box, (net.width, net.height), new, img.size)
+        x1, y1, x2, y2 = unletterbox(d.box, (net.width, net.height), new, img.size)
+        d.box = (min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w),
+                 min(max(y2, 0.0), h))
     return dets, img
 
 

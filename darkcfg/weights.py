@@ -116,10 +116,9 @@ def check(net: Network, path: str, cutoff: int | None = None,
     report = dict(header=header.as_dict(), header_bytes=header.size, expected_floats=need,
                   expected_bytes=header.size + 4 * need, file_bytes=size,
                   file_floats=have_bytes // 4)
-    if have_bytes % 4:
-        raise WeightsError(f"{have_bytes} bytes after the {header.size}-byte header is not a "
-                           f"whole number of floats", path, offset=header.size)
     have = have_bytes // 4
+    if have_bytes % 4:
+        raise _ends_inside(net, path, header, size, have, need, cutoff)
     if have < need:
         for e in walk(net, cutoff):
             if e.offset + e.tensor.count > have:
@@ -135,6 +134,43 @@ def check(net: Network, path: str, cutoff: int | None = None,
                            f"(use --cutoff to read only the first layers)", path,
                            offset=header.size + 4 * need)
     return report
+
+
+def _ends_inside(net: Network, path: str, header: Header, size: int, have: int, need: int,
+                 cutoff: int | None) -> WeightsError:
+    """The error for a file whose length is not a whole number of floats: where it ends."""
+    what = (f"{size - header.size:,} bytes after the {header.size}-byte header is not a whole "
+            f"number of floats (file has {size:,} bytes, the cfg needs "
+            f"{header.size + 4 * need:,})")
+    for e in walk(net, cutoff):
+        if e.offset + e.tensor.count > have:
+            return WeightsError(f"{what}: the file ends inside {e.tensor.name} at offset "
+                                f"{size:,} - truncated, or weights of another network", path,
+                                e.layer.index, e.layer.section.header, size)
+    return WeightsError(f"{what}: {size - header.size - 4 * need:,} bytes past the last layer "
+                        f"- weights of another network?", path, offset=header.size + 4 * need)
+
+
+def check_values(net: Network, path: str, cutoff: int | None = None) -> dict:
+    """Read the file's floats and check what darknet's own files always satisfy: every value
+    is finite and every batch norm's rolling variance is >= 0.  A file in another layer order
+    of the same size (yolov3.cfg's order read as yolo_ref.cfg's) fails the variance test.
+    Returns counts; raises WeightsError naming the first layer that fails."""
+    header, size = read_header(path)
+    floats = np.memmap(path, dtype="<f4", mode="r", offset=header.size,
+                       shape=((size - header.size) // 4,))
+    for e in walk(net, cutoff):
+        a = floats[e.offset:e.offset + e.tensor.count]
+        where = dict(path=path, layer=e.layer.index, layer_type=e.layer.section.header,
+                     offset=header.size + 4 * e.offset)
+        if not np.isfinite(a).all():
+            raise WeightsError(f"{e.tensor.name}: {int((~np.isfinite(a)).sum()):,} of "
+                               f"{a.size:,} values are NaN or infinite", **where)
+        if e.tensor.name == "rolling_variance" and (a < 0).any():
+            raise WeightsError(f"rolling_variance: {int((a < 0).sum()):,} of {a.size:,} values "
+                               f"are negative (a variance never is): these weights follow "
+                               f"another layer order or another cfg (see --weights-cfg)", **where)
+    return dict(values_checked=expected_floats(net, cutoff))
 
 
 def tensor_view(floats: np.ndarray, e: Entry, header: Header) -> np.ndarray:
@@ -170,7 +206,7 @@ def offset_table(net: Network, cutoff: int | None = None, header_size: int = 20)
 
 # ----- matching two cfgs that describe one network in different layer orders ------------------
 
-def _signatures(net: Network) -> list:
+def signatures(net: Network) -> list:
     """A structural identity per layer: its type, options, tensor shapes and the identities of
     its inputs.  A single-input [route] is only a re-indexing, so it takes its input's identity."""
     sig: list = []
@@ -184,11 +220,14 @@ def _signatures(net: Network) -> list:
     return sig
 
 
+_signatures = signatures
+
+
 def match(model_net: Network, file_net: Network, cutoff: int | None = None) -> dict:
     """{file layer index: model layer index} for every layer with tensors, matched by structure
     (same layers, connections and shapes).  Raises WeightsError when the two cfgs are not one
     network.  ``cutoff`` counts layers of the file's order."""
-    a, b = _signatures(model_net), _signatures(file_net)
+    a, b = signatures(model_net), signatures(file_net)
     by_sig: dict = {}
     for l in model_net.layers:
         if l.tensors:
@@ -335,10 +374,13 @@ def arrays_of(model, counters: bool = True) -> dict:
             if counters or not k.endswith("num_batches_tracked")}
 
 
-def save_pt(model, path: str, header: Header | None = None, force: bool = True) -> None:
+def save_pt(model, path: str, header: Header | None = None, force: bool = True,
+            weights_cfg: str | None = None) -> None:
     """darkcfg's .pt: a dict loadable with torch.load(weights_only=True) holding the cfg text,
-    the darknet header and the state_dict (float tensors stored as float32, darknet's type)."""
-    write_pt(arrays_of(model), path, model.cfg_text, header, force)
+    the darknet header and the state_dict (float tensors stored as float32, darknet's type).
+    ``weights_cfg``: the text of the cfg whose layer order the source .weights followed, kept
+    so that writing the .pt back as .weights restores that order."""
+    write_pt(arrays_of(model), path, model.cfg_text, header, force, weights_cfg=weights_cfg)
 
 
 def state_dict_of(arrays: dict) -> dict:
@@ -351,15 +393,32 @@ def state_dict_of(arrays: dict) -> dict:
 
 
 def write_pt(arrays: dict, path: str, cfg_text: str, header: Header | None = None,
-             force: bool = True, progress: bool = False) -> None:
+             force: bool = True, progress: bool = False, weights_cfg: str | None = None) -> None:
     """Write {state_dict key: array} as darkcfg's .pt, without importing torch (see ptfile)."""
     from . import ptfile
     from .io import atomic_output
     obj = {"format": PT_FORMAT, "version": 1, "cfg": cfg_text,
            "header": (header or Header()).as_dict(), "state_dict": arrays}
+    if weights_cfg is not None and weights_cfg != cfg_text:
+        obj["weights_cfg"] = weights_cfg
     total = sum(a.nbytes for a in arrays.values())
     with atomic_output(path, force) as tmp, _bar(total, "write", progress) as bar:
         ptfile.save(obj, tmp, bar.update)
+
+
+def _header_of(value, path: str) -> Header:
+    """The darknet header stored in a checkpoint: four non-negative integers."""
+    keys = ("major", "minor", "revision", "seen")
+    if not isinstance(value, dict) or set(value) != set(keys) or \
+            not all(type(value[k]) is int and value[k] >= 0 for k in keys):
+        raise WeightsError(f"not a darkcfg checkpoint: its 'header' entry must hold the darknet "
+                           f"header as integers {', '.join(keys)}, got {_short(value)}", path)
+    return Header(**value)
+
+
+def _short(value, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def read_pt(path: str) -> dict:
@@ -375,7 +434,68 @@ def read_pt(path: str) -> dict:
             or "state_dict" not in obj:
         raise WeightsError("not a darkcfg .pt file (no darkcfg header: was it written by "
                            "`darkcfg convert`?)", path)
+    if "header" not in obj:
+        raise WeightsError("not a darkcfg .pt file: no 'header' entry (the darknet header)",
+                           path)
+    _header_of(obj["header"], path)
+    if not isinstance(obj["cfg"], str) or not isinstance(obj["state_dict"], dict) or \
+            not isinstance(obj.get("weights_cfg", ""), str):
+        raise WeightsError("not a darkcfg .pt file: 'cfg' must be text and 'state_dict' a dict",
+                           path)
     return obj
+
+
+@dataclass
+class Checkpoint:
+    """A darkcfg .pt or .safetensors: the cfg inside, the darknet header, {key: numpy array}
+    and, when the source .weights followed another cfg's layer order, that cfg's text."""
+    cfg_text: str
+    header: Header
+    arrays: dict
+    weights_cfg: str | None = None
+
+
+def is_checkpoint(path) -> bool:
+    return str(path).endswith((".pt", ".safetensors"))
+
+
+def read_checkpoint_order(path: str) -> str | None:
+    """The ``weights_cfg`` text a checkpoint remembers (None: its own cfg's order)."""
+    if str(path).endswith(".safetensors"):
+        return _safetensors_order(path)
+    return read_pt(path).get("weights_cfg")
+
+
+def check_arrays(net: Network, arrays: dict, path: str, cutoff: int | None = None) -> int:
+    """Check that {state_dict key: array} holds every tensor of ``net``'s layers < cutoff in
+    its shape (and, without a cutoff, nothing else).  Returns the number of tensors; raises
+    WeightsError naming the first layer that does not fit."""
+    want = {}
+    for e in walk(net, cutoff):
+        key = f"layers.{e.layer.index}.{e.tensor.key}"
+        want[key] = e.tensor.shape
+        a = arrays.get(key)
+        if a is None or tuple(a.shape) != tuple(e.tensor.shape):
+            got = "missing" if a is None else f"has shape {tuple(a.shape)}"
+            raise WeightsError(f"{e.tensor.name} ({key}, shape {tuple(e.tensor.shape)}) is "
+                               f"{got} - a checkpoint of another network?", path,
+                               e.layer.index, e.layer.section.header)
+    extra = sorted(k for k in arrays if k not in want and not k.endswith("num_batches_tracked"))
+    if extra and cutoff is None:
+        raise WeightsError(f"{len(extra)} tensors the cfg does not have, the first {extra[0]} - "
+                           f"a checkpoint of another network?", path)
+    return len(want)
+
+
+def read_checkpoint(path: str) -> Checkpoint:
+    """Read a .pt (imports torch) or .safetensors (no torch) written by darkcfg."""
+    if str(path).endswith(".safetensors"):
+        cfg_text, header, arrays = read_safetensors(path)
+        return Checkpoint(cfg_text, header, arrays, _safetensors_order(path))
+    obj = read_pt(path)
+    arrays = {k: v.numpy() for k, v in obj["state_dict"].items()
+              if not k.endswith("num_batches_tracked")}
+    return Checkpoint(obj["cfg"], Header(**obj["header"]), arrays, obj.get("weights_cfg"))
 
 
 # ----- safetensors: the same tensors, named by state_dict key, cfg and header in metadata -------
@@ -384,32 +504,49 @@ ST_FORMAT = "darkcfg"
 
 
 def save_safetensors(arrays: dict, path: str, cfg_text: str, header: Header,
-                     force: bool = True) -> None:
+                     force: bool = True, weights_cfg: str | None = None) -> None:
     """Write {state_dict key: array} as .safetensors with the cfg and darknet header in its
-    metadata.  No torch."""
+    metadata (and ``weights_cfg``, the source's layer order, as for .pt).  No torch."""
     import json
     from safetensors.numpy import save_file
     from .io import atomic_output
     meta = {"format": ST_FORMAT, "cfg": cfg_text, "header": json.dumps(header.as_dict())}
+    if weights_cfg is not None and weights_cfg != cfg_text:
+        meta["weights_cfg"] = weights_cfg
     with atomic_output(path, force) as tmp:
         save_file({k: np.ascontiguousarray(a) for k, a in arrays.items()}, tmp, metadata=meta)
+
+
+def _safetensors_meta(path: str) -> dict:
+    from safetensors import safe_open
+    try:
+        with safe_open(path, framework="numpy") as f:
+            return f.metadata() or {}
+    except FileNotFoundError:
+        raise WeightsError("no such file", path) from None
+    except Exception as e:   # safetensors raises its own error kinds for bad files
+        raise WeightsError(f"not a readable .safetensors file ({e})", path) from None
+
+
+def _safetensors_order(path: str) -> str | None:
+    return _safetensors_meta(path).get("weights_cfg")
 
 
 def read_safetensors(path: str) -> tuple[str, Header, dict]:
     """(cfg text, header, {key: array}) of a darkcfg .safetensors file.  No torch."""
     import json
     from safetensors import safe_open
+    meta = _safetensors_meta(path)
+    if meta.get("format") != ST_FORMAT or "cfg" not in meta:
+        raise WeightsError("not a darkcfg .safetensors file (no darkcfg metadata)", path)
+    try:
+        header = _header_of(json.loads(meta["header"]), path)
+    except (KeyError, ValueError):
+        raise WeightsError("not a darkcfg .safetensors file: no readable 'header' entry in its "
+                           "metadata (the darknet header)", path) from None
     try:
         with safe_open(path, framework="numpy") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != ST_FORMAT or "cfg" not in meta:
-                raise WeightsError("not a darkcfg .safetensors file (no darkcfg metadata)", path)
             arrays = {k: f.get_tensor(k) for k in f.keys()}
-        header = Header(**json.loads(meta.get("header", "{}")))
-    except WeightsError:
-        raise
-    except FileNotFoundError:
-        raise WeightsError("no such file", path) from None
     except Exception as e:   # safetensors raises its own error kinds for bad files
         raise WeightsError(f"not a readable .safetensors file ({e})", path) from None
     return meta["cfg"], header, arrays
