@@ -1,0 +1,807 @@
+"""``darkcfg train``: darknet's detector training (src/detector.c ``train_detector``), in PyTorch,
+driven by the cfg's [net] section and a darknet .data file.
+
+The flow is one way: .data + cfg -> batches (darkcfg.data.TrainLoader) -> model -> loss
+(darkcfg.yolo) -> one SGD update per iteration -> darknet-named files in the backup folder.
+
+* :func:`learning_rate` is darknet's ``get_current_rate`` (src/network.c), a pure function of the
+  cfg and the iteration.  darknet increments ``seen`` before it updates, so update number ``k``
+  (1-based; the iteration darknet prints after it) uses ``learning_rate(cfg, k)``.
+* The update (src/convolutional_layer.c ``update_convolutional_layer``) equals
+  ``torch.optim.SGD(momentum, dampening=0, weight_decay=decay)`` on the MEAN gradient over the
+  ``mini*S`` images of an iteration, with decay on conv/connected weights only
+  (../shared/design/TRAINING-FACTS.md 1.4 derives it).
+* Batch norms train with momentum 0.01 and eps 1e-5: darknet's GPU (cuDNN) training, not its CPU
+  path (momentum 0.1, normalising with the unbiased variance).
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import cfg as cfgmod
+from . import shapes
+from .errors import CfgError, DarkcfgError
+
+F32 = np.float32
+POLICIES = ("constant", "step", "steps", "exp", "poly", "sigmoid", "random", "sgdr")
+BN_MOMENTUM = 0.01          # cudnnBatchNormalizationForwardTraining's exponentialAverageFactor
+NAN_LIMIT = 5               # non-finite steps in a row before training stops
+
+
+# ----- the schedule: darknet's get_current_rate ------------------------------------------------
+
+
+@dataclass
+class Schedule:
+    """The [net] training options with darknet's defaults (parse_net_options)."""
+    batch: int = 1
+    subdivisions: int = 1
+    max_batches: int = 0
+    learning_rate: float = 0.001
+    momentum: float = 0.9
+    decay: float = 0.0001
+    policy: str = "constant"
+    burn_in: int = 0
+    power: float = 4.0
+    steps: list = field(default_factory=list)
+    scales: list = field(default_factory=list)
+    step: int = 1
+    scale: float = 1.0
+    gamma: float = 1.0
+    learning_rate_min: float = 0.00001
+    sgdr_cycle: int = 0
+    sgdr_mult: int = 2
+    adam: bool = False
+    B1: float = 0.9
+    B2: float = 0.999
+    eps: float = 0.000001
+
+    @property
+    def mini_batch(self) -> int:
+        return max(1, self.batch // self.subdivisions)
+
+    @property
+    def images_per_iteration(self) -> int:
+        """darknet's update batch ``mini*S`` (= batch when S divides it)."""
+        return self.mini_batch * self.subdivisions
+
+
+def _net_section(cfg_or_net):
+    if isinstance(cfg_or_net, Schedule):
+        return None
+    net = getattr(cfg_or_net, "net", cfg_or_net)          # Darknet model -> Network
+    if isinstance(net, shapes.Network):
+        return net.cfg.net
+    if isinstance(net, cfgmod.Cfg):
+        return net.net
+    if isinstance(cfg_or_net, cfgmod.Cfg):
+        return cfg_or_net.net
+    if isinstance(cfg_or_net, str):
+        return (cfgmod.parse(cfg_or_net) if "\n" in cfg_or_net else cfgmod.load(cfg_or_net)).net
+    if isinstance(cfg_or_net, cfgmod.Section):
+        return cfg_or_net
+    raise CfgError(f"expected a cfg path, text, Cfg, Network or model, got "
+                   f"{type(cfg_or_net).__name__}")
+
+
+def schedule(cfg_or_net) -> Schedule:
+    """The [net] section's training options, read as darknet's parse_net_options reads them."""
+    if isinstance(cfg_or_net, Schedule):
+        return cfg_or_net
+    s = _net_section(cfg_or_net)
+    out = Schedule(
+        batch=s.get_int("batch", 1), subdivisions=max(1, s.get_int("subdivisions", 1)),
+        max_batches=s.get_int("max_batches", 0), learning_rate=s.get_float("learning_rate", .001),
+        momentum=s.get_float("momentum", .9), decay=s.get_float("decay", .0001),
+        burn_in=s.get_int("burn_in", 0), power=s.get_float("power", 4),
+        learning_rate_min=s.get_float("learning_rate_min", .00001),
+        sgdr_mult=s.get_int("sgdr_mult", 2), adam=bool(s.get_int("adam", 0)))
+    out.sgdr_cycle = s.get_int("sgdr_cycle", out.max_batches)
+    name = s.get_str("policy", "constant")
+    if name not in POLICIES:     # darknet: "Couldn't find policy %s, going with constant"
+        name = "constant"
+    out.policy = name
+    if name == "step":
+        out.step, out.scale = s.get_int("step", 1), s.get_float("scale", 1)
+    elif name in ("steps", "sgdr"):
+        steps, scales = s.get_ints("steps", None), s.get_floats("scales", None)
+        if name == "steps" and (steps is None or scales is None):
+            raise s.error("STEPS policy must have steps and scales (darknet refuses it too)",
+                          "steps" if steps is None else "scales")
+        steps = steps or []
+        scales = scales if scales is not None else [1.0] * len(steps)
+        if len(scales) < len(steps):
+            raise s.error(f"{len(steps)} steps but {len(scales)} scales", "scales")
+        out.steps, out.scales = list(steps), list(scales[:len(steps)])
+    elif name == "exp":
+        out.gamma = s.get_float("gamma", 1)
+    elif name == "sigmoid":
+        out.gamma, out.step = s.get_float("gamma", 1), s.get_int("step", 1)
+    if out.adam:
+        out.B1, out.B2, out.eps = s.get_float("B1", .9), s.get_float("B2", .999), \
+            s.get_float("eps", .000001)
+    return out
+
+
+def learning_rate(cfg_or_net, iteration: int, seed: int = 0) -> float:
+    """darknet's ``get_current_rate`` at ``batch_num = iteration`` (= seen / (mini*S)).
+
+    float32 where darknet computes in float (the base rate, the steps product, the burn-in and
+    poly ratios), double where C promotes to double (pow, exp, cos), the result rounded to float
+    as darknet returns it.  ``random`` draws U(0,1) from a generator seeded by (seed, iteration)
+    (darknet's rand() is not reproducible)."""
+    s = schedule(cfg_or_net)
+    k = int(iteration)
+    lr = F32(s.learning_rate)
+    if k < s.burn_in:
+        return float(F32(float(lr) * math.pow(float(F32(k) / F32(s.burn_in)), float(F32(s.power)))))
+    p = s.policy
+    if p == "constant":
+        r = float(lr)
+    elif p == "step":
+        r = float(lr) * math.pow(float(F32(s.scale)), k // s.step)
+    elif p == "steps":
+        r = lr
+        for step, scale in zip(s.steps, s.scales):
+            if step > k:
+                break
+            r = F32(r * F32(scale))
+        r = float(r)
+    elif p == "exp":
+        r = float(lr) * math.pow(float(F32(s.gamma)), k)
+    elif p == "poly":
+        r = float(lr) * math.pow(float(F32(1) - F32(k) / F32(s.max_batches)), float(F32(s.power)))
+    elif p == "random":
+        u = np.random.default_rng([seed, k]).random()
+        r = float(lr) * math.pow(u, float(F32(s.power)))
+    elif p == "sigmoid":
+        r = float(lr) * (1.0 / (1.0 + math.exp(float(F32(s.gamma) * F32(k - s.step)))))
+    else:   # sgdr
+        start, cycle = 0, s.sgdr_cycle
+        while start + cycle < k:
+            start += cycle
+            cycle *= s.sgdr_mult
+        lo = float(F32(s.learning_rate_min))
+        r = lo + 0.5 * (float(lr) - lo) * (1.0 + math.cos(float(F32(k - start)) * 3.14159265
+                                                           / cycle))
+    return float(F32(r))
+
+
+# ----- the model: darknet's init, parameter groups, optimizer -----------------------------------
+
+
+def darknet_init_(model, layers=None, seed: int = 0) -> None:
+    """Initialise layers as darknet's make_convolutional_layer / make_connected_layer do:
+    weights ``scale*U(-1,1)`` with ``scale = sqrt(2/(size*size*c/groups))`` (connected:
+    ``sqrt(2/inputs)``), biases 0, BN scale 1 and shift 0.  Rolling statistics: mean 0 as
+    darknet's calloc, variance 1 (PyTorch's), not darknet's calloc 0 - a variance of 0 makes an
+    untrained layer divide by sqrt(1e-5) in eval mode, which darknet only escapes because its
+    rolling statistics are never used before training has moved them.  ``layers``: indices to
+    initialise (default all)."""
+    import torch
+    from torch import nn
+    gen = torch.Generator().manual_seed(int(seed))
+    idx = range(len(model.layers)) if layers is None else sorted(layers)
+    with torch.no_grad():
+        for i in idx:
+            for m in model.layers[i].modules():
+                if isinstance(m, nn.Conv2d):
+                    fan = m.weight.shape[1] * m.weight.shape[2] * m.weight.shape[3]
+                    _uniform(m.weight, math.sqrt(2.0 / fan), gen)
+                    if m.bias is not None:
+                        m.bias.zero_()
+                elif isinstance(m, nn.Linear):
+                    _uniform(m.weight, math.sqrt(2.0 / m.weight.shape[1]), gen)
+                    if m.bias is not None:
+                        m.bias.zero_()
+                elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.reset_running_stats()
+                    m.weight.fill_(1)
+                    m.bias.zero_()
+
+
+def _uniform(t, scale, gen):
+    import torch
+    t.copy_((torch.rand(t.shape, generator=gen, dtype=torch.float32) * 2 - 1) * scale)
+
+
+def set_bn_training(model, momentum: float = BN_MOMENTUM, eps: float = 1e-5) -> None:
+    """darknet's GPU batch-norm training: running = 0.99*running + 0.01*batch; eps 1e-5."""
+    from torch import nn
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum, m.eps = momentum, eps
+
+
+def param_groups(model, decay: float, adam: bool = False) -> list:
+    """Two kinds of parameters, as darknet updates them: conv/connected weights with weight
+    decay; biases and BN scales/shifts without (darknet's Adam decays everything).  A layer's
+    ``learning_rate=`` option (darknet's learning_rate_scale) gives it its own groups."""
+    from torch import nn
+    groups: dict = {}
+    for i, layer in enumerate(model.layers):
+        sec = model.net.layers[i].section
+        opt = sec.find("learning_rate")
+        lr_scale = float(opt.value) if opt is not None else 1.0
+        for m in layer.modules():
+            for name, p in m.named_parameters(recurse=False):
+                if not p.requires_grad:
+                    continue
+                decayed = adam or (name == "weight" and isinstance(m, (nn.Conv2d, nn.Linear)))
+                key = (decayed, lr_scale)
+                groups.setdefault(key, []).append(p)
+    return [{"params": ps, "weight_decay": decay if d else 0.0, "lr_scale": sc}
+            for (d, sc), ps in sorted(groups.items())]
+
+
+def make_optimizer(model, sched: Schedule):
+    """SGD (momentum, dampening 0, no Nesterov) or, with ``adam=1``, Adam.
+
+    darknet's Adam (adam_update_gpu) uses the un-normalised gradient sum ``Bu*(g + decay*w)``;
+    Adam is invariant to the gradient's scale except through eps, so PyTorch's Adam on the mean
+    gradient with ``eps/Bu`` and decay on every parameter is the same update."""
+    import torch
+    groups = param_groups(model, sched.decay, sched.adam)
+    if sched.adam:
+        return torch.optim.Adam(groups, lr=sched.learning_rate, betas=(sched.B1, sched.B2),
+                                eps=sched.eps / sched.images_per_iteration)
+    return torch.optim.SGD(groups, lr=sched.learning_rate, momentum=sched.momentum,
+                           dampening=0, nesterov=False)
+
+
+# ----- starting weights ----------------------------------------------------------------------------
+
+
+def layers_in_file(path: str, net) -> int:
+    """How many of ``net``'s layers a .weights file holds: the cutoff whose size matches the
+    file exactly (darknet53.conv.74 -> 75 for darknet53/yolov3).  WeightsError when none does."""
+    from . import weights as W
+    header, size = W.read_header(path)
+    floats, rest = divmod(size - header.size, 4)
+    total = 0
+    if floats == 0 and not rest:
+        return 0
+    for i, layer in enumerate(net.layers):
+        total += layer.weights
+        if total == floats and not rest:
+            # layers after i that hold no tensors belong to the same cutoff; stop at the next
+            # layer with weights so the count is the one darknet would print
+            return i + 1
+        if total > floats:
+            break
+    raise W.WeightsError(f"{size:,} bytes match no prefix of {net.cfg.name}'s layers (the full "
+                         f"network needs {header.size + 4 * W.expected_floats(net):,}): "
+                         f"not this cfg's weights?", path)
+
+
+def start_weights(model, path: str, cfg, classes=None) -> tuple:
+    """Copy ``path`` (.weights, full or a prefix like darknet53.conv.74; or darkcfg .pt) into
+    ``model`` wherever a tensor's key and shape agree.  Returns (header, loaded layer indices,
+    [(layer, reason)] skipped)."""
+    from . import model as M
+    if str(path).endswith((".pt", ".safetensors")):
+        src, report = M.load_weights(path)
+    else:
+        base = shapes.network(cfg)
+        cutoff = layers_in_file(path, base)
+        src, report = M.load_weights(path, cfg, cutoff=cutoff if cutoff < len(base.layers)
+                                     else None, classes=classes)
+        src_layers = cutoff
+    own = model.state_dict()
+    loaded, skipped = set(), list(report.skipped or [])
+    bad = {i for i, _ in skipped}
+    for k, v in src.state_dict().items():
+        i = int(k.split(".")[1])
+        if i in bad or (not str(path).endswith((".pt", ".safetensors")) and i >= src_layers):
+            continue
+        if k in own and own[k].shape == v.shape:
+            own[k].copy_(v)
+            loaded.add(i)
+        elif k in own:
+            skipped.append((i, f"{k}: shape {tuple(v.shape)} in the file, "
+                               f"{tuple(own[k].shape)} in the cfg"))
+    return report.header, loaded, skipped
+
+
+# ----- the loss ---------------------------------------------------------------------------------
+
+
+def compute_loss(outputs, batch, model, assign: str):
+    """(loss averaged over the mini-batch, parts) for one forward pass: darkcfg.yolo's
+    targets and loss for [yolo] heads, darkcfg.keypoint's for [keypoint] heads."""
+    from . import yolo as Y
+    size = tuple(batch.size)
+    kinds = [l.type for l in model.net.layers if l.head]
+    if kinds and all(k == "keypoint" for k in kinds):
+        return _keypoint_loss(outputs, batch, model)
+    if not kinds or any(k != "yolo" for k in kinds):
+        raise CfgError(f"training needs [yolo] or [keypoint] heads; this cfg has "
+                       f"{sorted(set(kinds)) or 'none'}", model.net.cfg.path)
+    heads = Y.heads_of(model)
+    grids = [tuple(o.shape[-2:]) for o in outputs]
+    t = Y.encode_targets(list(batch.boxes), list(batch.classes), heads, grids, size, rule=assign)
+    return Y.yolo_loss(outputs, t, heads, size)
+
+
+def _keypoint_loss(outputs, batch, model):
+    from . import keypoint as K
+    layers = [l for l in model.net.layers if l.type == "keypoint"]
+    targets = []
+    for o, layer in zip(outputs, layers):
+        grid = tuple(o.shape[-2:])
+        pts = [b[:, :2] for b in batch.boxes]
+        targets.append(K.encode(pts, list(batch.classes), grid, layer.opts["classes"],
+                                layer.opts["sigma"]))
+    return K.loss(outputs, targets, layers)
+
+
+# ----- results ----------------------------------------------------------------------------------
+
+CSV_FIELDS = ["iteration", "loss", "avg_loss", "xy", "wh", "iou", "obj", "cls", "lr",
+              "images_per_s", "skipped", "map"]
+
+
+def write_results(rows: list, folder: str, base: str) -> tuple:
+    """results.csv and results.png (loss parts, lr, mAP against iteration), both atomic."""
+    from .io import atomic_output
+    csv_path = os.path.join(folder, "results.csv")
+    fields = CSV_FIELDS + sorted({k for r in rows for k in r} - set(CSV_FIELDS))
+    with atomic_output(csv_path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
+    png = os.path.join(folder, "results.png")
+    try:
+        _plot(rows, png, base)
+    except ImportError:      # matplotlib is optional: the csv carries the same numbers
+        png = None
+    return csv_path, png
+
+
+def _plot(rows, path, base):
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from .io import atomic_output
+    it = [r["iteration"] for r in rows]
+    fig = Figure(figsize=(12, 4))
+    ax = fig.subplots(1, 3)
+    for k in ("loss", "avg_loss", "xy", "wh", "iou", "obj", "cls"):
+        ys = [r.get(k) for r in rows]
+        if any(y for y in ys if y is not None):
+            ax[0].plot(it, [np.nan if y is None else y for y in ys], label=k)
+    ax[0].set_title(f"{base}: loss")
+    ax[0].set_yscale("log")
+    ax[0].legend(fontsize=7)
+    ax[1].plot(it, [r["lr"] for r in rows])
+    ax[1].set_title("learning rate")
+    m = [(r["iteration"], r["map"]) for r in rows if r.get("map") is not None]
+    if m:
+        ax[2].plot(*zip(*m), "o-", color="red")
+    ax[2].set_title("mAP@0.5")
+    for a in ax:
+        a.set_xlabel("iteration")
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+
+
+# ----- the training state beside _last ----------------------------------------------------------
+
+STATE_FORMAT = "darkcfg-train"
+
+
+def _rng_state() -> dict:
+    import torch
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    st = {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+          "numpy_rest": [int(pos), int(has_gauss), float(cached)],
+          "python": list(random.getstate()[1]), "python_gauss": random.getstate()[2]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    import torch
+    torch.set_rng_state(st["torch"])
+    pos, has_gauss, cached = st["numpy_rest"]
+    np.random.set_state(("MT19937", st["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss,
+                         cached))
+    random.setstate((3, tuple(st["python"]), st["python_gauss"]))
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def save_state(path: str, model, opt, run: dict) -> None:
+    """Everything --resume needs to continue exactly: model (with BN statistics), optimizer
+    (momentum buffers), the counters, the results so far and every RNG state.  The loader's
+    position is (seed, iteration): its samples depend on nothing else.  Atomic."""
+    import torch
+    from .io import atomic_output
+    obj = {"format": STATE_FORMAT, "version": 1, "model": model.state_dict(),
+           "optimizer": opt.state_dict(), "rng": _rng_state(), **run}
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_state(path: str) -> dict:
+    import torch
+    if not os.path.exists(path):
+        raise DarkcfgError(f"{path}: no training state to resume from (it is written beside "
+                           f"_last.weights at each save; without --resume, pass _last.weights "
+                           f"as WEIGHTS to continue darknet's way, momentum restarting at 0)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:     # torch raises many kinds for a damaged file
+        raise DarkcfgError(f"{path}: not a readable darkcfg training state ({e})") from None
+    if not isinstance(obj, dict) or obj.get("format") != STATE_FORMAT:
+        raise DarkcfgError(f"{path}: not a darkcfg training state")
+    return obj
+
+
+# ----- the loop ---------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    iteration: int                  # the last completed iteration
+    files: dict                     # "last", "final", "best", "state", "csv", "png" -> path
+    saved: list                     # every <cfg>_<iteration>.weights written
+    best_map: float | None
+    skipped: int                    # iterations whose update was skipped (non-finite)
+    rows: list                      # the results.csv rows
+    seconds: float
+
+
+def _grads_finite(model) -> bool:
+    import torch
+    sums = [p.grad.sum() for p in model.parameters() if p.grad is not None]
+    return bool(torch.isfinite(torch.stack(sums).sum())) if sums else True
+
+
+def _bn_buffers(model) -> list:
+    return [b.detach().clone() for b in model.buffers()]
+
+
+def _restore_buffers(model, saved) -> None:
+    import torch
+    with torch.no_grad():
+        for b, s in zip(model.buffers(), saved):
+            b.copy_(s)
+
+
+def step(model, opt, passes, subdivisions: int, loss_fn, device="cpu") -> tuple:
+    """One iteration: forward/backward each of the ``subdivisions`` batches of ``passes``,
+    accumulating gradients, then one optimizer step - unless the loss or a gradient is not
+    finite, when the step is skipped and the batch-norm statistics are put back.
+    ``loss_fn(outputs, batch) -> (loss averaged over the batch, parts)``.
+    Returns (loss, parts, stepped), loss and parts averaged over the iteration's images."""
+    opt.zero_grad(set_to_none=True)
+    buffers = _bn_buffers(model)
+    total, parts = 0.0, {}
+    try:
+        for b in passes:
+            outs = model(b.images.to(device, non_blocking=True))
+            loss, p = loss_fn(outs, b)
+            # the loss is the mean over this forward's mini images: L_s = (1/mini) sum_i L_i.
+            # darknet's update uses the mean gradient over all mini*S images,
+            # (1/(mini*S)) sum_i dL_i = sum_s (1/S) dL_s: each subdivision adds loss/S
+            # (TRAINING-FACTS 1.4: SGD on that mean gradient is darknet's update).
+            (loss / subdivisions).backward()
+            total += float(loss.detach()) / subdivisions
+            for name, v in p.items():
+                parts[name] = parts.get(name, 0.0) + float(v.detach()) / subdivisions
+    except BaseException:
+        _restore_buffers(model, buffers)     # a half iteration leaves nothing behind
+        opt.zero_grad(set_to_none=True)
+        raise
+    if math.isfinite(total) and _grads_finite(model):
+        opt.step()
+        return total, parts, True
+    _restore_buffers(model, buffers)
+    opt.zero_grad(set_to_none=True)
+    return total, parts, False
+
+
+class _Run:
+    """One training run's files and counters; the loop in :func:`train` drives it."""
+
+    def __init__(self, folder, base, sched, model, opt, net):
+        self.folder, self.base, self.sched = folder, base, sched
+        self.model, self.opt, self.net = model, opt, net
+        self.rows, self.saved = [], []
+        self.best_map, self.skipped, self.avg_loss = None, 0, None
+        self.files = {}
+
+    def path(self, tag: str) -> str:
+        return os.path.join(self.folder, f"{self.base}_{tag}.weights")
+
+    def weights(self, tag: str, iteration: int) -> str:
+        """A .weights file with darknet's seen = iteration * mini * S (save_weights_upto)."""
+        from . import weights as W
+        p = self.path(tag)
+        W.save_darknet(self.model, p, W.Header(seen=iteration * self.sched.images_per_iteration))
+        return p
+
+    def counters(self, iteration, **extra) -> dict:
+        return {"iteration": iteration, "rows": self.rows, "best_map": self.best_map,
+                "skipped": self.skipped, "avg_loss": self.avg_loss, "saved": self.saved,
+                "cfg": self.net.cfg.to_text(), **extra}
+
+    def save_last(self, iteration, **extra) -> None:
+        self.files["last"] = self.weights("last", iteration)
+        self.files["state"] = os.path.join(self.folder, f"{self.base}_last.state")
+        save_state(self.files["state"], self.model, self.opt, self.counters(iteration, **extra))
+        self.results()
+
+    def results(self) -> None:
+        if self.rows:
+            self.files["csv"], png = write_results(self.rows, self.folder, self.base)
+            if png:
+                self.files["png"] = png
+
+
+def _read_data(data_path):
+    from . import data as D
+    return D.read_data(data_path)
+
+
+def _check_data(data_path, cfg_obj, splits) -> None:
+    from . import data as D
+    report = D.check(data_path, cfg_obj, splits=splits)
+    if not report.ok:
+        raise DarkcfgError(f"{data_path}: the data set has problems; nothing was trained:\n"
+                           + report.format(limit=20))
+
+
+def _make_loader(dc, net, sched, seed, start, workers, device):
+    from . import data as D
+    if dc.train is None:
+        raise DarkcfgError(f"{dc.path}: no train= list")
+    paths = D.image_list(dc.resolve("train"))
+    return D.TrainLoader(paths, net, mini_batch=sched.mini_batch,
+                         subdivisions=sched.subdivisions, seed=seed, start_iteration=start,
+                         workers=workers, pin_memory=str(device).startswith("cuda"),
+                         max_batches=sched.max_batches)
+
+
+def evaluate(model, paths, num_classes) -> float:
+    """Validation mAP@0.5 (darknet's detector map) of the model as it is now."""
+    import torch
+    from . import validate as V
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return float(V.evaluate_model(model, paths, num_classes=num_classes).map)
+    finally:
+        model.train(was)
+
+
+def _load_cfg(cfg):
+    if isinstance(cfg, cfgmod.Cfg):
+        return cfg
+    if isinstance(cfg, shapes.Network):
+        return cfg.cfg
+    return cfgmod.parse(cfg) if "\n" in str(cfg) else cfgmod.load(str(cfg))
+
+
+def _check_classes(net, dc, data_path, cfg_name) -> int:
+    heads = {l.opts["classes"] for l in net.heads if "classes" in l.opts}
+    if not heads:
+        raise CfgError("the cfg has no [yolo]/[keypoint] head to train", cfg_name)
+    if len(heads) > 1:
+        raise CfgError(f"the heads disagree on classes ({sorted(heads)}): pass --classes N "
+                       f"to rewrite them all", cfg_name)
+    (hc,) = heads
+    if dc.classes is not None and dc.classes != hc:
+        raise DarkcfgError(
+            f"{cfg_name}: the cfg's heads have classes={hc} but {data_path} says "
+            f"classes={dc.classes}: pass --classes {dc.classes} (rewrites every head and the "
+            f"filters of the conv feeding it, as on the other commands) or fix the cfg")
+    return hc
+
+
+def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, freeze=None,
+          classes=None, assign="best_of_all", map=False, map_every=None, seed=0, workers=0,
+          device="cpu", quiet=False, max_batches=None, loader=None, valid_paths=None,
+          callback=None, nan_limit=NAN_LIMIT, check_data=True) -> TrainResult:
+    """Train as ``darknet detector train DATA CFG [WEIGHTS]`` does; see the module docstring.
+
+    * ``weights``: a .weights file (full, or a prefix such as darknet53.conv.74: the layers it
+      holds load, the rest keep darknet's init) or a darkcfg .pt.  Without ``clear`` its
+      ``seen`` places the schedule at ``seen // (mini*S)`` (darknet); with it, at 0.
+    * ``resume``: continue exactly from ``<cfg>_last.state`` in the output folder (model,
+      optimizer, counters, RNG states); ``weights`` and ``clear`` must not be given.
+    * ``classes``: rewrite every head to N classes first (weights of resized layers are skipped).
+    * ``assign``: ``best_of_all`` (darknet's) or ``per_scale`` (the design notes').
+    * ``map``: validation mAP@0.5 every ``map_every`` iterations (default darknet's: 4 epochs,
+      at least 100) and at the end, on the .data's ``valid`` list; ``_best.weights`` follows it.
+    * ``loader``: an iterator of batches to use instead of darkcfg.data's (tests); ``callback``:
+      called as ``callback(iteration, model)`` after each iteration.
+
+    Ctrl-C saves ``_last.weights`` and the state, then re-raises KeyboardInterrupt.
+    """
+    import torch
+    from . import model as M
+    t_start = time.time()
+    if assign not in ("best_of_all", "per_scale"):
+        raise DarkcfgError(f"--assign must be best_of_all or per_scale, got {assign!r}")
+    if resume and (weights is not None or clear):
+        raise DarkcfgError("--resume continues from the training state: give no WEIGHTS and "
+                           "no --clear")
+    dc = _read_data(data_path)
+    src_cfg = _load_cfg(cfg)
+    cfg_obj = cfgmod.rewrite(src_cfg, classes=classes) if classes else src_cfg
+    net = shapes.infer(cfg_obj)
+    num_classes = _check_classes(net, dc, data_path, src_cfg.path or "<cfg>")
+    sched = schedule(net)
+    if max_batches is not None:
+        if not net.cfg.net.has("sgdr_cycle"):
+            sched.sgdr_cycle = max_batches
+        sched.max_batches = max_batches
+    if sched.images_per_iteration < 2:
+        raise net.cfg.net.error(f"batch={sched.batch} subdivisions={sched.subdivisions} trains "
+                                f"on one image per iteration (darknet refuses it too): set e.g. "
+                                f"batch=64 subdivisions=16", "batch")
+    if check_data and loader is None:
+        _check_data(data_path, cfg_obj, ("train", "valid") if map and dc.valid else ("train",))
+    folder = out or (dc.resolve("backup") if dc.backup else "backup")
+    os.makedirs(folder, exist_ok=True)
+    base = os.path.splitext(os.path.basename(src_cfg.path or "train.cfg"))[0]
+    torch.manual_seed(seed)
+
+    with M.gc_paused():
+        model = M.Darknet(net)
+    darknet_init_(model, seed=seed)
+    iteration, state = 0, None
+    if resume:
+        state = load_state(os.path.join(folder, f"{base}_last.state"))
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise DarkcfgError(f"{folder}/{base}_last.state does not fit {src_cfg.path}: "
+                               f"{str(e).splitlines()[0]}") from None
+        iteration = int(state["iteration"])
+        seed = int(state.get("seed", seed))
+    elif weights is not None:
+        header, loaded, skipped = start_weights(model, weights, src_cfg, classes)
+        if not quiet:
+            print(f"{weights}: loaded {len(loaded)} layers, seen {header.seen:,}"
+                  + (f"; {len(skipped)} layers kept darknet's init (shapes differ)"
+                     if skipped else ""))
+        iteration = 0 if clear else header.seen // sched.images_per_iteration
+    if freeze:
+        model.freeze(freeze)
+    dev = torch.device(device)
+    model.to(dev)
+    set_bn_training(model)
+    model.train()
+    opt = make_optimizer(model, sched)
+    run = _Run(folder, base, sched, model, opt, net)
+    saveweights = int(dc.options.get("saveweights", 1000 if sched.max_batches < 10000
+                                     else 10000))
+    savelast = int(dc.options.get("savelast", 100))
+    iter_save = iter_save_last = iteration
+    n_train = None
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        run.rows, run.best_map = list(state["rows"]), state["best_map"]
+        run.skipped, run.avg_loss = int(state["skipped"]), state["avg_loss"]
+        run.saved = list(state.get("saved", []))
+        iter_save, iter_save_last = state["iter_save"], state["iter_save_last"]
+        _set_rng_state(state["rng"])
+    if iteration >= sched.max_batches:
+        if not quiet:
+            print(f"iteration {iteration} >= max_batches {sched.max_batches}: nothing to train "
+                  f"(use --clear to train from the beginning)")
+        run.files["final"] = run.weights("final", iteration)
+        return TrainResult(iteration, run.files, run.saved, run.best_map, run.skipped, run.rows,
+                           time.time() - t_start)
+
+    if loader is None:
+        loader = _make_loader(dc, net, sched, seed, iteration, workers, dev)
+        n_train = len(loader.samples.paths)
+    batches = iter(loader)
+    if map:
+        from . import data as D
+        vpaths = valid_paths or D.image_list(dc.resolve("valid") or dc.resolve("train"))
+        if map_every is None:
+            n = n_train or len(vpaths)
+            map_every = max(4 * n // sched.images_per_iteration, 100)
+        next_map = max(iteration + map_every, sched.burn_in)
+        if state is not None:
+            next_map = state.get("next_map", next_map)
+    else:
+        next_map = None
+
+    from tqdm import tqdm
+    bar = tqdm(total=sched.max_batches, initial=iteration, disable=quiet or None,
+               unit="it", dynamic_ncols=True, desc=base)
+    S = sched.subdivisions
+    bad_run = 0
+    try:
+        while iteration < sched.max_batches:
+            k = iteration + 1
+            t0 = time.time()
+            lr = learning_rate(sched, k, seed)
+            for g in opt.param_groups:
+                g["lr"] = lr * g["lr_scale"]
+            total, parts, ok = step(model, opt, (next(batches) for _ in range(S)), S,
+                                    lambda outs, b: compute_loss(outs, b, model, assign), dev)
+            if ok:
+                bad_run = 0
+            else:
+                run.skipped += 1
+                bad_run += 1
+                if bad_run >= nan_limit:   # the files on disk predate the bad run: keep them
+                    kept = [f for f in (run.files.get("last"), run.files.get("best"))
+                            if f] + run.saved[-1:]
+                    raise DarkcfgError(
+                        f"iteration {k}: loss or gradient not finite {bad_run} iterations in a "
+                        f"row (each update skipped; {run.skipped} skipped in all): training "
+                        f"stopped. Last good files: {', '.join(kept) or 'none written yet'}. "
+                        f"Lower learning_rate or raise burn_in in the cfg.")
+            iteration = k         # a skipped update still uses up its iteration's batches
+            if run.avg_loss is None or not math.isfinite(run.avg_loss):
+                run.avg_loss = total
+            run.avg_loss = run.avg_loss * .9 + total * .1 if math.isfinite(total) else \
+                run.avg_loss
+            dt = max(time.time() - t0, 1e-9)
+            row = {"iteration": iteration, "loss": total, "avg_loss": run.avg_loss, **parts,
+                   "lr": lr, "images_per_s": sched.images_per_iteration / dt,
+                   "skipped": run.skipped, "map": None}
+            run.rows.append(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{total:.3f}", avg=f"{run.avg_loss:.3f}", lr=f"{lr:.3g}",
+                            img_s=f"{row['images_per_s']:.1f}", refresh=False)
+            if next_map is not None and (iteration >= next_map or
+                                         iteration == sched.max_batches):
+                row["map"] = evaluate(model, vpaths, num_classes)
+                bar.write(f"{iteration}: mAP@0.50 = {row['map']:.4f}"
+                          + (" (new best)" if run.best_map is None or row["map"] >= run.best_map
+                             else f", best = {run.best_map:.4f}")) if not quiet else None
+                if run.best_map is None or row["map"] >= run.best_map:
+                    run.best_map = row["map"]
+                    run.files["best"] = run.weights("best", iteration)
+                next_map = max(iteration + map_every, sched.burn_in)
+            if iteration >= iter_save + saveweights or iteration % saveweights == 0:
+                iter_save = iteration
+                run.saved.append(run.weights(str(iteration), iteration))
+                run.results()
+            if saveweights > savelast and (iteration >= iter_save_last + savelast
+                                           or iteration % savelast == 0):
+                iter_save_last = iteration
+                run.save_last(iteration, next_map=next_map, seed=seed, iter_save=iter_save,
+                              iter_save_last=iter_save_last)
+            if callback is not None:
+                callback(iteration, model)
+    except KeyboardInterrupt:
+        bar.close()
+        run.save_last(iteration, next_map=next_map, seed=seed, iter_save=iter_save,
+                      iter_save_last=iter_save_last)
+        if not quiet:
+            print(f"interrupted at iteration {iteration}: saved {run.files['last']} and "
+                  f"{run.files['state']} (--resume continues)")
+        raise
+    finally:
+        bar.close()
+        close = getattr(loader, "close", None)
+        if close:
+            close()
+    run.files["final"] = run.weights("final", iteration)
+    run.save_last(iteration, next_map=next_map, seed=seed, iter_save=iter_save,
+                  iter_save_last=iter_save_last)
+    if not quiet:
+        print(f"done: {run.files['final']} ({iteration} iterations, {run.skipped} skipped)")
+    return TrainResult(iteration, run.files, run.saved, run.best_map, run.skipped, run.rows,
+                       time.time() - t_start)
