@@ -1,0 +1,521 @@
+"""Run a model over an image list the way ``darknet detector map`` does, then score it.
+
+The pipeline, image by image (batched here; darknet runs batch 1, which gives the same numbers
+in eval mode):
+
+1. ``data.load_image`` (OpenCV, RGB) -> float32 ``/255.`` as darknet's ``mat_to_image``;
+2. darknet's own ``resize_image`` (:func:`resize_image`: align-corners bilinear in float32, two
+   passes) to the network size, or ``letterbox_image`` (:func:`letterbox_image`) when
+   ``letter_box`` - the cfg's ``[net] letter_box`` decides (darknet's map ignores its own
+   ``-letter_box`` flag);
+3. the model; each [yolo] head decoded (``yolo.decode``), a box kept when its objectness
+   > .005 and per class ``obj * cls`` > .005 (else 0) - ``get_yolo_detections``;
+4. boxes back to the image (``correct_yolo_boxes``: letterbox removed, normalized to the
+   image), NMS .45 as darknet's ``do_nms_sort`` (``nms_kind=default``: IoU) or
+   ``diounms_sort`` (``greedynms``: DIoU with beta .6; ``diounms``: DIoU with ``beta_nms``),
+   one pass per class, each pass re-sorting the boxes by that class's probability;
+5. every (box, class) with a probability left is a detection, in darknet's order (boxes as the
+   last NMS pass sorted them, classes ascending) - the order the P/R at ``thresh`` counts in;
+6. ground truth: every line of ``data.label_path(image)`` (``data.read_labels``) in pixels.
+
+Then :func:`darkcfg.evaluate.darknet_map` on the lot.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import data as D
+from . import evaluate as E
+from .errors import DarkcfgError
+
+DETECTION_THRESH = 0.005     # validate_detector_map's hard-coded thresh
+NMS_THRESH = 0.45            # and nms
+LAYER_TYPE = {"region": 27, "yolo": 28, "gaussian_yolo": 29}    # darknet.h's LAYER_TYPE
+
+
+# ----- darknet's image arithmetic --------------------------------------------------------------
+
+
+def to_float(img: np.ndarray) -> np.ndarray:
+    """HxWxC uint8 -> CxHxW float32, each value ``v / 255.`` computed in double then stored as
+    a float (darknet's mat_to_image)."""
+    return (img.transpose(2, 0, 1).astype(np.float64) / 255.0).astype(np.float32)
+
+
+def resize_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
+    """darknet's resize_image on a CxHxW float32 image: bilinear with the corners aligned
+    (``scale = (in - 1) / (out - 1)``), a horizontal pass then a vertical one, in float32.
+
+    darknet's vertical pass skips the second row's share on the last output row; where float
+    rounding puts that row's source at ``in - 2 + 0.99999..`` (about 5% of (height, size)
+    pairs) darknet's last row comes out nearly black.  That is a bug: this adds the share
+    whenever the next source row exists (darknet's intent)."""
+    c, ih, iw = im.shape
+    if (iw, ih) == (w, h):
+        return im.copy()
+    f = np.float32
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w_scale = f(iw - 1) / f(w - 1)
+        h_scale = f(ih - 1) / f(h - 1)
+    cols = np.arange(w)
+    sx = cols.astype(f) * w_scale if w > 1 else np.zeros(1, f)
+    ix = np.minimum(sx.astype(np.int64), iw - 1)
+    dx = sx - ix.astype(f)
+    part = (f(1) - dx) * im[:, :, ix] + dx * im[:, :, np.minimum(ix + 1, iw - 1)]
+    last = (cols == w - 1) | (iw == 1)
+    part[:, :, last] = im[:, :, iw - 1:iw]
+    rows = np.arange(h)
+    sy = rows.astype(f) * h_scale if h > 1 else np.zeros(1, f)
+    iy = np.minimum(sy.astype(np.int64), ih - 1)
+    dy = (sy - iy.astype(f))[:, None]
+    out = (f(1) - dy) * part[:, iy, :]
+    more = iy + 1 < ih
+    out[:, more, :] += dy[more] * part[:, iy[more] + 1, :]
+    return out
+
+
+def letterbox_size(iw: int, ih: int, w: int, h: int) -> tuple:
+    """(new_w, new_h) of darknet's letterbox_image / correct_yolo_boxes (float test, integer
+    sizes)."""
+    if np.float32(w) / np.float32(iw) < np.float32(h) / np.float32(ih):
+        return w, (ih * w) // iw
+    return (iw * h) // ih, h
+
+
+def letterbox_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
+    """darknet's letterbox_image: resize_image to fit, embed at the integer centre on 0.5."""
+    c, ih, iw = im.shape
+    nw, nh = letterbox_size(iw, ih, w, h)
+    out = np.full((c, h, w), 0.5, np.float32)
+    x0, y0 = (w - nw) // 2, (h - nh) // 2
+    out[:, y0:y0 + nh, x0:x0 + nw] = resize_image(im, nw, nh)
+    return out
+
+
+def _pillow_resize(im: np.ndarray, w: int, h: int) -> np.ndarray:
+    from PIL import Image
+    out = []
+    for ch in im:
+        out.append(np.asarray(Image.fromarray(ch, mode="F").resize((w, h), Image.BILINEAR)))
+    return np.stack(out).astype(np.float32)
+
+
+def _opencv_resize(im: np.ndarray, w: int, h: int) -> np.ndarray:
+    import cv2
+    return cv2.resize(im.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_LINEAR) \
+        .reshape(h, w, -1).transpose(2, 0, 1).astype(np.float32)
+
+
+RESIZERS = {"darknet": resize_image, "pillow": _pillow_resize, "opencv": _opencv_resize}
+
+
+def prepare(img: np.ndarray, w: int, h: int, letter_box: bool, resize: str = "darknet"):
+    """uint8 HxWx3 image -> the network input CxHxW float32 (darknet's, by default)."""
+    im = to_float(img)
+    fn = RESIZERS[resize]
+    if not letter_box:
+        return fn(im, w, h)
+    c, ih, iw = im.shape
+    nw, nh = letterbox_size(iw, ih, w, h)
+    out = np.full((c, h, w), 0.5, np.float32)
+    x0, y0 = (w - nw) // 2, (h - nh) // 2
+    out[:, y0:y0 + nh, x0:x0 + nw] = fn(im, nw, nh)
+    return out
+
+
+def correct_boxes(b: np.ndarray, img_size: tuple, net_size: tuple, letter_box: bool):
+    """darknet's correct_yolo_boxes (relative=1): (n, 4) cx, cy, w, h normalized to the network
+    input -> normalized to the image.  The offset is the continuous (netw - new_w) / 2 while the
+    letterbox embeds at the integer one: darknet's half-pixel shift, kept."""
+    if not letter_box:
+        return b
+    (iw, ih), (nw_, nh_) = img_size, net_size
+    nw, nh = letterbox_size(iw, ih, nw_, nh_)
+    f = np.float32
+    rw, rh = f(nw) / f(nw_), f(nh) / f(nh_)
+    out = np.empty_like(b)
+    out[:, 0] = (b[:, 0] - (nw_ - nw) / 2.0 / nw_) / rw
+    out[:, 1] = (b[:, 1] - (nh_ - nh) / 2.0 / nh_) / rh
+    out[:, 2] = b[:, 2] * (f(nw_) / f(nw))
+    out[:, 3] = b[:, 3] * (f(nh_) / f(nh))
+    return out.astype(np.float32)
+
+
+# ----- darknet's NMS and detection order -------------------------------------------------------
+
+
+def _iou_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """darknet's box_iou (float32, centre boxes) of one box ``a`` (4,) against rows ``b``."""
+    f = np.float32
+    half = f(0.5)
+    iw = np.minimum(a[0] + a[2] * half, b[:, 0] + b[:, 2] * half) - \
+        np.maximum(a[0] - a[2] * half, b[:, 0] - b[:, 2] * half)
+    ih = np.minimum(a[1] + a[3] * half, b[:, 1] + b[:, 3] * half) - \
+        np.maximum(a[1] - a[3] * half, b[:, 1] - b[:, 3] * half)
+    inter = np.where((iw < 0) | (ih < 0), f(0), iw * ih)
+    union = a[2] * a[3] + b[:, 2] * b[:, 3] - inter
+    ok = (inter != 0) & (union != 0)
+    return np.where(ok, inter / np.where(ok, union, f(1)), f(0))
+
+
+def _diou_rows(a: np.ndarray, b: np.ndarray, beta: float) -> np.ndarray:
+    """darknet's box_diounms: IoU - (d / c) ** beta; c the enclosing box's squared diagonal."""
+    half = np.float32(0.5)
+    w = np.maximum(a[0] + a[2] * half, b[:, 0] + b[:, 2] * half) - \
+        np.minimum(a[0] - a[2] * half, b[:, 0] - b[:, 2] * half)
+    h = np.maximum(a[1] + a[3] * half, b[:, 1] + b[:, 3] * half) - \
+        np.minimum(a[1] - a[3] * half, b[:, 1] - b[:, 3] * half)
+    c = w * w + h * h
+    iou = _iou_rows(a, b)
+    d = (a[0] - b[:, 0]) ** 2 + (a[1] - b[:, 1]) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.power(d.astype(np.float64) / np.where(c == 0, 1, c), beta).astype(np.float32)
+    return np.where(c == 0, iou, iou - u)
+
+
+def nms_kind(net) -> tuple:
+    """(kind, beta) from the last detection layer, as darknet's map reads it:
+    ("iou", None) for default, ("diou", 0.6) for greedynms, ("diou", beta_nms) for diounms."""
+    heads = [l for l in net.layers if l.type in LAYER_TYPE]
+    opts = heads[-1].opts if heads else {}
+    kind = opts.get("nms_kind", "default")
+    if kind == "greedynms":
+        return "diou", 0.6
+    if kind == "diounms":
+        return "diou", float(opts.get("beta_nms", 0.6))
+    return "iou", None
+
+
+def darknet_nms(boxes: np.ndarray, prob: np.ndarray, thresh: float = NMS_THRESH,
+                kind: str = "iou", beta: float | None = None) -> tuple:
+    """do_nms_sort / diounms_sort on one image's boxes: (prob with suppressed entries zeroed,
+    the box order darknet's array ends in).  ``boxes`` (n, 4) cx, cy, w, h; ``prob`` (n, C).
+
+    Each class pass sorts the boxes by that class's probability, descending (glibc's qsort is
+    a stable merge sort: ties keep the previous pass's order), then a box with a nonzero
+    probability zeroes that class in every later box it overlaps by more than ``thresh``."""
+    prob = prob.copy()
+    order = np.arange(len(boxes))
+    for k in range(prob.shape[1]):
+        order = order[np.argsort(-prob[order, k], kind="stable")]
+        live = order[prob[order, k] > 0]
+        if len(live) < 2:
+            continue
+        b = boxes[live]
+        alive = np.ones(len(live), bool)
+        for i in range(len(live) - 1):
+            if not alive[i]:
+                continue
+            rest = b[i + 1:]
+            over = (_diou_rows(b[i], rest, beta) if kind == "diou" else _iou_rows(b[i], rest)) \
+                > np.float32(thresh)
+            alive[i + 1:] &= ~over
+        prob[live[~alive], k] = 0
+    return prob, order
+
+
+def image_detections(boxes: np.ndarray, obj: np.ndarray, cls: np.ndarray, img_size: tuple,
+                     net_size: tuple, letter_box: bool, kind: str = "iou", beta=None,
+                     thresh: float = DETECTION_THRESH) -> np.ndarray:
+    """One image's decoded heads (all heads' boxes concatenated in darknet's order: layer, row,
+    column, anchor) -> (k, 6) detections [x1, y1, x2, y2, score, class] in image pixels and in
+    darknet's detection order."""
+    f = np.float32
+    keep = obj > f(thresh)
+    prob = obj[keep, None] * cls[keep]                     # float32, as darknet multiplies
+    prob = np.where(prob > f(thresh), prob, f(0))
+    has = prob.max(1, initial=0) > 0                       # boxes without a class never matter
+    b, prob = correct_boxes(boxes[keep][has], img_size, net_size, letter_box), prob[has]
+    prob, order = darknet_nms(b, prob, NMS_THRESH, kind, beta)
+    rows, cols = np.nonzero(prob[order] > 0)               # box order, then classes ascending
+    box = b[order][rows]
+    iw, ih = img_size
+    x1, x2 = (box[:, 0] - box[:, 2] / 2) * iw, (box[:, 0] + box[:, 2] / 2) * iw
+    y1, y2 = (box[:, 1] - box[:, 3] / 2) * ih, (box[:, 1] + box[:, 3] / 2) * ih
+    return np.c_[x1, y1, x2, y2, prob[order][rows, cols], cols].astype(np.float64)
+
+
+# ----- ground truth ----------------------------------------------------------------------------
+
+
+def ground_truth(image_path: str, img_size: tuple, num_classes: int) -> np.ndarray:
+    """The image's label rows as (n, 5) [x1, y1, x2, y2, class] pixels; a bad line or a class
+    outside 0..num_classes-1 is a DarkcfgError naming the file and line."""
+    path = D.label_path(image_path)
+    rows, problems = D.read_labels(path)
+    if problems:
+        more = f" (and {len(problems) - 1} more; run darkcfg data check)" if len(problems) > 1 \
+            else ""
+        raise DarkcfgError(problems[0] + more)
+    cls = rows[:, 0].astype(np.int64)
+    bad = (cls < 0) | (cls >= num_classes)
+    if bad.any():
+        c = int(cls[bad][0])
+        raise DarkcfgError(f"{path}:{_line_of_class(path, c)}: class {c} is out of range: the "
+                           f"model has {num_classes} classes (0..{num_classes - 1})")
+    iw, ih = img_size
+    cx, cy, w, h = (rows[:, k].astype(np.float64) for k in range(1, 5))
+    return np.c_[(cx - w / 2) * iw, (cy - h / 2) * ih, (cx + w / 2) * iw, (cy + h / 2) * ih,
+                 cls]
+
+
+def _line_of_class(path: str, c: int):
+    with open(path, errors="replace") as f:
+        for nu, line in enumerate(f, 1):
+            parts = line.split()
+            if parts and parts[0].lstrip("+-").isdigit() and int(parts[0]) == c:
+                return nu
+    return "?"
+
+
+# ----- running a model ---------------------------------------------------------------------------
+
+
+@dataclass
+class Collected:
+    """Per image: detections (k, 6) and ground truth (n, 5) in pixels, and (width, height)."""
+    paths: list
+    dets: list
+    gts: list
+    sizes: list
+    letter_box: bool
+
+
+def cfg_letter_box(net) -> tuple:
+    """(letter_box, written): the cfg's [net] letter_box and whether the cfg sets it."""
+    sec = net.cfg.net
+    return bool(sec.get_int("letter_box", 0)), sec.has("letter_box")
+
+
+def _heads(model):
+    from . import yolo as Y
+    net = model.net
+    layers = [l for l in net.layers if l.type in LAYER_TYPE]
+    if not layers:
+        raise DarkcfgError(f"{net.cfg.path or '<cfg>'}: no [yolo] layer: map needs detection "
+                           f"heads")
+    other = [l for l in layers if l.type != "yolo"]
+    if other:
+        raise DarkcfgError(f"{net.cfg.path or '<cfg>'}: layer {other[0].index} "
+                           f"[{other[0].type}]: map decodes [yolo] heads only")
+    return [Y.Head.from_layer(l) for l in layers]
+
+
+def model_classes(model) -> int:
+    heads = [l for l in model.net.layers if l.type in LAYER_TYPE]
+    return heads[-1].opts["classes"] if heads else 0
+
+
+def collect(model, image_paths, *, num_classes=None, letter_box=None, batch: int = 8,
+            progress: bool = False, resize: str = "darknet") -> Collected:
+    """Run ``model`` over ``image_paths`` (darknet's preprocessing, batched, on the model's
+    device) -> detections and ground truth per image (:class:`Collected`)."""
+    import torch
+    from . import yolo as Y
+    net = model.net
+    heads = _heads(model)
+    classes = heads[-1].classes
+    if num_classes is not None and num_classes != classes:
+        raise DarkcfgError(f"{net.cfg.path or '<cfg>'}: the model has {classes} classes, "
+                           f"{num_classes} asked for")
+    if letter_box is None:
+        letter_box = cfg_letter_box(net)[0]
+    if batch < 1:
+        raise DarkcfgError(f"batch must be at least 1, got {batch}")
+    if net.channels != 3:
+        raise DarkcfgError(f"{net.cfg.path or '<cfg>'}: channels={net.channels}: map reads "
+                           f"RGB images (channels=3)")
+    kind, beta = nms_kind(net)
+    size = (net.width, net.height)
+    place = model.placement()
+    out = Collected(list(image_paths), [], [], [], bool(letter_box))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(out.paths), unit="img", desc="map", leave=False)
+    model.eval()
+    for start in range(0, len(out.paths), batch):
+        paths = out.paths[start:start + batch]
+        images = [D.load_image(p) for p in paths]
+        sizes = [(im.shape[1], im.shape[0]) for im in images]
+        x = np.stack([prepare(im, size[0], size[1], letter_box, resize) for im in images])
+        with torch.no_grad():
+            raw = model(torch.from_numpy(x).to(**place))
+            parts = [Y.decode(r, h, size) for r, h in zip(raw, heads)]
+            boxes = torch.cat([p["boxes"].reshape(len(paths), -1, 4) for p in parts], 1)
+            obj = torch.cat([p["obj"].reshape(len(paths), -1) for p in parts], 1)
+            cls = torch.cat([p["cls"].reshape(len(paths), -1, classes) for p in parts], 1)
+            keep = obj > DETECTION_THRESH
+        for i, p in enumerate(paths):        # only the boxes darknet keeps leave the device
+            k = keep[i]
+            b, o, c = (t.float().cpu().numpy() for t in (boxes[i][k], obj[i][k], cls[i][k]))
+            out.dets.append(image_detections(b, o, c, sizes[i], size, letter_box, kind, beta))
+            out.gts.append(ground_truth(p, sizes[i], classes))
+            out.sizes.append(sizes[i])
+        if bar is not None:
+            bar.update(len(paths))
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def evaluate_model(model, image_paths, *, num_classes=None, iou_thresh: float = 0.5,
+                   thresh: float = 0.25, points: int = 0, letter_box=None, batch: int = 8,
+                   progress: bool = False, names=None, resize: str = "darknet"):
+    """darknet's ``detector map`` of ``model`` over ``image_paths`` -> evaluate.MapResult."""
+    got = collect(model, image_paths, num_classes=num_classes, letter_box=letter_box,
+                  batch=batch, progress=progress, resize=resize)
+    return E.darknet_map(got.dets, got.gts, num_classes or model_classes(model),
+                         iou_thresh=iou_thresh, thresh=thresh, points=points, names=names)
+
+
+# ----- from files ---------------------------------------------------------------------------------
+
+
+@dataclass
+class MapSetup:
+    model: object
+    paths: list
+    names: list | None
+    classes: int
+    letter_box: bool
+    notes: list
+
+
+def load_model(cfg, weights, device=None):
+    """A fused, eval-mode model from .weights (+ cfg) or a .pt / .safetensors (its own cfg; a
+    cfg given beside it must describe the same network)."""
+    from . import model as M
+    from . import shapes
+    if str(weights).endswith((".pt", ".safetensors")):
+        model = M.load(weights, device=device, fuse=True)
+        if cfg is not None:
+            given = shapes.network(cfg)
+            if len(given.layers) != len(model.net.layers) or \
+                    _classes_of(given) != _classes_of(model.net):
+                raise DarkcfgError(f"{weights}: its stored cfg ({len(model.net.layers)} layers, "
+                                   f"{_classes_of(model.net)} classes) is not {cfg} "
+                                   f"({len(given.layers)} layers, {_classes_of(given)} classes)")
+        return model
+    if cfg is None:
+        raise DarkcfgError(f"{weights}: a .weights file needs its cfg")
+    return M.load(weights, cfg, device=device, fuse=True)
+
+
+def _classes_of(net) -> int | None:
+    heads = [l for l in net.layers if l.type in LAYER_TYPE]
+    return heads[-1].opts["classes"] if heads else None
+
+
+def setup(data_path: str, cfg, weights, *, letter_box=None, device=None) -> MapSetup:
+    """Read the .data, its valid list and names, load the model, check classes agree."""
+    d = D.read_data(data_path)
+    notes = []
+    key = "valid" if d.valid else "train" if d.train else None
+    if key is None:
+        raise DarkcfgError(f"{data_path}: no valid= (nor train=) list of images to evaluate")
+    if key == "train":
+        notes.append(f"{data_path}: no valid=, evaluating the train= list")
+    paths = D.image_list(d.resolve(key))
+    model = load_model(cfg, weights, device)
+    classes = model_classes(model)
+    where = cfg if cfg is not None else weights
+    if d.classes is not None and d.classes != classes:
+        raise DarkcfgError(f"{d.where('classes')}: classes={d.classes}, but {where} has "
+                           f"{classes} classes in its last detection layer")
+    names = None
+    if d.names:
+        names_path = d.resolve("names")
+        if not os.path.exists(names_path):
+            raise DarkcfgError(f"{d.where('names')}: names file {d.names} not found")
+        from .detect import read_names
+        names = read_names(names_path)
+        if len(names) != classes:
+            raise DarkcfgError(f"{names_path}: {len(names)} names, but {where} has {classes} "
+                               f"classes (darknet stops with the same error)")
+    lb, written = cfg_letter_box(model.net)
+    if letter_box is None or written:
+        if letter_box and written and not lb:
+            notes.append("the cfg's [net] letter_box=0 overrides --letter-box, as in darknet")
+        letter_box = lb
+    return MapSetup(model, paths, names, classes, bool(letter_box), notes)
+
+
+def run_map(data_path: str, cfg, weights, *, iou_thresh: float = 0.5, thresh: float = 0.25,
+            points: int = 0, letter_box=None, batch: int = 8, progress: bool = False,
+            device=None):
+    """What ``darkcfg map DATA CFG WEIGHTS`` computes -> evaluate.MapResult."""
+    s = setup(data_path, cfg, weights, letter_box=letter_box, device=device)
+    return evaluate_model(s.model, s.paths, num_classes=s.classes, iou_thresh=iou_thresh,
+                          thresh=thresh, points=points, letter_box=s.letter_box, batch=batch,
+                          progress=progress, names=s.names)
+
+
+def coco_image_ids(paths: list) -> list:
+    """COCO image ids from file names (the digits after the last '_' or the whole stem, as
+    darknet's get_coco_image_id reads COCO_val2014_000000000042.jpg) when every name has one
+    and they are distinct; else 0..n-1."""
+    ids = []
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0].rsplit("_", 1)[-1]
+        if not stem.isdigit():
+            return list(range(len(paths)))
+        ids.append(int(stem))
+    return ids if len(set(ids)) == len(ids) else list(range(len(paths)))
+
+
+def main_map(data_path: str, cfg, weights, *, thresh: float = 0.25, iou_thresh: float = 0.5,
+             points: int = 0, letter_box: bool = False, as_json: bool = False,
+             coco: bool = False, save_detections: str | None = None, plot: str | None = None,
+             batch: int = 8, device=None, progress: bool = True, force: bool = True) -> str:
+    """Everything ``darkcfg map`` does but parsing arguments: returns the text to print
+    (darknet's lines, then COCO's summary with ``coco``; or one JSON document)."""
+    if points < 0 or points == 1:
+        raise DarkcfgError(f"--points must be 0 (area under the curve) or at least 2, got "
+                           f"{points}")
+    s = setup(data_path, cfg, weights, letter_box=True if letter_box else None, device=device)
+    got = collect(s.model, s.paths, num_classes=s.classes, letter_box=s.letter_box, batch=batch,
+                  progress=progress)
+    r = E.darknet_map(got.dets, got.gts, s.classes, iou_thresh=iou_thresh, thresh=thresh,
+                      points=points, names=s.names)
+    extra = {}
+    if coco:
+        extra["coco"] = E.coco_metrics(got.dets, got.gts, s.classes, image_sizes=got.sizes,
+                                       names=s.names)
+    if save_detections:
+        n = E.save_detections(save_detections, got.dets, image_ids=coco_image_ids(got.paths),
+                              force=force)
+        extra["detections_file"] = {"path": save_detections, "detections": n}
+    if plot:
+        os.makedirs(plot, exist_ok=True)
+        written = E.plot_pr(r, plot, s.names)
+        m = E.confusion_matrix(got.dets, got.gts, s.classes, thresh=thresh,
+                               iou_thresh=iou_thresh)
+        written.append(E.plot_confusion(m, os.path.join(plot, "confusion.png"), s.names))
+        extra["plots"] = written
+    if as_json:
+        doc = {"images": len(got.paths), "letter_box": s.letter_box, "notes": s.notes,
+               "darknet": r.as_dict(s.names)}
+        if "coco" in extra:
+            doc["coco"] = {k: v for k, v in extra["coco"].items() if k != "text"}
+        for k in ("detections_file", "plots"):
+            if k in extra:
+                doc[k] = extra[k]
+        return json.dumps(doc, indent=1)
+    heads = [l for l in s.model.net.layers if l.type in LAYER_TYPE]
+    text = ["\n calculation mAP (mean average precision)...\n"]
+    text += [f" Detection layer: {l.index} - type = {LAYER_TYPE[l.type]} \n" for l in heads]
+    text.append(r.format(s.names))
+    text += [f"note: {n}\n" for n in s.notes]
+    if "coco" in extra:
+        text.append("\nCOCO (pycocotools, same detections):\n" + extra["coco"]["text"])
+    if "detections_file" in extra:
+        text.append(f"wrote {extra['detections_file']['detections']} detections to "
+                    f"{save_detections}\n")
+    if "plots" in extra:
+        text.append(f"wrote {len(extra['plots'])} plots to {plot}\n")
+    return "".join(text)

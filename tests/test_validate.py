@@ -1,0 +1,262 @@
+"""Running a model the way darknet's detector map does.  The model here is built so that its
+output is known by hand: a [maxpool] to a 1x1 grid and a 1x1 conv with zero weights, so the
+[yolo] head sees only the conv's biases - two centred boxes of known objectness and class
+probabilities, whatever the image.  Every expected figure is worked out from darknet's rules."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import darkcfg
+from darkcfg import validate as V
+from darkcfg.errors import DarkcfgError
+
+cv2 = pytest.importorskip("cv2")
+
+CFG = """[net]
+width=32
+height=32
+channels=3
+{net_extra}
+
+[maxpool]
+size=32
+stride=32
+
+[convolutional]
+size=1
+stride=1
+pad=0
+filters=14
+activation=linear
+
+[yolo]
+mask=0,1
+anchors=12.8,12.8, {b},{b}
+classes=2
+num=2
+{yolo_extra}
+"""
+
+
+def logit(p):
+    return math.log(p / (1 - p))
+
+
+def make_model(tmp_path, net_extra="", yolo_extra="", probs=((.9, .2, 1 / 3), (.9, .9, 0)),
+               b=20):
+    """Anchor A (12.8 px = 0.4 of the input) and B (``b`` px: 20 = 0.625), both centred; per
+    anchor (objectness, p(class 0), p(class 1))."""
+    path = tmp_path / "t.cfg"
+    path.write_text(CFG.format(net_extra=net_extra, yolo_extra=yolo_extra, b=b))
+    model = darkcfg.build_model(str(path))
+    bias = torch.zeros(14)
+    for a, (obj, c0, c1) in enumerate(probs):
+        bias[7 * a + 4] = logit(obj)
+        bias[7 * a + 5] = logit(c0) if c0 > 0 else -30.0
+        bias[7 * a + 6] = logit(c1) if c1 > 0 else -30.0
+    with torch.no_grad():
+        model.layers[1].conv.weight.zero_()
+        model.layers[1].conv.bias.copy_(bias)
+    return model, str(path)
+
+
+def image(tmp_path, name, w, h, labels):
+    folder = tmp_path / "images"
+    folder.mkdir(exist_ok=True)
+    p = folder / name
+    cv2.imwrite(str(p), np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8))
+    (folder / (os.path.splitext(name)[0] + ".txt")).write_text(labels)
+    return str(p)
+
+
+def test_detection_order_is_darknets_for_the_counts_at_thresh(tmp_path):
+    # one gt of class 0, centred, 0.5 of the image.  A (0.4) and B (0.625) both overlap it by
+    # IoU 0.64 and each other by 0.41 (< .45: NMS keeps both).  darknet's last NMS pass sorts
+    # the boxes by p(class 1): A (.3) before B (0), so A's class-0 detection (.18, under .25)
+    # comes first and owns the gt - B's .81 is a FP at thresh.  The ranking still puts B first.
+    model, _ = make_model(tmp_path)
+    p = image(tmp_path, "a.png", 32, 32, "0 0.5 0.5 0.5 0.5\n")
+    got = V.collect(model, [p])
+    d = got.dets[0]
+    assert d[:, 5].tolist() == [0, 1, 0]                   # A class 0, A class 1, B class 0
+    assert d[:, 4] == pytest.approx([.9 * .2, .9 / 3, .9 * .9], rel=1e-5)
+    assert d[0, :4] == pytest.approx([9.6, 9.6, 22.4, 22.4], abs=1e-4)
+    r = V.evaluate_model(model, [p])
+    assert (r.total_tp, r.total_fp, r.total_fn) == (0, 2, 1)
+    assert r.ap.tolist() == [1.0, 0.0] and r.map == 0.5    # class 1 has no gt: AP 0 counts
+
+
+def test_detections_under_the_detection_threshold_are_dropped(tmp_path):
+    # objectness .9 * p .005 = .0045 <= .005: no detection; .9 * .006 = .0054 > .005: one
+    model, _ = make_model(tmp_path, probs=((.9, .005, .006), (.001, .9, .9)))
+    p = image(tmp_path, "a.png", 32, 32, "")
+    d = V.collect(model, [p]).dets[0]
+    assert d[:, 5].tolist() == [1]
+
+
+def test_nms_suppresses_above_045_and_its_kind_comes_from_the_cfg(tmp_path):
+    # A 0.4 and B 0.5 of the input, both centred: IoU .64 > .45 -> B (higher) suppresses A
+    probs = ((.9, .5, 0), (.9, .8, 0))
+    p = image(tmp_path, "a.png", 32, 32, "")
+    model, _ = make_model(tmp_path, probs=probs, b=16)
+    assert V.collect(model, [p]).dets[0][:, 4] == pytest.approx([.72], rel=1e-5)
+    model, _ = make_model(tmp_path, probs=probs)             # 0.4 vs 0.625: IoU .41, both kept
+    assert len(V.collect(model, [p]).dets[0]) == 2
+    # greedynms: DIoU = IoU - (d/c)^0.6 = IoU for concentric boxes: same suppression
+    model, _ = make_model(tmp_path, yolo_extra="nms_kind=greedynms", probs=probs, b=16)
+    assert V.nms_kind(model.net) == ("diou", 0.6)
+    assert len(V.collect(model, [p]).dets[0]) == 1
+    model, _ = make_model(tmp_path, yolo_extra="nms_kind=diounms\nbeta_nms=0.8", probs=probs)
+    assert V.nms_kind(model.net) == ("diou", 0.8)
+
+
+def test_diou_nms_keeps_distant_centres():
+    # two equal boxes offset so IoU = 0.4545 > .45, but their DIoU (beta .6) is 0.29
+    boxes = np.array([[0.3, 0.5, 0.4, 0.4], [0.45, 0.5, 0.4, 0.4]], np.float32)
+    prob = np.array([[0.9], [0.8]], np.float32)
+    iou = 0.25 * 0.4 / (2 * 0.16 - 0.25 * 0.4)
+    d_c = 0.15 ** 2 / (0.55 ** 2 + 0.4 ** 2)
+    assert iou > 0.45 and iou - d_c ** 0.6 < 0.45
+    assert (V.darknet_nms(boxes, prob, kind="iou")[0][:, 0] > 0).tolist() == [True, False]
+    assert (V.darknet_nms(boxes, prob, kind="diou", beta=0.6)[0][:, 0] > 0).tolist() == \
+        [True, True]
+
+
+def test_letter_box_from_the_cfg_changes_the_boxes(tmp_path):
+    # a 64x32 image.  Letterboxed into 32x32 it fills 32x16 (rows 8..24); the 0.5-of-input box
+    # B' maps back to 0.5 of the image's width and 1.0 of its height.  The gt is that box, so
+    # letterboxed it is found (IoU 1); stretched, the box is 0.5 x 0.5 of the image: IoU 0.5,
+    # not > 0.5: not found.
+    probs = ((.001, .9, 0), (.9, .9, 0))
+    p = image(tmp_path, "wide.png", 64, 32, "0 0.5 0.5 0.5 1.0\n")
+    lb, _ = make_model(tmp_path, net_extra="letter_box=1", probs=probs, b=16)
+    got = V.collect(lb, [p])
+    assert got.letter_box is True
+    assert got.dets[0][0, :4] == pytest.approx([16, 0, 48, 32], abs=1e-3)
+    assert V.evaluate_model(lb, [p]).map == pytest.approx(0.5)     # class 0: 1, class 1: 0
+    assert V.evaluate_model(lb, [p], letter_box=False).map == 0.0
+    plain, _ = make_model(tmp_path, probs=probs, b=16)
+    assert V.collect(plain, [p]).dets[0][0, :4] == pytest.approx([16, 8, 48, 24], abs=1e-3)
+    assert V.evaluate_model(plain, [p]).map == 0.0
+
+
+def _darknet_resize_loops(im, w, h):
+    """darknet's resize_image written out loop by loop in float32 (src/image.c), with the
+    last-row share added where the next source row exists (see V.resize_image)."""
+    f = np.float32
+    c, ih, iw = im.shape
+    part = np.zeros((c, ih, w), f)
+    ws, hs = f(iw - 1) / f(w - 1), f(ih - 1) / f(h - 1)
+    for k in range(c):
+        for r in range(ih):
+            for col in range(w):
+                if col == w - 1 or iw == 1:
+                    part[k, r, col] = im[k, r, iw - 1]
+                else:
+                    sx = f(col) * ws
+                    ix = int(sx)
+                    dx = sx - f(ix)
+                    part[k, r, col] = (f(1) - dx) * im[k, r, ix] + dx * im[k, r, ix + 1]
+    out = np.zeros((c, h, w), f)
+    for k in range(c):
+        for r in range(h):
+            sy = f(r) * hs
+            iy = int(sy)
+            dy = sy - f(iy)
+            out[k, r] = (f(1) - dy) * part[k, iy]
+            if iy + 1 < ih:
+                out[k, r] += dy * part[k, iy + 1]
+    return out
+
+
+@pytest.mark.parametrize("src, dst", [((13, 17), (8, 8)), ((5, 7), (16, 12)), ((9, 9), (9, 4))])
+def test_resize_is_darknets_arithmetic(src, dst):
+    rng = np.random.default_rng(1)
+    im = rng.uniform(0, 1, (3,) + src).astype(np.float32)
+    got = V.resize_image(im, *dst)
+    assert np.array_equal(got, _darknet_resize_loops(im, *dst))
+    # and it is align-corners bilinear (PyTorch's, in double): same to float32 rounding
+    ref = F.interpolate(torch.from_numpy(im)[None].double(), size=dst[::-1], mode="bilinear",
+                        align_corners=True)[0].numpy()
+    assert np.abs(got - ref).max() < 1e-5
+
+
+def test_letterbox_geometry_is_darknets():
+    im = np.ones((3, 30, 100), np.float32)
+    out = V.letterbox_image(im, 32, 32)
+    # new size (100*32/100, 30*32/100) = (32, 9); embedded at row (32-9)//2 = 11
+    rows = np.flatnonzero(out[0, :, 0] == 1.0)
+    assert (rows[0], len(rows)) == (11, 9) and out[0, 0, 0] == np.float32(0.5)
+    b = np.array([[0.5, 0.5, 0.25, 9 / 32]], np.float32)
+    back = V.correct_boxes(b, (100, 30), (32, 32), True)
+    # darknet's continuous offset (32 - 9) / 2 / 32 and scale 9/32
+    assert back[0] == pytest.approx([0.5, (0.5 - 11.5 / 32) / (9 / 32), 0.25, 1.0], abs=1e-6)
+
+
+def _write_data(tmp_path, paths, classes=2, names=("cat", "dog")):
+    (tmp_path / "valid.txt").write_text("\n".join(paths) + "\n")
+    (tmp_path / "t.names").write_text("\n".join(names) + "\n")
+    data = tmp_path / "t.data"
+    data.write_text(f"classes={classes}\nvalid={tmp_path / 'valid.txt'}\n"
+                    f"names={tmp_path / 't.names'}\n")
+    return str(data)
+
+
+def test_main_map_from_files_prints_darknets_lines_and_json(tmp_path):
+    from darkcfg import weights as W
+    model, cfg = make_model(tmp_path)
+    wpath = str(tmp_path / "t.weights")
+    W.save_darknet(model, wpath)
+    p = image(tmp_path, "a.png", 32, 32, "0 0.5 0.5 0.5 0.5\n")
+    data = _write_data(tmp_path, [p])
+    text = V.main_map(data, cfg, wpath, progress=False)
+    assert text.startswith("\n calculation mAP (mean average precision)...\n"
+                           " Detection layer: 2 - type = 28 \n")
+    assert "class_id = 0, name = cat, ap = 100.00%   \t (TP = 0, FP = 1) \n" in text
+    assert " mean average precision (mAP@0.50) = 0.500000, or 50.00 % \n" in text
+    doc = json.loads(V.main_map(data, cfg, wpath, as_json=True, coco=True, progress=False,
+                                save_detections=str(tmp_path / "d.json"),
+                                plot=str(tmp_path / "plots")))
+    assert doc["darknet"]["map"] == 0.5 and doc["coco"]["AP50"] == pytest.approx(1.0)
+    assert len(json.loads((tmp_path / "d.json").read_text())) == 3
+    assert (tmp_path / "plots" / "confusion.png").exists()
+    r = V.run_map(data, cfg, wpath, points=11)
+    assert r.points == 11 and r.map == 0.5
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    model, cfg = make_model(tmp_path)
+    from darkcfg import weights as W
+    wpath = str(tmp_path / "t.weights")
+    W.save_darknet(model, wpath)
+    p = image(tmp_path, "a.png", 32, 32, "0 0.5 0.5 0.5 0.5\n1 0.5 0.5 0.2 0.2\n7 0.5 0.5 0.1 0.1\n")
+    data = _write_data(tmp_path, [p])
+    with pytest.raises(DarkcfgError, match=r"a\.txt:3: class 7 is out of range"):
+        V.run_map(data, cfg, wpath)
+    broken = tmp_path / "images" / "b.png"
+    broken.write_bytes(b"not a png")
+    data = _write_data(tmp_path, [str(broken)])
+    with pytest.raises(DarkcfgError, match="b.png"):
+        V.run_map(data, cfg, wpath)
+    data = _write_data(tmp_path, [p], classes=3)
+    with pytest.raises(DarkcfgError, match=r"t\.data:1: classes=3.*2 classes"):
+        V.run_map(data, cfg, wpath)
+    data = _write_data(tmp_path, [p], names=("cat",))
+    with pytest.raises(DarkcfgError, match=r"t\.names: 1 names"):
+        V.run_map(data, cfg, wpath)
+    with pytest.raises(DarkcfgError, match="points"):
+        V.main_map(data, cfg, wpath, points=1)
+
+
+def test_batching_does_not_change_the_result(tmp_path):
+    model, _ = make_model(tmp_path)
+    paths = [image(tmp_path, f"{i}.png", 20 + 7 * i, 32, "0 0.5 0.5 0.5 0.5\n")
+             for i in range(5)]
+    one = V.evaluate_model(model, paths, batch=1)
+    three = V.evaluate_model(model, paths, batch=3)
+    assert one.format() == three.format()
