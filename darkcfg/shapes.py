@@ -11,6 +11,7 @@ works from these Layer records and never re-reads cfg text.
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 from .cfg import Cfg, Section, load as load_cfg
@@ -46,7 +47,8 @@ class Layer:
     outputs: int                      # darknet's l.outputs: flat element count per image
     sources: list = field(default_factory=list)   # absolute indices read; -1 = network input
     tensors: list = field(default_factory=list)   # Tensor records in weights-file order
-    bflops: float = 0.0
+    bflops: float = 0.0               # darknet's l.bflops: what its Total BFLOPS adds up
+    uncounted_bflops: float = 0.0     # work darknet leaves out of that total (connected, local)
     filters: int = 0
     size: int = 0
     stride: int = 0
@@ -86,7 +88,8 @@ class Network:
         weights = sum(l.weights for l in layers)
         return {"layers": len(layers), "params": sum(l.params for l in layers),
                 "weights": weights, "weights_bytes": HEADER_BYTES + 4 * weights,
-                "bflops": round(sum(l.bflops for l in layers), 3)}
+                "bflops": darknet_bflops(layers),
+                "bflops_all": round(sum(l.bflops + l.uncounted_bflops for l in layers), 3)}
 
     @property
     def warnings(self) -> list:
@@ -98,6 +101,22 @@ class Network:
 
 
 HEADER_BYTES = 20   # int32 major, minor, revision + uint64 seen (darknet >= 0.2)
+
+
+def _f32(x: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def darknet_bflops(layers) -> float:
+    """darknet's ``Total BFLOPS`` (parse_network_cfg_custom): each layer's float l.bflops, added
+    into a float, printed with %.3f.  Only [convolutional], [maxpool], [local_avgpool],
+    [shortcut] and [crnn] set l.bflops; [connected] and [local] do not, so darknet leaves them
+    out (they are in ``bflops_all``)."""
+    total = 0.0
+    for l in layers:
+        if l.bflops > 0:
+            total = _f32(total + _f32(l.bflops))
+    return float(f"{total:.3f}")
 
 # ----- registry -----------------------------------------------------------------------------------
 
@@ -254,8 +273,9 @@ def _connected(sec: Section, ctx: Ctx) -> Layer:
         ts += [Tensor("scales", "bn.weight", (out,)),
                Tensor("rolling_mean", "bn.running_mean", (out,), False),
                Tensor("rolling_variance", "bn.running_var", (out,), False)]
-    return _layer(ctx, sec, (1, 1, out), tensors=ts, filters=out,
-                  bflops=2.0 * out * inp / 1e9, opts=dict(output=out, activation=act, bn=bn))
+    return _layer(ctx, sec, (1, 1, out), tensors=ts, filters=out,   # darknet sets no l.bflops
+                  uncounted_bflops=2.0 * out * inp / 1e9,
+                  opts=dict(output=out, activation=act, bn=bn))
 
 
 @shaper("local")
@@ -273,7 +293,7 @@ def _local(sec: Section, ctx: Ctx) -> Layer:
     k = size * size * ctx.c
     ts = [Tensor("biases", "bias", (n, oh, ow)), Tensor("weights", "weight", (oh * ow, n, k))]
     return _layer(ctx, sec, (ow, oh, n), tensors=ts, filters=n, size=size, stride=stride,
-                  bflops=2.0 * n * k * oh * ow / 1e9,
+                  uncounted_bflops=2.0 * n * k * oh * ow / 1e9,      # darknet sets no l.bflops
                   opts=dict(filters=n, size=size, stride=stride, pad=pad, activation=act))
 
 
@@ -468,9 +488,16 @@ def _activation_layer(sec: Section, ctx: Ctx) -> Layer:
                   opts=dict(activation=_activation(sec, "linear")))
 
 
-@shaper("dropout", "empty", "contrastive")
+@shaper("dropout", "empty")
 def _passthrough(sec: Section, ctx: Ctx) -> Layer:
     return _layer(ctx, sec, (ctx.w, ctx.h, ctx.c), outputs=ctx.inputs)
+
+
+@shaper("contrastive")
+def _contrastive(sec: Section, ctx: Ctx) -> Layer:
+    """A training-only loss on the embeddings: passes its input on; darknet's
+    make_contrastive_layer sets no out_w/h/c, so it reports 0 x 0 x 0 (l.outputs = inputs)."""
+    return _layer(ctx, sec, (0, 0, 0), outputs=ctx.inputs)
 
 
 @shaper("normalization")

@@ -142,3 +142,47 @@ def test_bflops_by_hand():
     net = _net("[maxpool]\nsize=2\nstride=2\n[shortcut]\nfrom=-1\n")
     assert net.layers[0].bflops == 4 * 4 * 4 * 4 / 1e9
     assert net.layers[1].bflops == 4 * 4 * 4 * 1 / 1e9
+
+
+# darknet's printed `Total BFLOPS` (AlexeyAB 59596d7): cfgs with [connected]/[local] layers,
+# which set no l.bflops and so are left out of darknet's sum (issue #10); yolov3-voc (run here,
+# `darknet partial`): darknet adds float l.bflops into a float - the double sum is 65.4425108,
+# which would print 65.443
+DARKNET_TOTALS = {"vgg-16": 30.699, "alexnet": 2.154, "yolov1/yolo": 40.155,
+                  "yolov1/tiny-yolo": 3.185, "strided": 5.194, "extraction.conv": 10.998,
+                  "yolov3-voc": 65.442}
+
+
+@needs_shared
+@pytest.mark.parametrize("name", sorted(set(DARKNET_TOTALS) | set(REF)))
+def test_summary_json_bflops_is_darknets_total(name):
+    import json
+    from click.testing import CliRunner
+    from darkcfg.cli import main
+    want = DARKNET_TOTALS.get(name) or REF[name]["bflops"]
+    res = CliRunner().invoke(main, ["summary", os.path.join(DARKNET_CFGS, f"{name}.cfg"),
+                                    "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["total"]["bflops"] == want
+
+
+@needs_shared
+def test_complete_count_adds_what_darknet_leaves_out():
+    """vgg-16's three [connected] layers, by hand: 2 * (25088*4096 + 4096*4096 + 4096*1000)
+    = 0.2473 BFLOPs on top of darknet's 30.699; no BF column on those rows (darknet prints
+    none either)."""
+    net = shapes.infer(os.path.join(DARKNET_CFGS, "vgg-16.cfg"))
+    fc = 2 * (25088 * 4096 + 4096 * 4096 + 4096 * 1000) / 1e9
+    assert abs(net.totals()["bflops_all"] - (30.699 + fc)) < 0.0015
+    rows = [r for r in shapes.format_table(net).splitlines() if " connected " in r]
+    assert len(rows) == 3 and not any("BF" in r for r in rows)
+
+
+@needs_shared
+def test_contrastive_reports_no_shape():
+    """darknet's make_contrastive_layer sets no out_w/h/c: yolov4-tiny_contrastive's layer 54
+    prints 0 x 0 x 0 (its l.outputs is its input's)."""
+    net = shapes.infer(os.path.join(DARKNET_CFGS, "yolov4-tiny_contrastive.cfg"))
+    l = net.layers[54]
+    assert l.type == "contrastive" and tuple(l.output) == (0, 0, 0)
+    assert l.outputs == net.layers[53].outputs
