@@ -446,14 +446,48 @@ class Activation(nn.Module):
         return self.act(x)
 
 
-class Softmax(nn.Module):
-    """[softmax]: over ``inputs/groups`` contiguous values, with temperature; output flat."""
+def group_softmax(x: torch.Tensor, group: torch.Tensor, groups: int, t: float = 1.0):
+    """A softmax within each group over the last dim: ``group[k]`` is entry k's group (darknet's
+    softmax_tree: one softmax per run of the tree's siblings, x/t, largest subtracted)."""
+    flat = x.reshape(-1, x.shape[-1]) / t
+    idx = group.expand_as(flat)
+    big = flat.new_full((flat.shape[0], groups), float("-inf")).scatter_reduce(
+        1, idx, flat, "amax", include_self=True)
+    e = torch.exp(flat - big.gather(1, idx))
+    total = flat.new_zeros(flat.shape[0], groups).scatter_add(1, idx, e)
+    return (e / total.gather(1, idx)).reshape(x.shape)
 
-    def __init__(self, opts):
+
+class TreeGroups(nn.Module):
+    """A softmax tree's groups as a buffer (not in the state_dict: the tree file holds them)."""
+
+    def __init__(self, tree):
+        super().__init__()
+        self.register_buffer("group", torch.tensor(tree.groups(), dtype=torch.long),
+                             persistent=False)
+        self.groups, self.n = len(tree.group_size), tree.n
+
+    def forward(self, x, t: float = 1.0):
+        """x (..., N >= n): the first n entries softmaxed per group; the rest as they are."""
+        head = group_softmax(x[..., :self.n], self.group, self.groups, t)
+        return torch.cat([head, x[..., self.n:]], -1)
+
+
+class Softmax(nn.Module):
+    """[softmax]: over ``inputs/groups`` contiguous values, with temperature; output flat.
+    With tree=, a softmax within each group of the tree over its first n inputs (darknet's
+    forward_softmax_layer; the outputs past the tree stay 0, as darknet's calloc'd buffer)."""
+
+    def __init__(self, opts, tree=None):
         super().__init__()
         self.groups, self.t = opts["groups"], opts["temperature"]
+        self.tree = TreeGroups(tree) if tree is not None else None
 
     def forward(self, x):
+        x = x.reshape(x.shape[0], -1)
+        if self.tree is not None:
+            out = self.tree(x, self.t)
+            return torch.cat([out[:, :self.tree.n], torch.zeros_like(out[:, self.tree.n:])], 1)
         x = x.reshape(x.shape[0], self.groups, -1)
         return torch.softmax(x / self.t, -1).reshape(x.shape[0], -1)
 
@@ -563,13 +597,16 @@ class GaussianYolo(Yolo):
 
 class Region(nn.Module):
     """[region] (YOLOv2), CPU darknet: the output is transposed to (H, W, C); logistic on
-    objectness, softmax over the classes (if softmax=1); x, y, w, h stay raw."""
+    objectness, softmax over the classes (if softmax=1); x, y, w, h stay raw.  With tree=
+    (yolo9000), a softmax within each group of the tree instead (darknet's softmax_tree on
+    index + 5: class entries past the tree's n stay raw)."""
 
-    def __init__(self, opts):
+    def __init__(self, opts, tree=None):
         super().__init__()
         self.n, self.coords, self.classes = opts["num"], opts["coords"], opts["classes"]
         self.softmax = opts["softmax"]
         self.opts = opts
+        self.tree = TreeGroups(tree) if tree is not None else None
 
     def forward(self, x):
         b, c, h, w = x.shape
@@ -577,7 +614,11 @@ class Region(nn.Module):
         k = self.coords
         parts = [v[..., :k], torch.sigmoid(v[..., k:k + 1])]
         cls = v[..., k + 1:]
-        parts.append(torch.softmax(cls, -1) if self.softmax else cls)
+        if self.tree is not None:
+            cls = self.tree(cls)
+        elif self.softmax:
+            cls = torch.softmax(cls, -1)
+        parts.append(cls)
         return torch.cat(parts, -1).reshape(b, h, w, c)
 
 

@@ -44,13 +44,19 @@ register("shortcut")(lambda l, built: L.Shortcut(l.input[2], l.opts, len(l.sourc
 register("scale_channels", "sam")(lambda l, built: L.Product(l.opts))
 register("activation")(lambda l, built: L.Activation(l.opts))
 def _tree(l):
-    """Softmax trees (yolo9000's 9k.tree) are not implemented: the layer builds, weights load
-    and save, forward() still returns the raw head input; running the layer itself refuses."""
-    return L.Unsupported(f"layer {l.index} [{l.section.header}] with tree={l.opts['tree']}")
+    """The softmax tree a [softmax]/[region] tree= names (yolo9000's 9k.tree), or None."""
+    if not l.opts.get("tree"):
+        return None
+    tree = shapes.read_tree(shapes.find_tree(l))
+    want = l.opts["classes"] if l.type == "region" else l.outputs
+    if tree.n > want:   # darknet's softmax_tree would run past the class entries
+        raise l.error(f"the softmax tree {tree.path} has {tree.n} nodes, more than the "
+                      f"{want} {'classes' if l.type == 'region' else 'inputs'}", "tree")
+    return tree
 
 
-register("softmax")(lambda l, built: _tree(l) if l.opts.get("tree") else L.Softmax(l.opts))
-register("region")(lambda l, built: _tree(l) if l.opts.get("tree") else L.Region(l.opts))
+register("softmax")(lambda l, built: L.Softmax(l.opts, _tree(l)))
+register("region")(lambda l, built: L.Region(l.opts, _tree(l)))
 register("normalization")(lambda l, built: L.LRN(l.opts))
 register("crop")(lambda l, built: L.Crop(l.opts))
 register("dropout", "empty", "cost", "contrastive")(lambda l, built: L.Identity())

@@ -11,11 +11,12 @@ works from these Layer records and never re-reads cfg text.
 """
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 
 from .cfg import Cfg, Section, load as load_cfg
-from .errors import CfgError
+from .errors import CfgError, DarkcfgError
 
 # ----- records -----------------------------------------------------------------------------------
 
@@ -693,6 +694,71 @@ def _crnn(sec: Section, ctx: Ctx) -> Layer:
 def _recurrent(sec: Section, ctx: Ctx) -> Layer:
     raise sec.error(f"[{sec.header}] is a recurrent layer: not supported by darkcfg (AlexeyAB "
                     f"darknet itself crashes on its rnn/gru/lstm cfgs)")
+
+
+# ----- softmax trees (yolo9000's 9k.tree) --------------------------------------------------------
+
+@dataclass
+class Tree:
+    """darknet's read_tree: one node per line ``name parent`` (parent -1 for a root).  A group
+    is a run of consecutive lines with one parent; darknet's softmax_tree takes a softmax over
+    each group in turn, covering the first ``n`` class entries."""
+    path: str
+    names: list
+    parent: list
+    group_size: list
+
+    @property
+    def n(self) -> int:
+        return len(self.parent)
+
+    def groups(self) -> list:
+        """The group index of every node."""
+        return [g for g, size in enumerate(self.group_size) for _ in range(size)]
+
+
+def read_tree(path: str) -> Tree:
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise DarkcfgError(f"{path}: cannot read the softmax tree ({e.strerror})") from None
+    names, parent, sizes = [], [], []
+    for k, line in enumerate(lines, 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if "\0" in line:
+            raise DarkcfgError(f"{path}:{k}: NUL bytes after {line.split(chr(0))[0][:40]!r}: the file "
+                               f"is damaged (a broken download or copy?)")
+        try:
+            p = int(parts[1]) if len(parts) > 1 else -1
+        except ValueError:
+            raise DarkcfgError(f"{path}:{k}: expected 'name parent', got {line[:60]!r}") from None
+        if not -1 <= p < len(parent):   # hierarchy_predictions needs each parent done first
+            raise DarkcfgError(f"{path}:{k}: parent {p} must be -1 (a root) or the index of an "
+                               f"earlier line (0..{len(parent) - 1})")
+        if not parent or p != parent[-1]:
+            sizes.append(0)
+        sizes[-1] += 1
+        names.append(parts[0])
+        parent.append(p)
+    if not parent:
+        raise DarkcfgError(f"{path}: the softmax tree is empty")
+    return Tree(path, names, parent, sizes)
+
+
+def find_tree(layer: Layer) -> str:
+    """The file a tree= option names: as written (darknet opens it from its working folder),
+    beside the cfg, or its file name beside the cfg (darknet's cfgs say data/9k.tree)."""
+    name = layer.opts["tree"]
+    here = os.path.dirname(layer.section.path or "")
+    tried = [name, os.path.join(here, name), os.path.join(here, os.path.basename(name))]
+    for p in tried:
+        if os.path.isfile(p):
+            return p
+    raise layer.error(f"softmax tree '{name}' not found (tried {', '.join(dict.fromkeys(tried))})",
+                      "tree")
 
 
 # ----- the walk ------------------------------------------------------------------------------------

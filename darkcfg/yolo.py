@@ -114,9 +114,15 @@ def decode(raw: torch.Tensor, head: Head, input_size: tuple) -> dict:
     return {"boxes": boxes, "obj": obj, "cls": cls}
 
 
-def decode_region(raw: torch.Tensor, layer) -> dict:
+def decode_region(raw: torch.Tensor, layer, tree=None) -> dict:
     """[region] (YOLOv2) raw output (B, num*(coords+1+C), H, W): anchors in grid units,
-    logistic x, y, objectness, softmax classes (darknet's get_region_box)."""
+    logistic x, y, objectness, softmax classes (darknet's get_region_box).
+
+    With tree= (yolo9000) the classes get a softmax within each group of the tree, then - as
+    darknet's get_region_detections (hierarchy_predictions, only_leaves=0) - each node's
+    probability times its parent's, so "cls" holds p(node) = p(node | parent) * p(parent)
+    (0 for class entries past the tree).  ``tree``: a shapes.Tree, read from the layer's
+    tree= file when not given."""
     o = layer.opts
     b, _, h, w = raw.shape
     p = raw.reshape(b, o["num"], o["coords"] + 1 + o["classes"], h, w).permute(0, 3, 4, 1, 2)
@@ -127,8 +133,33 @@ def decode_region(raw: torch.Tensor, layer) -> dict:
                          torch.exp(p[..., 3]) * anchors[:, 1] / h], -1)
     k = o["coords"]
     cls = p[..., k + 1:]
-    cls = torch.softmax(cls, -1) if o["softmax"] else torch.sigmoid(cls)
+    if o.get("tree"):
+        from . import shapes
+        tree = tree or shapes.read_tree(shapes.find_tree(layer))
+        cls = tree_probabilities(cls, tree)
+    else:
+        cls = torch.softmax(cls, -1) if o["softmax"] else torch.sigmoid(cls)
     return {"boxes": boxes, "obj": torch.sigmoid(p[..., k]), "cls": cls}
+
+
+def tree_probabilities(logits: torch.Tensor, tree) -> torch.Tensor:
+    """(..., C) class logits -> each node's absolute probability under ``tree``: a softmax in
+    each group (darknet's softmax_tree), then times the parent's (hierarchy_predictions; the
+    parents are earlier lines, so one pass per depth).  Entries past the tree's n are 0."""
+    from .layers import group_softmax
+    n = tree.n
+    group = torch.tensor(tree.groups(), device=logits.device)
+    cond = group_softmax(logits[..., :n], group, len(tree.group_size))
+    depth = []
+    for par in tree.parent:
+        depth.append(0 if par < 0 else depth[par] + 1)
+    parent = torch.tensor(tree.parent, device=logits.device)
+    depth = torch.tensor(depth, device=logits.device)
+    out = cond.clone()
+    for d in range(1, int(depth.max()) + 1):
+        idx = (depth == d).nonzero().flatten()
+        out[..., idx] = cond[..., idx] * out[..., parent[idx]]
+    return torch.cat([out, torch.zeros_like(logits[..., n:])], -1)
 
 
 # ----- IoU family ---------------------------------------------------------------------------------

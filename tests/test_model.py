@@ -234,3 +234,106 @@ def test_maxpool_equals_darknets_loop(size, stride, padding, h, w):
                             want[0, c, i, j] = max(want[0, c, i, j], x[0, c, y, xx])
     got = MaxPool(dict(size=size, stride=stride, padding=padding, depth=False), 2)(x)
     assert torch.equal(got, want)
+
+
+# --- softmax trees (yolo9000) ------------------------------------------------------------------
+
+# a-b are roots; c, d, e children of a; f, g of b; h of a again, after f, g: darknet's read_tree
+# makes every run of one parent a group, so h is a group of its own
+SMALL_TREE = "a -1\nb -1\nc 0\nd 0\ne 0\nf 1\ng 1\nh 0\n"
+GROUPS = [[0, 1], [2, 3, 4], [5, 6], [7]]
+
+
+def _softmax(v):
+    e = [math.exp(x - max(v)) for x in v]
+    return [x / sum(e) for x in e]
+
+
+def _tree_region_cfg(tmp_path, classes=8):
+    (tmp_path / "small.tree").write_text(SMALL_TREE)
+    per = 4 + 1 + classes
+    return C.parse(f"[net]\nwidth=2\nheight=1\nchannels={per}\n[region]\nclasses={classes}\n"
+                   f"coords=4\nnum=1\nsoftmax=1\nanchors=1,1\ntree=data/small.tree\n",
+                   str(tmp_path / "r.cfg"))
+
+
+def test_region_tree_softmax_by_hand(tmp_path):
+    """darknet's forward_region_layer with tree=: a softmax within each group of the tree
+    (softmax_tree on index + 5), objectness logistic, x, y, w, h raw; computed by hand."""
+    model = darkcfg.build_model(_tree_region_cfg(tmp_path, classes=9))    # 9th: past the tree
+    x = torch.tensor([0.1 * k - 0.7 for k in range(14)], dtype=torch.float64)
+    inp = torch.stack([x, -x], 1).reshape(1, 14, 1, 2)                   # two cells
+    out = model.double().trace(inp)[0].reshape(1, 1, 2, 14)
+    for cell, v in ((0, x.tolist()), (1, (-x).tolist())):
+        got = out[0, 0, cell].tolist()
+        assert got[:4] == pytest.approx(v[:4])
+        assert got[4] == pytest.approx(1 / (1 + math.exp(-v[4])))
+        want = [p for g in GROUPS for p in _softmax([v[5 + i] for i in g])]
+        assert got[5:13] == pytest.approx(want, abs=1e-12)
+        assert got[13] == v[13]                                          # raw, as darknet
+        for g in GROUPS:
+            assert sum(got[5 + i] for i in g) == pytest.approx(1)
+
+
+def test_softmax_layer_tree_by_hand(tmp_path):
+    (tmp_path / "small.tree").write_text(SMALL_TREE)
+    cfg = C.parse("[net]\nwidth=1\nheight=1\nchannels=9\n[softmax]\ntemperature=2\n"
+                  "tree=small.tree\n", str(tmp_path / "s.cfg"))
+    x = [0.3 * k for k in range(9)]
+    out = darkcfg.build_model(cfg).double()(torch.tensor(x, dtype=torch.float64)
+                                            .reshape(1, 9, 1, 1))[0].flatten().tolist()
+    want = [p for g in GROUPS for p in _softmax([x[i] / 2 for i in g])]
+    assert out[:8] == pytest.approx(want, abs=1e-12) and out[8] == 0
+
+
+def test_decode_region_tree_gives_each_nodes_probability(tmp_path):
+    """get_region_detections' hierarchy_predictions: p(c) = p(c | a) * p(a), by hand."""
+    from darkcfg import yolo as Y
+    cfg = _tree_region_cfg(tmp_path)
+    net = shapes.infer(cfg)
+    v = [0.0] * 5 + [0.5, -0.5, 1.0, 2.0, 0.0, 0.3, 0.1, 4.0]
+    raw = torch.tensor([v, v], dtype=torch.float64).T.reshape(1, 13, 1, 2)
+    cls = Y.decode_region(raw, net.layers[0])["cls"][0, 0, 0, 0].tolist()
+    pa, pb = _softmax([0.5, -0.5])
+    pc, pd, pe = _softmax([1.0, 2.0, 0.0])
+    pf, pg = _softmax([0.3, 0.1])
+    assert cls == pytest.approx([pa, pb, pc * pa, pd * pa, pe * pa, pf * pb, pg * pb, 1 * pa])
+
+
+def test_bad_tree_files_say_where(tmp_path):
+    for text, words in (("a -1\nb 5\n", "small.tree:2: parent 5 must be -1"),
+                        ("a -1\nb\x00\x00 0\n", "small.tree:2: NUL bytes"),
+                        ("a -1\nb x\n", "small.tree:2: expected 'name parent'")):
+        cfg = _tree_region_cfg(tmp_path)
+        (tmp_path / "small.tree").write_text(text)
+        with pytest.raises(DarkcfgError, match=words):
+            darkcfg.build_model(cfg)
+    cfg = C.parse("[net]\nwidth=1\nheight=1\nchannels=3\n[softmax]\ntree=none.tree\n",
+                  str(tmp_path / "s.cfg"))
+    with pytest.raises(DarkcfgError, match=r"s.cfg:6: \[softmax\] \(layer 0\): option 'tree': "
+                                           r"softmax tree 'none.tree' not found"):
+        darkcfg.build_model(cfg)
+
+
+@needs_shared
+def test_yolo9000_runs(tmp_path):
+    """yolo9000.cfg (9418 classes, tree=data/9k.tree) runs; with a 9418-node tree (the shared
+    9k.tree is damaged: NUL bytes at line 5804, 8714 lines - it must say so) every group of
+    every anchor's classes sums to 1."""
+    src = os.path.join(DARKNET_CFGS, "yolo9000.cfg")
+    with pytest.raises(DarkcfgError, match=r"9k.tree:5804: NUL bytes"):
+        darkcfg.build_model(src, width=64, height=64)
+    parents = [-1] * 4 + [(k - 4) // 8 for k in range(4, 9418)]       # runs of 8 siblings
+    (tmp_path / "9k.tree").write_text("".join(f"n{k} {p}\n" for k, p in enumerate(parents)))
+    cfg = C.load(src)
+    cfg.path = str(tmp_path / "yolo9000.cfg")
+    for sec in cfg.sections:
+        sec.path = cfg.path
+    model = darkcfg.build_model(cfg, width=64, height=64)
+    with torch.no_grad():
+        out = model.trace(torch.rand(1, 3, 64, 64))[-1]                 # (1, 2, 2, 3 * 9423)
+    cls = out.reshape(1, 2, 2, 3, 9423)[..., 5:]
+    tree = shapes.read_tree(str(tmp_path / "9k.tree"))
+    sums = torch.zeros(1, 2, 2, 3, len(tree.group_size)).index_add_(
+        -1, torch.tensor(tree.groups()), cls)
+    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
