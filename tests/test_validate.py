@@ -260,3 +260,18 @@ def test_batching_does_not_change_the_result(tmp_path):
     one = V.evaluate_model(model, paths, batch=1)
     three = V.evaluate_model(model, paths, batch=3)
     assert one.format() == three.format()
+
+
+@pytest.mark.parametrize("net_extra, flag, want", [
+    ("", None, False), ("", True, True),                  # the flag counts where the cfg is silent
+    ("letter_box=0", True, False),                        # the cfg's [net] overrides it (darknet)
+    ("letter_box=1", None, True)])
+def test_letter_box_the_cfg_overrides_the_flag(tmp_path, net_extra, flag, want):
+    from darkcfg import weights as W
+    model, cfg = make_model(tmp_path, net_extra=net_extra)
+    wpath = str(tmp_path / "t.weights")
+    W.save_darknet(model, wpath)
+    data = _write_data(tmp_path, [image(tmp_path, "a.png", 32, 32, "")])
+    s = V.setup(data, cfg, wpath, letter_box=flag)
+    assert s.letter_box is want
+    assert bool(s.notes) is (flag is True and not want)
