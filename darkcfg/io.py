@@ -42,7 +42,8 @@ def check_outputs(outputs, inputs=(), force: bool = False) -> None:
     for k, out in enumerate(outputs):
         for inp in inputs:
             if same_file(out, inp):
-                raise DarkcfgError(f"{out}: is also an input ({inp}): inputs are never modified")
+                also = "" if out == inp else f" ({inp})"
+                raise DarkcfgError(f"{out}: is also an input{also}: inputs are never modified")
         for other in outputs[:k]:
             if same_file(out, other):
                 raise DarkcfgError(f"{out}: named twice as an output (also {other})")

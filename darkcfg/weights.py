@@ -476,9 +476,9 @@ def check_arrays(net: Network, arrays: dict, path: str, cutoff: int | None = Non
         want[key] = e.tensor.shape
         a = arrays.get(key)
         if a is None or tuple(a.shape) != tuple(e.tensor.shape):
-            got = "missing" if a is None else f"has shape {tuple(a.shape)}"
-            raise WeightsError(f"{e.tensor.name} ({key}, shape {tuple(e.tensor.shape)}) is "
-                               f"{got} - a checkpoint of another network?", path,
+            got = "is missing" if a is None else f"has shape {tuple(a.shape)}"
+            raise WeightsError(f"{e.tensor.name} ({key}, shape {tuple(e.tensor.shape)} in the "
+                               f"cfg) {got} - a checkpoint of another network?", path,
                                e.layer.index, e.layer.section.header)
     extra = sorted(k for k in arrays if k not in want and not k.endswith("num_batches_tracked"))
     if extra and cutoff is None:
