@@ -240,8 +240,10 @@ class BatchNorm(nn.Module):
 
 def _pool_pads(x, size, stride, padding):
     """(left, right, top, bottom) so that darknet's window start -padding//2 and its output
-    size (in + padding - size)//stride + 1 come out of an unpadded pool."""
-    h, w = x.shape[-2:]
+    size (in + padding - size)//stride + 1 come out of an unpadded pool.  int(): under the ONNX
+    tracer the sizes are graph values when an axis is dynamic; the pads must stay constants
+    (the export fixes H and W; only the batch may vary)."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
     sy, sx = stride
     oh, ow = (h + padding - size) // sy + 1, (w + padding - size) // sx + 1
     lo = padding // 2
@@ -249,7 +251,7 @@ def _pool_pads(x, size, stride, padding):
 
 
 def _pool_out(x, size, stride, padding):
-    h, w = x.shape[-2:]
+    h, w = int(x.shape[-2]), int(x.shape[-1])
     return ((h + padding - size) // stride[0] + 1, (w + padding - size) // stride[1] + 1)
 
 
