@@ -255,8 +255,8 @@ def image_detections(boxes: np.ndarray, obj: np.ndarray, cls: np.ndarray, img_si
 # ----- ground truth ----------------------------------------------------------------------------
 
 
-def ground_truth(image_path: str, img_size: tuple, num_classes: int) -> np.ndarray:
-    """The image's label rows as (n, 5) [x1, y1, x2, y2, class] pixels; a bad line or a class
+def read_truth(image_path: str, num_classes: int) -> np.ndarray:
+    """The image's label rows (n, 5) [class, cx, cy, w, h] normalized; a bad line or a class
     outside 0..num_classes-1 is a DarkcfgError naming the file and line."""
     path = D.label_path(image_path)
     rows, problems = D.read_labels(path)
@@ -270,10 +270,20 @@ def ground_truth(image_path: str, img_size: tuple, num_classes: int) -> np.ndarr
         c = int(cls[bad][0])
         raise DarkcfgError(f"{path}:{_line_of_class(path, c)}: class {c} is out of range: the "
                            f"model has {num_classes} classes (0..{num_classes - 1})")
+    return rows
+
+
+def to_pixels(rows: np.ndarray, img_size: tuple) -> np.ndarray:
+    """Label rows [class, cx, cy, w, h] -> (n, 5) [x1, y1, x2, y2, class] image pixels."""
     iw, ih = img_size
     cx, cy, w, h = (rows[:, k].astype(np.float64) for k in range(1, 5))
     return np.c_[(cx - w / 2) * iw, (cy - h / 2) * ih, (cx + w / 2) * iw, (cy + h / 2) * ih,
-                 cls]
+                 rows[:, 0].astype(np.float64)]
+
+
+def ground_truth(image_path: str, img_size: tuple, num_classes: int) -> np.ndarray:
+    """:func:`read_truth` in image pixels: (n, 5) [x1, y1, x2, y2, class]."""
+    return to_pixels(read_truth(image_path, num_classes), img_size)
 
 
 def _line_of_class(path: str, c: int):
@@ -346,6 +356,7 @@ def collect(model, image_paths, *, num_classes=None, letter_box=None, batch: int
     size = (net.width, net.height)
     place = model.placement()
     out = Collected(list(image_paths), [], [], [], bool(letter_box))
+    truth = [read_truth(p, classes) for p in out.paths]      # label errors before any work
     bar = None
     if progress:
         from tqdm import tqdm
@@ -367,7 +378,7 @@ def collect(model, image_paths, *, num_classes=None, letter_box=None, batch: int
             k = keep[i]
             b, o, c = (t.float().cpu().numpy() for t in (boxes[i][k], obj[i][k], cls[i][k]))
             out.dets.append(image_detections(b, o, c, sizes[i], size, letter_box, kind, beta))
-            out.gts.append(ground_truth(p, sizes[i], classes))
+            out.gts.append(to_pixels(truth[start + i], sizes[i]))
             out.sizes.append(sizes[i])
         if bar is not None:
             bar.update(len(paths))
