@@ -275,3 +275,10 @@ def test_letter_box_the_cfg_overrides_the_flag(tmp_path, net_extra, flag, want):
     s = V.setup(data, cfg, wpath, letter_box=flag)
     assert s.letter_box is want
     assert bool(s.notes) is (flag is True and not want)
+
+
+def test_coco_image_ids_from_file_names():
+    assert V.coco_image_ids(["a/COCO_val2014_000000000042.jpg", "b/000000000139.jpg"]) == \
+        [42, 139]
+    assert V.coco_image_ids(["x/cat.jpg", "y/000000000139.jpg"]) == [0, 1]   # not all numbered
+    assert V.coco_image_ids(["x/1.jpg", "y/1.jpg"]) == [0, 1]                # not distinct
