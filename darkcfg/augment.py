@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .errors import DarkcfgError
 
 # ----- options read from the cfg ----------------------------------------------------------------
 
@@ -83,7 +82,8 @@ class Options:
                           "('isn't supported, use only 1 of these parameters')", n.find("mosaic"))
         if cutmix:
             self.warnings.append(n.error("cutmix=1 is for the classifier: darknet's detector "
-                                         "ignores it (and so does darkcfg)", n.find("cutmix")).format())
+                                         "ignores it (and so does darkcfg)",
+                                         n.find("cutmix")).format())
         if mixup and not mosaic:
             self.warnings.append(n.error("mixup=1 is not implemented by darkcfg: training "
                                          "runs without it", n.find("mixup")).format())
@@ -363,15 +363,19 @@ def blur(image: np.ndarray, boxes: np.ndarray, mode: int) -> tuple:
 
 
 def gaussian_noise(image: np.ndarray, boxes: np.ndarray, sigma: int, seed: int) -> tuple:
-    """darknet's noise: cv::randn into a uint8 image (so negative draws saturate to 0: the
-    noise only brightens), added with saturation.  sigma clamped to 0..127."""
+    """Zero-mean gaussian noise of stddev ``sigma`` (clamped to 0..127, 0-255 units) on every
+    channel, added with saturation.  darknet's intent; its code differs twice (a bug, not
+    matched): ``cv::randn(noise, 0, sigma)`` with scalar arguments fills only the first channel
+    (Scalar(sigma) is (sigma, 0, 0, 0)), and ``noise`` is uint8, so negative draws saturate to
+    0 and the noise only brightens the red channel."""
     sigma = min(max(int(sigma), 0), 127)
     if not sigma:
         return image, boxes
-    noise = np.empty_like(image)
+    c = image.shape[2]
+    noise = np.empty(image.shape, np.int16)
     cv2.setRNGSeed(seed)
-    cv2.randn(noise, 0, sigma)
-    return cv2.add(image, noise).reshape(image.shape), boxes
+    cv2.randn(noise, (0,) * c, (sigma,) * c)
+    return cv2.add(image, noise, dtype=cv2.CV_8U).reshape(image.shape), boxes
 
 
 # ----- one image, mosaic --------------------------------------------------------------------------
@@ -429,7 +433,8 @@ def mosaic_shifts(crop: Crop, flipped: bool, size: tuple, cut: tuple) -> tuple:
     w, h = size
     cx, cy = cut
     pl, pr = (crop.pright, crop.pleft) if flipped else (crop.pleft, crop.pright)
-    return (min(cx, max(0, _cdiv(-pl * w, crop.ow))), min(cy, max(0, _cdiv(-crop.ptop * h, crop.oh))),
+    return (min(cx, max(0, _cdiv(-pl * w, crop.ow))),
+            min(cy, max(0, _cdiv(-crop.ptop * h, crop.oh))),
             min(w - cx, max(0, _cdiv(-pr * w, crop.ow))),
             min(h - cy, max(0, _cdiv(-crop.pbot * h, crop.oh))))
 
@@ -522,8 +527,8 @@ def network_size(opt: Options, iteration: int, rng_for_block) -> tuple:
     every 10 iterations, ``dim = roundl(r * init / step + 1) * step`` with r = rand_scale(coef)
     (coef 1.4 for random=1), kept at init when r < 1 would round above it; the largest size,
     ``roundl(coef * init / step + 1) * step``, for the first 10 iterations and once
-    ``iteration > max_batches - 100`` (max_batches > 0).  ``rng_for_block(block)`` gives the Generator of one
-    block of 10 iterations.  darknet restarts its count of 10 in each run (a resumed run
+    ``iteration > max_batches - 100`` (max_batches > 0).  ``rng_for_block(block)`` gives the
+    Generator of one block of 10 iterations.  darknet restarts its count of 10 in each run (a resumed run
     starts with 10 iterations at the largest size); darkcfg counts from iteration 0, so a
     resumed run continues the same sizes."""
     if not opt.random:

@@ -273,3 +273,136 @@ def test_check_without_cfg_and_a_clean_set(tmp_path):
     assert rep.errors == [f"{d}/a.txt:2: a keypoint line (class x y) but the cfg's last head is "
                           f"a box head"]
     assert any("classes=1 but the cfg's heads have 2" in w for w in rep.warnings)
+
+
+# ----- the loader -------------------------------------------------------------------------------
+
+
+def small_set(tmp_path, n=12):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        img = np.full((48, 64, 3), 40 + 10 * i, np.uint8)
+        img[10:30, 20:44] = 250
+        p = str(tmp_path / "imgs" / f"{i}.jpg")
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        cv2.imwrite(p, img)
+        lines = "" if i % 5 == 4 else f"{i % 2} {32 / 64} {20 / 48} {24 / 64} {20 / 48}\n"
+        lines += f"1 {rng.uniform(.2, .8):.4f} {rng.uniform(.2, .8):.4f} .1 .1\n" if i % 3 else ""
+        write(p[:-4] + ".txt", lines)
+        paths.append(p)
+    return paths
+
+
+AUG_CFG = TINY_CFG.replace("random=0", "random=1").replace(
+    "channels=3", "channels=3\nhue=.1\nsaturation=1.5\nexposure=1.5\nmosaic=1\nblur=1\n"
+    "gaussian_noise=10\nmax_batches=1000")
+
+
+def batches(paths, cfg_text, n, **kw):
+    from darkcfg import shapes
+    loader = D.TrainLoader(paths, shapes.network(cfg_text), mini_batch=4, subdivisions=2, **kw)
+    try:
+        return [next(loader) for _ in range(n)]
+    finally:
+        loader.close()
+
+
+def same(a, b):
+    import torch
+    assert (a.iteration, a.subdivision, a.size, a.paths) == (b.iteration, b.subdivision, b.size,
+                                                             b.paths)
+    assert torch.equal(a.images, b.images)
+    assert all(torch.equal(x, y) for x, y in zip(a.boxes, b.boxes))
+    assert all(torch.equal(x, y) for x, y in zip(a.classes, b.classes))
+
+
+def test_loader_batches_are_what_encode_targets_takes(tmp_path):
+    import torch
+    paths = small_set(tmp_path)
+    bs = batches(paths, AUG_CFG, 4, seed=1)
+    assert [(b.iteration, b.subdivision) for b in bs] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for b in bs:
+        w, h = b.size
+        assert b.images.shape == (4, 3, h, w) and b.images.dtype == torch.float32
+        assert 0 <= b.images.min() and b.images.max() <= 1
+        assert len(b.boxes) == len(b.classes) == len(b.paths) == 4
+        for bx, c in zip(b.boxes, b.classes):
+            assert bx.dtype == torch.float32 and bx.shape[1:] == (4,) and c.dtype == torch.int64
+            assert ((bx[:, :2] > 0) & (bx[:, :2] <= 1)).all() and (c < 2).all()
+            assert ((bx[:, 2:] >= torch.tensor([1 / w, 1 / h])) & (bx[:, 2:] < 1)).all()
+    # multi-scale: the first 10 iterations run at the largest size, roundl(1.4 * 2 + 1) * 32
+    assert bs[0].size == (128, 64)          # width 64 * 1.4 / 32 + 1 = 3.8 -> 4; height 2.4 -> 2
+    from darkcfg import yolo as Y, shapes
+    heads = Y.heads_of(shapes.network(AUG_CFG))
+    Y.encode_targets(bs[0].boxes, bs[0].classes, heads, [(2, 4)], bs[0].size)
+
+
+def test_loader_same_batches_with_0_and_2_workers(tmp_path):
+    paths = small_set(tmp_path)
+    a = batches(paths, AUG_CFG, 6, seed=7, start_iteration=9, workers=0)
+    b = batches(paths, AUG_CFG, 6, seed=7, start_iteration=9, workers=2)
+    for x, y in zip(a, b):
+        same(x, y)
+    assert a[0].iteration == 9 and a[2].iteration == 10
+
+
+def test_loader_resume_and_ranks_continue_the_same_stream(tmp_path):
+    import torch
+    paths = small_set(tmp_path)
+    full = batches(paths, AUG_CFG, 8, seed=3)
+    resumed = batches(paths, AUG_CFG, 4, seed=3, start_iteration=2)
+    for x, y in zip(full[4:], resumed):
+        same(x, y)
+    other = batches(paths, AUG_CFG, 2, seed=4)
+    assert not torch.equal(other[0].images, full[0].images)
+    # two ranks of a mini-batch of 4: slots 0-1 and 2-3 of the single-process batch
+    r0 = batches(paths, AUG_CFG, 2, seed=3, rank=0, world_size=2)
+    r1 = batches(paths, AUG_CFG, 2, seed=3, rank=1, world_size=2)
+    for k in range(2):
+        assert torch.equal(torch.cat([r0[k].images, r1[k].images]), full[k].images)
+        assert r0[k].paths + r1[k].paths == full[k].paths
+
+
+def test_loader_without_augmentation_is_a_plain_resize(tmp_path):
+    paths = small_set(tmp_path)
+    b = batches(paths, AUG_CFG, 1, seed=0, augment=False)[0]
+    assert b.size == (64, 32)
+    for img, bx, p in zip(b.images, b.boxes, b.paths):
+        ref = cv2.resize(cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB), (64, 32),
+                         interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_allclose(img.permute(1, 2, 0).numpy() * 255, ref, atol=1e-3)
+        rows, _ = D.read_labels(D.label_path(p))
+        np.testing.assert_allclose(bx.numpy(), rows[:, 1:], rtol=1e-6)
+
+
+def test_loader_keypoint_cfg_gives_centres(tmp_path):
+    from darkcfg import shapes
+    paths = small_set(tmp_path, 3)
+    kp = TINY_CFG.replace("[yolo]", "[keypoint]").replace("mask=0,1,2\n", "").replace(
+        "anchors=10,14, 23,27, 37,58\n", "").replace("num=3\n", "").replace("filters=21",
+                                                                            "filters=8")
+    net = shapes.network(kp)
+    loader = D.TrainLoader(paths, net, mini_batch=2, subdivisions=1, augment=False)
+    b = next(loader)
+    for bx, p in zip(b.boxes, b.paths):
+        rows, _ = D.read_labels(D.label_path(p))
+        np.testing.assert_allclose(bx[:, :2].numpy(), rows[:, 1:3], rtol=1e-6)
+        assert (bx[:, 2:] == 0).all()
+    assert len(b.points()) == 2
+
+
+def test_loader_refuses_what_it_cannot_do(tmp_path):
+    from darkcfg import shapes
+    net = shapes.network(TINY_CFG)
+    with pytest.raises(DarkcfgError, match="cannot be split over 3 ranks"):
+        D.TrainLoader(["a.jpg"], net, mini_batch=4, subdivisions=1, world_size=3)
+    with pytest.raises(DarkcfgError, match="no training images"):
+        D.TrainLoader([], net, mini_batch=4, subdivisions=1)
+    with pytest.warns(UserWarning, match="mixup=1 is not implemented"):
+        D.TrainLoader(["a.jpg"], shapes.network(TINY_CFG.replace("channels=3", "channels=3\n"
+                                                                 "mixup=1")),
+                      mini_batch=1, subdivisions=1)
+    loader = D.TrainLoader([str(tmp_path / "gone.jpg")], net, mini_batch=1, subdivisions=1)
+    with pytest.raises(DarkcfgError, match="gone.jpg: no such image"):
+        next(loader)

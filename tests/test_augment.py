@@ -1,0 +1,403 @@
+"""darkcfg.augment: each step draws a known image, then finds where the drawn rectangle went and
+compares that with where the step says the box went.  Expected numbers are darknet's formulas
+(src/data.c load_data_detection, correct_boxes, fill_truth_detection, blend_truth_mosaic;
+src/image_opencv.cpp image_data_augmentation; src/detector.c multi-scale) worked by hand."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+from darkcfg import augment as A  # noqa: E402
+
+BG, FG = 60, 250
+
+
+def canvas(w, h, rects=(), bg=BG, fg=FG):
+    """A uniform image with filled rectangles given in pixels (x0, y0, x1, y1), x1/y1
+    exclusive, and their labels [0, cx, cy, w, h]."""
+    img = np.full((h, w, 3), bg, np.uint8)
+    rows = []
+    for x0, y0, x1, y1 in rects:
+        img[y0:y1, x0:x1] = fg
+        rows.append([0, (x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h])
+    return img, np.asarray(rows, np.float64).reshape(-1, 5)
+
+
+def found(img, thresh=(BG + FG) / 2):
+    """(x0, y0, x1, y1) of the pixels brighter than thresh, or None."""
+    ys, xs = np.nonzero(img[:, :, 0] > thresh)
+    if not len(xs):
+        return None
+    return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+
+def pixels(box, size):
+    """A normalized [.., cx, cy, w, h] row -> (x0, y0, x1, y1) pixels."""
+    w, h = size
+    _, cx, cy, bw, bh = box
+    return (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h
+
+
+def assert_at(img, box, size, tol=1.01):
+    got = found(img)
+    assert got is not None
+    np.testing.assert_allclose(got, pixels(box, size), atol=tol)
+
+
+def crop(ow, oh, pl, pt, pr, pb):
+    return A.Crop(ow, oh, pl, pt, pr, pb, ow - pl - pr, oh - pt - pb)
+
+
+# ----- jitter crop ------------------------------------------------------------------------------
+
+
+def test_crop_inside_then_resize():
+    img, boxes = canvas(200, 100, [(60, 30, 100, 60)])
+    out, b = A.crop_resize(img, boxes, crop(200, 100, 20, 10, 40, 20), (280, 140))   # 140x70, x2
+    assert out.shape == (140, 280, 3)
+    np.testing.assert_allclose(pixels(b[0], (280, 140)), (80, 40, 160, 100), atol=1e-9)
+    assert_at(out, b[0], (280, 140))
+
+
+def test_crop_with_padding_fills_the_mean_colour():
+    img, boxes = canvas(200, 100, [(60, 30, 100, 60)])
+    out, b = A.crop_resize(img, boxes, crop(200, 100, -30, -20, -10, 0), (240, 120))   # 1:1
+    np.testing.assert_allclose(pixels(b[0], (240, 120)), (90, 50, 130, 80), atol=1e-9)
+    assert_at(out, b[0], (240, 120))
+    mean = round(BG + (FG - BG) * 40 * 30 / (200 * 100))      # cv::mean of the original
+    assert (out[5, 5] == mean).all() and (out[115, 235] == mean).all()
+
+
+def test_crop_clips_and_drops_boxes_as_correct_boxes():
+    img, boxes = canvas(200, 100, [(0, 0, 40, 40), (150, 60, 190, 90)])
+    boxes = np.vstack([boxes, [0, 0, 0, .1, .1],                  # x = y = 0: invalid
+                       [0, 1.2, .5, .1, .1]])                     # wholly outside
+    out, b = A.crop_resize(img, boxes, crop(200, 100, 20, 0, 0, 0), (180, 100))
+    assert len(b) == 2
+    np.testing.assert_allclose(pixels(b[0], (180, 100)), (0, 0, 20, 40), atol=1e-9)  # clipped
+    np.testing.assert_allclose(pixels(b[1], (180, 100)), (130, 60, 170, 90), atol=1e-9)
+    mask = out[:, :, 0] > (BG + FG) / 2
+    assert mask[:40, :20].all() and mask[60:90, 130:170].all()
+    assert mask.sum() == 20 * 40 + 40 * 30
+
+
+@pytest.mark.parametrize("r, resize, expect", [
+    # ow=200, oh=100, jitter .3: dw=60, dh=30; pleft=int(r1*120-60), ...
+    ((0, 1, .5, .25), 1.0, (-60, 0, 60, -15)),
+    # resize 1.5: min_rdw=int(200*(1-1.5)/2)=-50, max_rdw=int(200*(1-1/1.5)/2)=33,
+    # min_rdh=-25, max_rdh=16; resize_r=(.5, 1): pleft=int(-60+(-8.5))=-68, pright=int(60+33)=93,
+    # ptop=int(0+(-4.5))=-4, pbot=int(-15+16)=1
+    ((0, 1, .5, .25), 1.5, (-68, -4, 93, 1)),
+    # resize .5 (downsize only): min_rdw=int(200*(1-2)/2)=-100, min_rdh=-50; U[min, 0]:
+    # pleft=int(-60-50)=-110, pright=int(60+0)=60, ptop=int(0-25)=-25, pbot=int(-15+0)=-15
+    ((0, 1, .5, .25), 0.5, (-110, -25, 60, -15)),
+])
+def test_plan_crop_darknet_arithmetic(r, resize, expect):
+    opt = A.Options(416, 416, 1, jitter=.3, resize=resize)
+    d = A.Draws(resize_r=(.5, 1.0), r=r)
+    c = A.plan_crop(200, 100, d, opt, (416, 416))
+    assert (c.pleft, c.ptop, c.pright, c.pbot) == expect
+    assert (c.swidth, c.sheight) == (200 - expect[0] - expect[2], 100 - expect[1] - expect[3])
+
+
+def test_plan_crop_invalid_resize_uses_the_whole_image():
+    opt = A.Options(416, 416, 1, jitter=.6)          # dw=120: r=(1, 1) crops 240 of 200
+    c = A.plan_crop(200, 100, A.Draws(r=(1, 1, .5, .5)), opt, (416, 416))
+    assert c.reset and (c.pleft, c.ptop, c.swidth, c.sheight) == (0, 0, 200, 100)
+
+
+def test_letter_box_pads_to_the_network_aspect():
+    # 200x100 into 64x64: darknet pads top and bottom by (200/1 - 100)/2 = 50 each
+    img, boxes = canvas(200, 100, [(60, 30, 100, 60)])
+    out, b = A.letter_box(img, boxes, (64, 64))
+    s = 64 / 200
+    np.testing.assert_allclose(pixels(b[0], (64, 64)),
+                               (60 * s, 80 * s, 100 * s, 110 * s), atol=1e-9)
+    assert_at(out, b[0], (64, 64), tol=1.5)
+    mean = round(BG + (FG - BG) * 40 * 30 / (200 * 100))
+    assert (out[2, 32] == mean).all() and (out[61, 32] == mean).all()
+
+
+def test_flip_mirrors_pixels_and_boxes():
+    img, boxes = canvas(100, 50, [(10, 5, 30, 45)])
+    out, b = A.flip(img, boxes)
+    np.testing.assert_allclose(pixels(b[0], (100, 50)), (70, 5, 90, 45), atol=1e-9)
+    assert_at(out, b[0], (100, 50), tol=0)
+
+
+# ----- the truth filter -------------------------------------------------------------------------
+
+
+def test_fill_truth_drops_as_darknet():
+    boxes = np.array([[0, .5, .5, .2, .2],
+                      [3, .5, .5, .2, .2],              # class 3 >= classes 2
+                      [1, .5, .5, .009, .2],            # under one pixel of a 100-wide net
+                      [1, .5, .5, 0, 0],                # a keypoint: no size rule
+                      [1, 0, .5, .2, .2],               # x = 0 is outside (0, 1]
+                      [1, .5, 1, .2, .2]])              # y = 1 is inside (0, 1]
+    b, min_w_h = A.fill_truth(boxes, 2, (100, 50))
+    np.testing.assert_array_equal(b[:, 0], [0, 1, 1])
+    assert min_w_h == 10                                 # .2 * 50 px
+
+
+def test_shuffle_then_truncate_to_max():
+    boxes = np.array([[k, .5, .5, .1, .1] for k in range(10)], float)
+    b = A.shuffle_truncate(boxes, np.random.default_rng(0), 4)
+    assert len(b) == 4 and len(set(b[:, 0])) == 4
+
+
+# ----- pixels -----------------------------------------------------------------------------------
+
+
+def one(rgb):
+    return np.array([[rgb]], np.uint8)
+
+
+@pytest.mark.parametrize("rgb, dhue, dsat, dexp, expect", [
+    ((255, 0, 0), 0, 1, .5, (128, 0, 0)),            # V 255 * .5 = 127.5 -> 128 (even)
+    ((255, 0, 0), 0, .5, 1, (255, 127, 127)),        # S 128: min = 255 * (1 - 128/255)
+    ((255, 0, 0), 60 / 179, 1, 1, (0, 255, 0)),      # H 0 + 60 = 60 (120 degrees): green
+    ((0, 255, 0), -.5, 1, 1, (255, 0, 0)),           # H 60 - 89.5 saturates at 0: red, not
+])                                                   # the wrapped 150 (magenta) a float HSV gives
+def test_hsv_is_opencv_8bit_arithmetic(rgb, dhue, dsat, dexp, expect):
+    out, _ = A.hsv(one(rgb), np.zeros((0, 5)), dhue, dsat, dexp)
+    assert tuple(out[0, 0]) == expect
+
+
+def test_blur_background_keeps_boxes_sharp():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    boxes = np.array([[0, .5, .5, .25, .5]])            # pixels x 30..50, y 15..45
+    out, _ = A.blur(img, boxes, 1)
+    np.testing.assert_array_equal(out[15:45, 30:50], img[15:45, 30:50])
+    ref = cv2.GaussianBlur(img, (17, 17), 0)
+    np.testing.assert_array_equal(out[:15], ref[:15])
+    assert out[:15].std() < img[:15].std() / 3
+    out, _ = A.blur(img, boxes, 6)                      # ksize (6/2)*2+1 = 7, whole image
+    np.testing.assert_array_equal(out, cv2.GaussianBlur(img, (7, 7), 0))
+
+
+def test_gaussian_noise_zero_mean_on_every_channel():
+    img = np.full((200, 200, 3), 100, np.uint8)
+    img[:10] = 250
+    out, _ = A.gaussian_noise(img, np.zeros((0, 5)), 20, seed=1)
+    diff = out[10:].astype(float) - 100
+    for ch in range(3):                                  # darknet's intent, not its R-only bug
+        assert abs(diff[..., ch].mean()) < 0.5 and abs(diff[..., ch].std() - 20) < 0.5
+    assert out[:10].max() == 255                         # saturated, not wrapped
+    again, _ = A.gaussian_noise(img, np.zeros((0, 5)), 20, seed=1)
+    np.testing.assert_array_equal(out, again)
+    same, _ = A.gaussian_noise(img, np.zeros((0, 5)), 0, seed=1)
+    assert same is img
+
+
+def test_blur_cap_skips_whole_blur_for_small_boxes():
+    # darknet: if min_w_h / 8 < blur and blur > 1, blur = min_w_h / 8; a 12 px box gives 1,
+    # the background mode; the box stays sharp
+    img, boxes = canvas(100, 100, [(40, 40, 52, 52)])
+    opt = A.Options(100, 100, 1, jitter=0, flip=False, blur=9)
+    rng = _FixedRng(random=.0, integer=2)               # blur mode 2 = the [net] value 9
+    out, b, _, _ = A.augment_image(img, boxes, rng, opt, (100, 100))
+    np.testing.assert_array_equal(out[40:52, 40:52], img[40:52, 40:52])
+
+
+class _FixedRng:
+    """A stand-in Generator returning fixed draws."""
+
+    def __init__(self, random=.5, integer=1):
+        self.r, self.i = random, integer
+
+    def random(self):
+        return self.r
+
+    def integers(self, lo, hi=None):
+        return min(self.i, (hi if hi is not None else lo) - 1)
+
+    def permutation(self, n):
+        return np.arange(n)
+
+
+# ----- the whole per-image pipeline -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_augment_image_boxes_follow_pixels(seed):
+    img, boxes = canvas(160, 120, [(50, 40, 90, 70)])
+    opt = A.Options(96, 64, 1, jitter=.3, resize=1.5, flip=True)
+    out, b, c, d = A.augment_image(img, boxes, np.random.default_rng(seed), opt, (96, 64))
+    assert out.shape == (64, 96, 3)
+    if len(b):
+        tol = 1.0 + max(96 / c.swidth, 64 / c.sheight)   # bilinear edges at this scale
+        np.testing.assert_allclose(found(out), pixels(b[0], (96, 64)), atol=tol)
+    else:                                                # cropped away, or under one pixel
+        got = found(out)
+        assert got is None or (got[2] - got[0]) * (got[3] - got[1]) <= 2
+
+
+def test_keypoints_move_as_points():
+    img = np.full((100, 200, 3), BG, np.uint8)
+    img[29:32, 149:152] = FG                             # a dot at (150.5, 30.5) px
+    pts = np.array([[0, 150.5 / 200, 30.5 / 100, 0, 0], [1, .99, .5, 0, 0]])
+    out, b = A.crop_resize(img, pts, crop(200, 100, 20, 0, 20, 0), (160, 100))
+    out, b = A.flip(out, b)
+    assert len(b) == 1 and (b[:, 3:] == 0).all()      # x = 198 px is outside the crop 20..180
+    np.testing.assert_allclose(b[0, 1:3], ((160 - 130.5) / 160, .305), atol=1e-9)
+    x0, y0, x1, y1 = found(out)
+    assert abs((x0 + x1) / 2 - (160 - 130.5)) <= 1 and abs((y0 + y1) / 2 - 30.5) <= 1
+    # a point outside is dropped, never clamped to the edge as a box edge would be
+    out, b = A.crop_resize(img, pts[1:], crop(200, 100, 0, 0, 40, 0), (160, 100))
+    assert len(b) == 0
+    out, b = A.crop_resize(img, pts[1:], crop(200, 100, 0, 0, 0, 0), (160, 100))
+    np.testing.assert_allclose(b[0, 1:3], (.99, .5))
+
+
+# ----- mosaic -----------------------------------------------------------------------------------
+
+
+def test_mosaic_paste_quadrants_and_shifts():
+    size, cut = (100, 80), (40, 30)
+    piece, boxes = canvas(100, 80, [(70, 50, 90, 70)])
+    c = np.zeros((80, 100, 3), np.uint8)
+    c, b = A.mosaic_paste(c, piece, boxes, 0, cut, (0, 0, 0, 0), bound=False)
+    # quadrant 0 shows the piece's x 60..100, y 50..80: the box lands at x 10..30, y 0..20
+    np.testing.assert_allclose(pixels(b[0], size), (10, 0, 30, 20), atol=1e-6)
+    assert found(c[:30, :40]) == (10, 0, 30, 20)
+    assert (c[30:] == 0).all() and (c[:, 40:] == 0).all()
+    # a right shift of 10 (padding on the piece's right) shows x 50..90: box 80..100 -> 30..50,
+    # across the cut into quadrant 1; darknet keeps it there unless mosaic_bound
+    piece, boxes = canvas(100, 80, [(80, 50, 100, 70)])
+    c = np.zeros((80, 100, 3), np.uint8)
+    _, b = A.mosaic_paste(c, piece, boxes, 0, cut, (0, 0, 10, 0), bound=False)
+    np.testing.assert_allclose(pixels(b[0], size), (30, 0, 50, 20), atol=1e-6)
+    _, b = A.mosaic_paste(c, piece, boxes, 0, cut, (0, 0, 10, 0), bound=True)
+    np.testing.assert_allclose(pixels(b[0], size), (30, 0, 40, 20), atol=1e-6)
+    # quadrant 3 with a left shift of 5 and a top shift of 4 shows x 5..65, y 4..54
+    piece, boxes = canvas(100, 80, [(10, 10, 30, 20)])
+    c = np.zeros((80, 100, 3), np.uint8)
+    c, b = A.mosaic_paste(c, piece, boxes, 3, cut, (5, 4, 0, 0), bound=True)
+    np.testing.assert_allclose(pixels(b[0], size), (45, 36, 65, 46), atol=1e-6)
+    assert found(c) == (45, 36, 65, 46)
+
+
+def test_mosaic_shifts_darknet_formula():
+    # -pleft*w/ow in C ints: 3300/160 = 20 (20.6 truncated), 800/120 = 6, 4000/120 = 33
+    c = A.Crop(160, 120, -33, -10, 7, -50, 186, 180)
+    assert A.mosaic_shifts(c, False, (100, 80), (40, 30)) == (20, 6, 0, 33)
+    # flipped: pleft and pright swap
+    assert A.mosaic_shifts(c, True, (100, 80), (40, 30)) == (0, 6, 20, 33)
+
+
+def test_mosaic_corner_moves_padding_toward_the_centre():
+    d = A.Draws(r=(0, 0, 0, 0))                         # every edge padded by dw / dh
+    opt = A.Options(64, 64, 1, jitter=.25)
+    c0 = A.plan_crop(100, 100, d, opt, (64, 64), mosaic_piece=0, corner=True)
+    assert (c0.pleft, c0.pright, c0.ptop, c0.pbot) == (0, -50, 0, -50)
+    c3 = A.plan_crop(100, 100, d, opt, (64, 64), mosaic_piece=3, corner=True)
+    assert (c3.pleft, c3.pright, c3.ptop, c3.pbot) == (-50, 0, -50, 0)
+    # a flipped piece pads the other side: the flip then brings the padding outward again
+    d.flip = True
+    c0 = A.plan_crop(100, 100, d, opt, (64, 64), mosaic_piece=0, corner=True)
+    assert (c0.pleft, c0.pright, c0.ptop, c0.pbot) == (-50, 0, 0, -50)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mosaic_boxes_cover_the_pasted_rectangles(seed):
+    opt = A.Options(96, 96, 1, jitter=.2, flip=True, mosaic=True, mosaic_bound=True)
+    rects = [(20, 20, 60, 50), (100, 30, 140, 90), (40, 70, 90, 110), (10, 10, 150, 110)]
+
+    def load(rng, k=[0]):
+        img, boxes = canvas(160, 120, [rects[k[0] % 4]])
+        k[0] += 1
+        return img, boxes, f"{k[0]}.jpg"
+    out, b, paths = A.mosaic(load, np.random.default_rng(seed), opt, (96, 96))
+    assert out.shape == (96, 96, 3) and len(paths) == 4
+    mask = np.zeros((96, 96), bool)
+    for row in b:
+        x0, y0, x1, y1 = pixels(row, (96, 96))
+        mask[int(round(y0)):int(round(y1)), int(round(x0)):int(round(x1))] = True
+    white = out[:, :, 0] > (BG + FG) / 2
+    # every bright pixel is inside a box, bar bilinear edges and boxes under one pixel
+    assert (white & ~mask).sum() <= 3 * 96
+    # and boxes are bright inside (clipped to the quadrant with mosaic_bound)
+    assert (mask & ~white).sum() <= 3 * 96
+
+
+# ----- multi-scale ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("r, coin, expect", [
+    (.5, 1, 544),        # r = 1.2: roundl(1.2 * 13 + 1) = roundl(16.6) = 17 -> 544
+    (.5, 0, 384),        # r = 1/1.2: roundl(10.83 + 1) = 12 -> 384
+    (.025, 0, 416),      # r = 1/1.01: roundl(12.87 + 1) = 14 -> 448 > 416: kept at 416
+    (0, 1, 448),         # r = 1: roundl(13 + 1) = 14 -> 448 (the "+1": never 416 going up)
+    (1, 0, 320),         # r = 1/1.4: roundl(9.29 + 1) = 10 -> 320
+])
+def test_multiscale_darknet_formula(r, coin, expect):
+    opt = A.Options(416, 416, 1, random=1, max_batches=10000)
+    rng = _FixedRng(random=r, integer=coin)
+    assert A.network_size(opt, 25, lambda block: rng) == (expect, expect)
+
+
+def test_multiscale_first_and_last_blocks_are_the_largest():
+    opt = A.Options(416, 416, 1, random=1, max_batches=1000)
+    rng = _FixedRng(random=1, integer=0)                 # 320 elsewhere
+    size = lambda i: A.network_size(opt, i, lambda block: rng)[0]   # noqa: E731
+    assert [size(i) for i in (0, 9, 10, 900, 909, 910, 999)] == [608, 608, 320, 320, 320, 608,
+                                                                   608]
+    opt.random = 0
+    assert size(5) == 416
+    sizes = {A.network_size(A.Options(416, 416, 1, random=1, max_batches=10 ** 6), i,
+                            lambda b: np.random.default_rng(b))[0] for i in range(10, 3000, 10)}
+    assert sizes <= set(range(320, 609, 32)) and 608 in sizes and 320 in sizes
+
+
+# ----- options ----------------------------------------------------------------------------------
+
+
+CFG = """[net]
+width=64
+height=64
+channels=3
+{net}
+
+[convolutional]
+filters=18
+size=1
+stride=32
+pad=0
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=10,14, 23,27, 37,58
+classes=1
+num=3
+{yolo}
+"""
+
+
+def net_of(net="", yolo=""):
+    from darkcfg import shapes
+    return shapes.network(CFG.format(net=net, yolo=yolo))
+
+
+def test_options_from_the_cfg():
+    o = A.Options.from_network(net_of("hue=.2\nflip=0\nblur=3\nmosaic=1\nmosaic_bound=1",
+                                      "jitter=.1\nresize=1.5\nrandom=1.3\nmax=7"))
+    assert (o.hue, o.flip, o.blur, o.mosaic, o.mosaic_bound) == (.2, False, 3, True, True)
+    assert (o.jitter, o.resize, o.random, o.max_boxes) == (.1, 1.5, 1.3, 7)
+    o = A.Options.from_network(net_of())
+    assert (o.jitter, o.max_boxes, o.flip, o.saturation, o.mosaic) == (.2, 200, True, 1, False)
+    assert o.warnings == []
+
+
+def test_unsupported_options_warn_and_mosaic_letterbox_is_refused():
+    from darkcfg.errors import CfgError
+    o = A.Options.from_network(net_of("angle=7\nmixup=1\ncutmix=1"))
+    text = "\n".join(o.warnings)
+    assert "angle is used by darknet's classifier only" in text
+    assert "mixup=1 is not implemented" in text and "cutmix=1 is for the classifier" in text
+    with pytest.raises(CfgError, match="letter_box=1 and mosaic=1"):
+        A.Options.from_network(net_of("letter_box=1\nmosaic=1"))
