@@ -7,7 +7,10 @@ classes: objectness * class probability), N running over heads, cells and anchor
 """
 from __future__ import annotations
 
+import os
+import sys
 import warnings
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -57,13 +60,45 @@ def check_exportable(model) -> None:
                                f"xnor=1: binary convolutions are not exported")
 
 
+def supported_opsets() -> range:
+    """The opsets torch's exporter writes (7..23 with torch 2.13); darkcfg's layers need >= 8
+    (Expand), and 12 where a [shortcut] has per-channel weights (Einsum)."""
+    from torch.onnx import _constants as c
+    return range(getattr(c, "ONNX_MIN_OPSET", 7), getattr(c, "ONNX_MAX_OPSET", 20) + 1)
+
+
+def check_opset(opset: int) -> None:
+    ok = supported_opsets()
+    if opset not in ok:
+        raise DarkcfgError(f"opset {opset} is not supported: torch {torch.__version__} exports "
+                           f"opsets {ok.start}..{ok.stop - 1} (default 17)")
+
+
+@contextmanager
+def _graph_dump_muted():
+    """torch's TorchScript exporter writes its whole IR graph to the C++ stdout when it fails
+    (its setup_onnx_logging tests a function for truth, so logging is always on): point file
+    descriptor 1 at /dev/null meanwhile, so a failed export is one Error line."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def export_onnx(model, path: str, batch: int = 1, dynamic_batch: bool = False,
                 decode: bool = False, opset: int = 17, force: bool = True) -> list:
-    """Write ``model`` as ONNX at its cfg's input size.  Returns the output names."""
+    """Write ``model`` as ONNX at its cfg's input size.  Returns the output names.  An opset
+    outside :func:`supported_opsets`, or one too old for a layer, is a DarkcfgError."""
     try:
         import onnx  # noqa: F401  (the exporter needs it)
     except ImportError:
         raise DarkcfgError("ONNX export needs the onnx package: pip install onnx") from None
+    check_opset(opset)
     check_exportable(model)
     net = model.net
     module = Decoded(model) if decode else model
@@ -75,11 +110,15 @@ def export_onnx(model, path: str, batch: int = 1, dynamic_batch: bool = False,
     was_training = model.training
     module.eval()                  # export the inference graph; the exporter restores this mode
     try:
-        with atomic_output(path, force) as tmp, warnings.catch_warnings():
+        with atomic_output(path, force) as tmp, warnings.catch_warnings(), _graph_dump_muted():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, (x,), tmp, input_names=["images"], output_names=names,
                               dynamic_axes=axes, opset_version=opset, dynamo=False,
                               do_constant_folding=True)
+    except torch.onnx.OnnxExporterError as e:   # its message ends in a graph dump: keep line 1
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DarkcfgError(f"{net.cfg.name}: cannot export at opset {opset}: {first[:300]}") \
+            from None
     finally:
         model.train(was_training)
     return names

@@ -121,3 +121,19 @@ def test_cli_export(tmp_path):
     assert r.exit_code == 0, r.output
     assert "head_15, head_22" in r.output
     onnx.checker.check_model(str(out))
+
+
+def test_unsupported_opsets_are_one_clear_error(tmp_path, capfd):
+    """--opset 99: a DarkcfgError naming the opsets torch can write; an opset too old for a
+    layer (7: no Expand): a DarkcfgError of one line, and none of the exporter's graph dump on
+    stdout; no output file either way."""
+    model = darkcfg.build_model(os.path.join(CFGS, "yolov3-tiny.cfg"), width=64, height=64)
+    with pytest.raises(DarkcfgError, match=r"opset 99 is not supported: .* exports opsets "
+                                           r"\d+\.\.\d+"):
+        export_onnx(model, str(tmp_path / "a.onnx"), opset=99)
+    with pytest.raises(DarkcfgError, match=r"yolov3-tiny.cfg: cannot export at opset 7: ") as e:
+        export_onnx(model, str(tmp_path / "b.onnx"), opset=7)
+    assert "\n" not in str(e.value)
+    captured = capfd.readouterr()
+    assert "graph" not in captured.out and "graph" not in captured.err
+    assert not os.listdir(tmp_path)
