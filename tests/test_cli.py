@@ -201,10 +201,11 @@ def test_package_installs_from_a_wheel_with_its_cfgs(tmp_path):
                           src], check=True, capture_output=True)
     (wheel,) = (tmp_path / "dist").glob("darkcfg-*.whl")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                    venv], check=True)                 # this pip installs into it (--python)
     py = venv / "bin" / "python"
-    subprocess.run([py, "-m", "pip", "-q", "--disable-pip-version-check", "install",
-                    "--no-deps", "--no-index", wheel], check=True, capture_output=True)
+    subprocess.run(pip + ["--python", py, "install", "--no-deps", "--no-index", wheel],
+                   check=True, capture_output=True)
     empty = tmp_path / "elsewhere"
     empty.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
