@@ -222,15 +222,12 @@ class Cfg:
 
 def excerpt(text: str, limit: int = 40) -> str:
     """A line of a user's file as an error shows it: quoted, stripped, control and non-text
-    characters escaped, at most ``limit`` characters (binary junk stays one short line)."""
+    characters escaped, at most ``limit`` characters shown (binary junk stays one short line)."""
     text = text.strip()
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
     cut = len(text) > limit
-    text = text[:limit]
-    if text.isprintable():
-        shown = text.replace("'", "\\'")
-    else:
-        shown = text.encode("unicode_escape").decode("ascii").replace("'", "\\'")
-    return f"'{shown}'" + ("..." if cut else "")
+    return "'" + text[:limit].replace("'", "\\'") + "'" + ("..." if cut else "")
 
 
 def parse(text: str, path: str | None = None) -> Cfg:

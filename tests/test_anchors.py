@@ -74,3 +74,13 @@ def test_list_file_maps_images_to_labels(tmp_path):
     listing = tmp_path / "train.txt"
     listing.write_text("".join(f"{tmp_path}/images/img{i:04d}.jpg\n" for i in range(0, 30, 10)))
     assert len(A.read_labels(str(listing))) == len(wh)
+
+
+def test_utf8_bom_in_labels_and_lists(tmp_path):
+    """Label and list files saved by Windows editors start with a BOM: read as nothing."""
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_bytes(b"\xef\xbb\xbf0 0.5 0.5 0.25 0.5\n")
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"\xef\xbb\xbf" + str(tmp_path / "labels" / "a.txt").encode() + b"\n")
+    for source in (tmp_path / "labels", listing):
+        assert A.read_labels(str(source)).tolist() == [[0.25, 0.5]]

@@ -162,3 +162,33 @@ def test_fuzz_mutated_cfg(edits):
     for pos, cut, insert in edits:
         text = text[:pos] + insert + text[pos + cut:]
     _check_no_crash(text)
+
+
+# --- issue 11's smaller things ----------------------------------------------------------------------
+
+def test_utf8_bom_is_accepted_and_kept(tmp_path):
+    """A Windows editor's BOM before [net]: darknet's files have one; it is read as nothing and
+    written back as read."""
+    p = tmp_path / "bom.cfg"
+    p.write_bytes(b"\xef\xbb\xbf" + _TINY.encode())
+    cfg = C.load(str(p))
+    assert cfg.net.header == "net" and cfg.to_text().encode("utf-8") == p.read_bytes()
+    assert shapes.infer(cfg).totals()["layers"] == 24
+
+
+def test_binary_junk_is_shown_as_a_short_escaped_excerpt(tmp_path):
+    p = tmp_path / "junk.cfg"
+    p.write_bytes(b"[net]\nwidth=1\n\x89PNG\x1a\x0b\xff\xfe" + bytes(range(128, 255)) + b"\n")
+    with pytest.raises(CfgError) as e:
+        C.load(str(p))
+    msg = str(e.value)
+    assert msg.startswith(f"{p}:3: [net] (net): expected key=value, got '\\x89PNG")
+    assert msg.isprintable() and len(msg) < len(str(p)) + 120
+
+
+def test_classes_on_a_keypoint_cfg_sets_its_heads():
+    cfg = C.rewrite(C.load(os.path.join(CFGS, "yolo_kp.cfg")), classes=3)
+    heads = [s for s in cfg.sections if s.type == "keypoint"]
+    assert len(heads) == 3 and all(s.get_int("classes") == 3 for s in heads)
+    with pytest.raises(CfgError, match="no \\[yolo\\]"):
+        C.rewrite(C.load(os.path.join(CFGS, "darknet53.cfg")), classes=3)
