@@ -260,8 +260,10 @@ def make_optimizer(model, sched: Schedule):
 
 
 def layers_in_file(path: str, net) -> int:
-    """How many of ``net``'s layers a .weights file holds: the cutoff whose size matches the
-    file exactly (darknet53.conv.74 -> 75 for darknet53/yolov3).  WeightsError when none does."""
+    """How many of ``net``'s layers a .weights file holds: the smallest cutoff whose size
+    matches the file exactly (darknet53.conv.74 on yolov3: 74 - layer 74 is a [shortcut] and
+    holds nothing, so cutoff 75 reads the same floats).  WeightsError when none does: darknet
+    would silently stop at EOF inside a layer."""
     from . import weights as W
     header, size = W.read_header(path)
     floats, rest = divmod(size - header.size, 4)
@@ -271,8 +273,6 @@ def layers_in_file(path: str, net) -> int:
     for i, layer in enumerate(net.layers):
         total += layer.weights
         if total == floats and not rest:
-            # layers after i that hold no tensors belong to the same cutoff; stop at the next
-            # layer with weights so the count is the one darknet would print
             return i + 1
         if total > floats:
             break
@@ -688,6 +688,9 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     model.train()
     opt = make_optimizer(model, sched)
     run = _Run(folder, base, sched, model, opt, net)
+    if classes:        # the weights belong to the rewritten cfg: keep it beside them
+        run.files["cfg"] = os.path.join(folder, f"{base}_train.cfg")
+        cfgmod.save(cfg_obj, run.files["cfg"])
     saveweights = int(dc.options.get("saveweights", 1000 if sched.max_batches < 10000
                                      else 10000))
     savelast = int(dc.options.get("savelast", 100))
@@ -774,12 +777,14 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
                     run.best_map = row["map"]
                     run.files["best"] = run.weights("best", iteration)
                 next_map = max(iteration + map_every, sched.burn_in)
-            if iteration >= iter_save + saveweights or iteration % saveweights == 0:
+            if bad_run:       # nothing is saved during a run of skipped steps: the files on
+                pass          # disk stay the last good ones (the model has not moved since)
+            elif iteration >= iter_save + saveweights or iteration % saveweights == 0:
                 iter_save = iteration
                 run.saved.append(run.weights(str(iteration), iteration))
                 run.results()
-            if saveweights > savelast and (iteration >= iter_save_last + savelast
-                                           or iteration % savelast == 0):
+            if not bad_run and saveweights > savelast and (
+                    iteration >= iter_save_last + savelast or iteration % savelast == 0):
                 iter_save_last = iteration
                 run.save_last(iteration, next_map=next_map, seed=seed, iter_save=iter_save,
                               iter_save_last=iter_save_last)

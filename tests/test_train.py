@@ -251,3 +251,264 @@ def test_a_non_finite_step_is_skipped_and_leaves_the_model():
     assert not stepped and math.isnan(loss)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k             # BN statistics put back too
+
+
+# ----- a generated data set and a small yolov3-tiny -------------------------------------------------
+
+
+def make_images(folder, n, seed, classes=2, prefix="img"):
+    """n images of 64..128 px: noise with 1-3 bright filled rectangles (class 0) and circles
+    (class 1), YOLO labels beside them."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(n):
+        w, h = int(rng.integers(64, 129)), int(rng.integers(64, 129))
+        img = rng.integers(0, 90, (h, w, 3)).astype(np.uint8)
+        lines = []
+        for _ in range(int(rng.integers(1, 4))):
+            c = int(rng.integers(0, classes))
+            s = int(rng.uniform(0.2, 0.5) * min(w, h))
+            cx, cy = rng.uniform(s / 2, w - s / 2), rng.uniform(s / 2, h - s / 2)
+            col = tuple(int(v) for v in rng.integers(170, 256, 3))
+            if c == 0:
+                bw, bh = s, int(s * rng.uniform(0.6, 1.0))
+                cv2.rectangle(img, (int(cx - bw / 2), int(cy - bh / 2)),
+                              (int(cx + bw / 2), int(cy + bh / 2)), col, -1)
+            else:
+                bw = bh = s
+                cv2.circle(img, (int(cx), int(cy)), s // 2, col, -1)
+            lines.append(f"{c} {cx / w:.6f} {cy / h:.6f} {bw / w:.6f} {bh / h:.6f}")
+        p = os.path.join(folder, f"{prefix}{i:03d}.png")
+        cv2.imwrite(p, img)
+        with open(p[:-4] + ".txt", "w") as f:
+            f.write("\n".join(lines) + "\n")
+        paths.append(p)
+    return paths
+
+
+def make_data(tmp, ntrain=8, nvalid=8, classes=2, extra=""):
+    tmp = str(tmp)
+    tr = make_images(os.path.join(tmp, "train"), ntrain, 1, classes)
+    va = make_images(os.path.join(tmp, "valid"), nvalid, 2, classes, "val")
+    for name, paths in (("train.txt", tr), ("valid.txt", va)):
+        with open(os.path.join(tmp, name), "w") as f:
+            f.write("\n".join(paths) + "\n")
+    with open(os.path.join(tmp, "obj.names"), "w") as f:
+        f.write("".join(f"c{i}\n" for i in range(classes)))
+    d = os.path.join(tmp, "obj.data")
+    with open(d, "w") as f:
+        f.write(f"classes={classes}\ntrain={tmp}/train.txt\nvalid={tmp}/valid.txt\n"
+                f"names={tmp}/obj.names\nbackup={tmp}/backup\n{extra}")
+    return d
+
+
+def make_cfg(path, size=64, classes=2, width_scale=0.25, **net):
+    """yolov3-tiny rewritten small: anchors scaled to the input, no multi-scale, light jitter,
+    and the given [net] schedule."""
+    cfg = C.rewrite(C.load(TINY), classes=classes, width=size, height=size,
+                    width_scale=width_scale)
+    opts = dict(batch=4, subdivisions=2, learning_rate=0.005, burn_in=3, max_batches=6,
+                policy="steps", steps="200,260", scales=".1,.1", momentum=0.9, decay=0.0005)
+    opts.update(net)
+    for k, v in opts.items():
+        cfg.net.set(k, v)
+    anchors = [10, 14, 23, 27, 37, 58, 81, 82, 135, 169, 344, 319]
+    for sec in cfg.layers:
+        if sec.type == "yolo":
+            sec.set("anchors", ", ".join(str(max(1, round(a * size / 416))) for a in anchors))
+            sec.set("random", 0)
+            sec.set("jitter", 0.1)
+    C.save(cfg, str(path))
+    return str(path)
+
+
+@pytest.fixture
+def small_run(tmp_path):
+    data = make_data(tmp_path, extra="savelast=2\nsaveweights=4\n")
+    return data, make_cfg(tmp_path / "tiny.cfg"), tmp_path
+
+
+def _header(path):
+    from darkcfg import weights as W
+    return W.read_header(path)[0]
+
+
+def test_outputs_names_cadence_and_seen(small_run):
+    data, cfg, tmp = small_run
+    r = T.train(data, cfg, quiet=True, seed=1)
+    b = tmp / "backup"
+    names = sorted(os.listdir(b))
+    assert names == ["results.csv", "results.png", "tiny_4.weights", "tiny_final.weights",
+                     "tiny_last.state", "tiny_last.weights"]
+    ipi = 4                                      # mini 2 * subdivisions 2
+    assert _header(b / "tiny_final.weights").seen == 6 * ipi      # seen = iteration*mini*S
+    assert _header(b / "tiny_4.weights").seen == 4 * ipi
+    assert _header(b / "tiny_last.weights").seen == 6 * ipi
+    assert (r.iteration, r.skipped) == (6, 0)
+    import csv
+    rows = list(csv.DictReader(open(b / "results.csv")))
+    assert [int(x["iteration"]) for x in rows] == [1, 2, 3, 4, 5, 6]
+    # the rate used for update k is get_current_rate at batch_num k: burn_in 3, power 4
+    assert float(rows[0]["lr"]) == pytest.approx(0.005 * (1 / 3) ** 4, rel=1e-6)
+    assert float(rows[3]["lr"]) == pytest.approx(0.005, rel=1e-6)
+    assert all(math.isfinite(float(x["loss"])) and float(x["obj"]) > 0 for x in rows)
+    assert not [n for n in names if n.endswith(".part")]          # atomic writes left nothing
+
+
+def test_classes_mismatch_names_both_and_the_fix(tmp_path):
+    data = make_data(tmp_path, classes=3, ntrain=2, nvalid=1)
+    cfg = make_cfg(tmp_path / "tiny.cfg", classes=2)
+    with pytest.raises(DarkcfgError, match=r"classes=2 .* classes=3: pass --classes 3"):
+        T.train(data, cfg, quiet=True)
+    r = T.train(data, cfg, classes=3, quiet=True, max_batches=1)
+    # the rewritten cfg the weights belong to is written beside them
+    assert r.files["cfg"] == str(tmp_path / "backup" / "tiny_train.cfg")
+    model = M.load(r.files["final"], r.files["cfg"])
+    assert {l.opts["classes"] for l in model.net.heads} == {3}
+
+
+def test_bad_data_set_is_refused_before_the_first_step(tmp_path):
+    data = make_data(tmp_path, ntrain=3, nvalid=1)
+    with open(tmp_path / "train" / "img001.txt", "a") as f:
+        f.write("7 0.5 0.5 0.2 0.2\n")                      # class 7 of 2
+    cfg = make_cfg(tmp_path / "tiny.cfg")
+    with pytest.raises(DarkcfgError, match="img001.txt:"):
+        T.train(data, cfg, quiet=True)
+    assert not os.path.exists(tmp_path / "backup" / "tiny_last.weights")
+
+
+def test_one_image_per_iteration_is_refused(tmp_path):
+    data = make_data(tmp_path, ntrain=2, nvalid=1)
+    cfg = make_cfg(tmp_path / "tiny.cfg", batch=1, subdivisions=1)
+    with pytest.raises(CfgError, match="batch=1"):
+        T.train(data, cfg, quiet=True)
+
+
+def test_partial_weights_load_their_layers_and_the_rest_is_darknet_init(tmp_path):
+    """A darknet53.conv.74-like file: `darkcfg init` then `convert --cutoff 10`; training
+    from it loads layers 0..9 and initialises the rest as darknet does (max_batches=0: the
+    loop does not run and _final.weights is the starting model, as in darknet)."""
+    from click.testing import CliRunner
+    from darkcfg import cli
+    from darkcfg import weights as W
+    data = make_data(tmp_path, ntrain=2, nvalid=1)
+    cfg = make_cfg(tmp_path / "tiny.cfg")
+    full, part = str(tmp_path / "full.weights"), str(tmp_path / "tiny.conv.10")
+    runner = CliRunner()
+    assert runner.invoke(cli.main, ["init", cfg, full, "--seed", "5"]).exit_code == 0
+    res = runner.invoke(cli.main, ["convert", full, part, "--cfg", cfg, "--cutoff", "10"])
+    assert res.exit_code == 0, res.output
+    net = shapes.network(cfg)
+    assert os.path.getsize(part) == 20 + 4 * sum(l.weights for l in net.layers[:10])
+    assert net.layers[9].type == "maxpool"      # holds nothing: 9 layers' worth of floats
+    assert T.layers_in_file(part, net) == 9
+    with open(part, "rb") as f:
+        cut = f.read()[:-8]                     # a file that ends inside a layer
+    with open(tmp_path / "bad.weights", "wb") as f:
+        f.write(cut)
+    from darkcfg.errors import WeightsError
+    with pytest.raises(WeightsError, match="match no prefix"):
+        T.layers_in_file(str(tmp_path / "bad.weights"), net)
+    r = T.train(data, cfg, part, max_batches=0, quiet=True, seed=0)
+    _, got = W.read_arrays(r.files["final"], net)
+    _, src = W.read_arrays(full, net)
+    fresh = M.Darknet(net)
+    T.darknet_init_(fresh, seed=0)
+    init = W.arrays_of(fresh)
+    for k, a in got.items():
+        want = src[k] if int(k.split(".")[1]) < 10 else init[k]
+        assert np.array_equal(a, want), k
+    assert not np.array_equal(src["layers.0.conv.weight"], init["layers.0.conv.weight"])
+
+
+def test_seen_places_the_schedule_unless_clear(small_run):
+    data, cfg, tmp = small_run
+    from darkcfg import weights as W
+    net = shapes.network(cfg)
+    model = M.Darknet(net)
+    T.darknet_init_(model, seed=2)
+    w = str(tmp / "start.weights")
+    W.save_darknet(model, w, W.Header(seen=5 * 4))          # 5 iterations of mini*S = 4
+    r = T.train(data, cfg, w, quiet=True, max_batches=7, out=str(tmp / "a"))
+    assert [x["iteration"] for x in r.rows] == [6, 7]
+    r = T.train(data, cfg, w, quiet=True, max_batches=2, clear=True, out=str(tmp / "b"))
+    assert [x["iteration"] for x in r.rows] == [1, 2]
+    r = T.train(data, cfg, w, quiet=True, max_batches=5, out=str(tmp / "c"))
+    assert r.rows == [] and _header(r.files["final"]).seen == 20     # darknet: final at once
+
+
+def test_non_finite_loss_is_skipped_then_stops(small_run, monkeypatch):
+    data, cfg, tmp = small_run
+    real = T.compute_loss
+
+    def nan_at(bad):
+        def loss(outputs, batch, model, assign):
+            value, parts = real(outputs, batch, model, assign)
+            return (value * float("nan"), parts) if batch.iteration + 1 in bad else \
+                (value, parts)
+        return loss
+
+    monkeypatch.setattr(T, "compute_loss", nan_at({3}))
+    r = T.train(data, cfg, quiet=True)
+    assert r.skipped == 1 and [x["skipped"] for x in r.rows] == [0, 0, 1, 1, 1, 1]
+    assert all(np.isfinite(a).all() for a in _arrays(r.files["final"], cfg).values())
+    monkeypatch.setattr(T, "compute_loss", nan_at(set(range(3, 100))))
+    with pytest.raises(DarkcfgError, match=r"iteration 7: .*5 iterations in a row.*"
+                                           r"tiny_last.weights"):
+        T.train(data, cfg, quiet=True, max_batches=20, out=str(tmp / "nan"))
+    assert _header(tmp / "nan" / "tiny_last.weights").seen == 2 * 4     # the last good save
+
+
+def _arrays(path, cfg):
+    from darkcfg import weights as W
+    return W.read_arrays(path, shapes.network(cfg))[1]
+
+
+def test_ctrl_c_saves_last_and_state(small_run):
+    data, cfg, tmp = small_run
+
+    def interrupt(iteration, model):
+        if iteration == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        T.train(data, cfg, quiet=True, callback=interrupt)
+    assert _header(tmp / "backup" / "tiny_last.weights").seen == 3 * 4
+    r = T.train(data, cfg, quiet=True, resume=True)
+    assert [x["iteration"] for x in r.rows] == [1, 2, 3, 4, 5, 6]
+
+
+KILLED = """
+import os, signal, sys, torch
+torch.set_num_threads({threads})
+from darkcfg import train as T
+def die(iteration, model):
+    if iteration == {kill_at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+T.train({data!r}, {cfg!r}, quiet=True, seed=3, callback=die)
+"""
+
+
+def test_resume_after_kill_9_is_bit_identical(small_run):
+    """N=6 iterations straight vs a run SIGKILLed at iteration 5 (last state saved at 4)
+    resumed with --resume: the same bytes."""
+    import subprocess
+    import sys
+    data, cfg, tmp = small_run
+    code = KILLED.format(threads=torch.get_num_threads(), kill_at=5, data=data, cfg=cfg)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert _header(tmp / "backup" / "tiny_last.weights").seen == 4 * 4
+    assert not os.path.exists(tmp / "backup" / "tiny_final.weights")
+    resumed = T.train(data, cfg, quiet=True, resume=True)
+    straight = T.train(data, cfg, quiet=True, seed=3, out=str(tmp / "straight"))
+    a = open(resumed.files["final"], "rb").read()
+    b = open(straight.files["final"], "rb").read()
+    assert a == b
+    assert [x["loss"] for x in resumed.rows] == [x["loss"] for x in straight.rows]
+    # and the run really was cut: a resume that ignored the state would differ
+    fresh = T.train(data, cfg, quiet=True, seed=4, out=str(tmp / "other"))
+    assert open(fresh.files["final"], "rb").read() != b
