@@ -166,6 +166,7 @@ def test_cutoff_reads_a_prefix(tmp_path):
     (lambda b: b[:10], "too short for a darknet header"),
     (lambda b: b"\xff" * 12 + b[12:], "bad header"),
     (lambda b: b[:-2], "not a whole number of floats"),
+    (lambda b: b[:-2], "layer 22 [convolutional]: 35,434,934 bytes after the 20-byte header"),
 ])
 def test_bad_weights_files(damage, fragment, tmp_path):
     tiny = os.path.join(CFGS, "yolov3-tiny.cfg")
@@ -305,3 +306,37 @@ def test_weights_to_pt_without_torch(tmp_path):
     ref = darkcfg.load(src, tiny).state_dict()
     got = darkcfg.load(str(dst)).state_dict()
     assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ([0, 0, 1, 1, 0, 0, 1, -1, 0.5, 0.5], "rolling_variance: 1 of 2 values are negative"),
+    ([0, 0, 1, 1, 0, 0, 1, 1, float("nan"), 0.5], "weights: 1 of 2 values are NaN"),
+    ([0, 0, 1, 1, 0, 0, 1, 1, 0.5, 0.5], None),
+])
+def test_check_values(values, fragment, tmp_path):
+    """A BN conv 1 -> 2, 1x1: biases, scales, rolling_mean, rolling_variance, weights, two
+    floats each, written here by hand."""
+    cfg = "[net]\nwidth=2\nheight=2\nchannels=1\n[convolutional]\nfilters=2\nsize=1\n" \
+          "batch_normalize=1\n"
+    p = tmp_path / "v.weights"
+    p.write_bytes(struct.pack("<iiiQ", 0, 2, 5, 0) + np.array(values, "<f4").tobytes())
+    if fragment is None:
+        assert W.check_values(network(cfg), str(p)) == {"values_checked": 10}
+        return
+    with pytest.raises(WeightsError) as e:
+        W.check_values(network(cfg), str(p))
+    assert str(e.value).startswith(f"{p}: layer 0 [convolutional]: {fragment}")
+
+
+def test_pt_header_must_be_the_darknet_header(tmp_path):
+    model = darkcfg.build_model(os.path.join(CFGS, "yolov3-tiny.cfg"))
+    W.save_pt(model, str(tmp_path / "m.pt"))
+    obj = torch.load(tmp_path / "m.pt", weights_only=True)
+    for bad in (None, {"major": 0}, {"major": "0", "minor": 2, "revision": 5, "seen": 0}):
+        if bad is None:
+            del obj["header"]
+        else:
+            obj["header"] = bad
+        torch.save(obj, tmp_path / "bad.pt")
+        with pytest.raises(WeightsError, match="header"):
+            darkcfg.load(str(tmp_path / "bad.pt"))
