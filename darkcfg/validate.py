@@ -336,9 +336,8 @@ def model_classes(model) -> int:
 def collect(model, image_paths, *, num_classes=None, letter_box=None, batch: int = 8,
             progress: bool = False, resize: str = "darknet") -> Collected:
     """Run ``model`` over ``image_paths`` (darknet's preprocessing, batched, on the model's
-    device) -> detections and ground truth per image (:class:`Collected`)."""
-    import torch
-    from . import yolo as Y
+    device) -> detections and ground truth per image (:class:`Collected`).  ``resize``:
+    "darknet" (its resize_image), or "pillow" / "opencv" (their bilinear, for comparison)."""
     net = model.net
     heads = _heads(model)
     classes = heads[-1].classes
@@ -352,16 +351,32 @@ def collect(model, image_paths, *, num_classes=None, letter_box=None, batch: int
     if net.channels != 3:
         raise DarkcfgError(f"{net.cfg.path or '<cfg>'}: channels={net.channels}: map reads "
                            f"RGB images (channels=3)")
+    if resize not in RESIZERS:
+        raise ValueError(f"resize must be one of {', '.join(RESIZERS)}, got {resize!r}")
     kind, beta = nms_kind(net)
-    size = (net.width, net.height)
-    place = model.placement()
     out = Collected(list(image_paths), [], [], [], bool(letter_box))
     truth = [read_truth(p, classes) for p in out.paths]      # label errors before any work
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(out.paths), unit="img", desc="map", leave=False)
+    was_training = model.training
     model.eval()
+    try:
+        _run(model, out, truth, heads, batch, letter_box, resize, kind, beta, bar)
+    finally:
+        model.train(was_training)          # a trainer's model goes back to training mode
+        if bar is not None:
+            bar.close()
+    return out
+
+
+def _run(model, out, truth, heads, batch, letter_box, resize, kind, beta, bar):
+    import torch
+    from . import yolo as Y
+    net, classes = model.net, heads[-1].classes
+    size = (net.width, net.height)
+    place = model.placement()
     for start in range(0, len(out.paths), batch):
         paths = out.paths[start:start + batch]
         images = [D.load_image(p) for p in paths]
@@ -382,9 +397,6 @@ def collect(model, image_paths, *, num_classes=None, letter_box=None, batch: int
             out.sizes.append(sizes[i])
         if bar is not None:
             bar.update(len(paths))
-    if bar is not None:
-        bar.close()
-    return out
 
 
 def evaluate_model(model, image_paths, *, num_classes=None, iou_thresh: float = 0.5,

@@ -282,3 +282,10 @@ def test_coco_image_ids_from_file_names():
         [42, 139]
     assert V.coco_image_ids(["x/cat.jpg", "y/000000000139.jpg"]) == [0, 1]   # not all numbered
     assert V.coco_image_ids(["x/1.jpg", "y/1.jpg"]) == [0, 1]                # not distinct
+
+
+def test_a_training_model_stays_in_training_mode(tmp_path):
+    model, _ = make_model(tmp_path)
+    model.train()
+    V.evaluate_model(model, [image(tmp_path, "a.png", 32, 32, "")])
+    assert model.training
