@@ -71,7 +71,10 @@ def main():
 
     With no CFG, commands use the bundled cfgs/yolo_ref.cfg (and read a .weights file in
     the bundled cfgs/yolov3.cfg's layer order, darknet's yolov3.weights).  Every command
-    has --help.  Exit codes: 0 success, 1 a bad input file, 2 bad arguments.
+    has --help.  Exit codes: 0 success, 1 a bad input file (one line Error: ...),
+    2 bad arguments (a missing input path among them), 141 the reader of the output
+    went away (| head).  Outputs never replace an input, and replace an existing file
+    only with --force.
     """
 
 
@@ -167,7 +170,7 @@ def _assumed(fn, assumed: bool):
 
 # ----- summary --------------------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help="Layer table, params, weights-file size, BFLOPs (no torch).")
 @click.argument("cfg", required=False, type=IN_FILE, default=DEFAULT_CFG)
 @click.option("--cutoff", type=int, help="Count only layers < N (darknet's partial/-cutoff).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -223,7 +226,7 @@ def _check_weights(net, path, cutoff) -> dict:
 
 # ----- convert --------------------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help="Convert weights: .weights <-> .pt <-> .safetensors.")
 @click.argument("src", type=IN_FILE)
 @click.argument("dst", type=OUT_FILE)
 @click.option("--cfg", type=IN_FILE,
@@ -369,7 +372,7 @@ def _first_difference(a, b) -> int:
 
 # ----- init -----------------------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help="Synthetic weights of a cfg's layout (no download).")
 @click.argument("cfg", type=IN_FILE)
 @click.argument("dst", type=OUT_FILE)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
@@ -454,7 +457,7 @@ def _report_skipped(report):
 
 # ----- build ----------------------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help="Build the PyTorch model, run it once, print heads.")
 @click.argument("cfg", required=False, type=IN_FILE)
 @click.option("--weights", type=IN_FILE,
               help="Weights to load: darknet .weights, or a .pt/.safetensors (which carries its "
@@ -524,7 +527,7 @@ def build(cfg, weights, weights_cfg, cutoff, output, force, **rw):
 
 # ----- anchors --------------------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help="k-means anchors (1 - IoU) from YOLO labels.")
 @click.argument("labels", type=click.Path(exists=True))
 @click.option("--num", type=click.IntRange(min=1), default=9, show_default=True,
               help="Number of anchors.")
@@ -569,7 +572,7 @@ def anchors(labels, num, width, height, seed, write_cfg):
 
 # ----- detect ---------------------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help="Detect objects in images; print and draw them.")
 @click.argument("images", nargs=-1, required=True, type=IN_FILE)
 @click.option("--weights", required=True, type=IN_FILE,
               help="darknet .weights (with --cfg), or a .pt/.safetensors (which carries its cfg).")
@@ -635,7 +638,7 @@ def _drawings(images, output) -> list:
 
 # ----- export ---------------------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help="Export to ONNX: raw heads or decoded boxes.")
 @click.argument("paths", nargs=-1, required=True, metavar="[CFG] DST")
 @click.option("--weights", type=IN_FILE,
               help="darknet .weights, or a .pt/.safetensors which carries its cfg (then give no "
