@@ -8,6 +8,7 @@ New section types register themselves with ``@register("name")``.
 from __future__ import annotations
 
 import gc
+import os
 from contextlib import contextmanager
 
 import torch
@@ -187,8 +188,38 @@ def build_model(cfg_or_path, *, width=None, height=None, channels=None, classes=
     """
     net = shapes.network(cfg_or_path, width=width, height=height, channels=channels,
                      classes=classes, width_scale=width_scale, batch=batch)
+    if str(device) != "meta":
+        check_memory(net, device)
     with torch.device(device or "cpu"):
         return Darknet(net)
+
+
+def memory_of(device=None) -> int:
+    """Bytes a model and its forward pass can use on ``device``: the GPU's total memory, or
+    this machine's physical memory."""
+    dev = torch.device(device or "cpu")
+    if dev.type == "cuda":
+        return torch.cuda.get_device_properties(dev).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def check_memory(net: shapes.Network, device=None) -> None:
+    """Refuse, before allocating anything, a cfg whose one-image forward pass at its input size
+    cannot fit in ``device``'s memory (e.g. width=height=100000)."""
+    need, have = net.forward_bytes(), memory_of(device)
+    if need <= have:
+        return
+    l, floats = net.peak_layer()
+    w, h, c = l.input
+    gib = 1 << 30
+    raise net.cfg.net.error(f"a {net.width} x {net.height} input needs at least {need / gib:,.1f} GiB for "
+                   f"one image's forward pass (layer {l.index} [{l.section.header}] holds "
+                   f"{floats:,} floats: its {w} x {h} x {c} input and {l.outputs:,}-float output) "
+                   f"but {torch.device(device or 'cpu')} has {have / gib:,.1f} GiB; use a smaller "
+                   f"width/height")
 
 
 def load(path: str, cfg=None, *, weights_cfg=None, cutoff: int | None = None, device=None,
@@ -220,6 +251,8 @@ def load_weights(path: str, cfg=None, *, weights_cfg=None, cutoff=None, progress
                  **rewrites):
     """(model, report): like :func:`load`, also returning what was loaded and skipped."""
     from . import weights as W
+    path, cfg, weights_cfg = (os.fspath(p) if isinstance(p, os.PathLike) else p
+                              for p in (path, cfg, weights_cfg))
     if str(path).endswith((".pt", ".safetensors")):
         if cfg is not None or weights_cfg is not None or any(v is not None
                                                               for v in rewrites.values()):
@@ -230,6 +263,7 @@ def load_weights(path: str, cfg=None, *, weights_cfg=None, cutoff=None, progress
     base = shapes.network(cfg)
     net = shapes.network(base, **rewrites)
     # the file follows weights_cfg's order, or the cfg's own before any rewrite changes a head
+    check_memory(net)
     header, arrays = W.read_for(path, base, weights_cfg, cutoff, progress)
     with torch.device("meta"):
         model = Darknet(net)

@@ -92,6 +92,20 @@ class Network:
                 "bflops": darknet_bflops(layers),
                 "bflops_all": round(sum(l.bflops + l.uncounted_bflops for l in layers), 3)}
 
+    def peak_layer(self) -> tuple:
+        """(layer, floats): the layer whose input and output together hold the most floats per
+        image - what one forward pass must hold at once, at the least."""
+        def held(l):
+            w, h, c = l.input
+            return (w * h * c or self.inputs) + l.outputs
+        top = max(self.layers, key=held)
+        return top, held(top)
+
+    def forward_bytes(self, batch: int = 1, itemsize: int = 4) -> int:
+        """A lower bound on the memory of one inference forward pass at the cfg's input size:
+        the weights plus the peak layer's input and output for ``batch`` images."""
+        return itemsize * (sum(l.weights for l in self.layers) + batch * self.peak_layer()[1])
+
     @property
     def warnings(self) -> list:
         return [w for l in self.layers for w in l.warnings]
@@ -763,11 +777,12 @@ def find_tree(layer: Layer) -> str:
 
 # ----- the walk ------------------------------------------------------------------------------------
 
-def infer(cfg: Cfg | str, width: int | None = None, height: int | None = None,
+def infer(cfg: Cfg | str | os.PathLike, width: int | None = None, height: int | None = None,
           channels: int | None = None) -> Network:
-    """Walk the cfg's sections as darknet's parse_network_cfg does and return the Network."""
-    if isinstance(cfg, str):
-        cfg = load_cfg(cfg)
+    """Walk the cfg's sections as darknet's parse_network_cfg does and return the Network.
+    ``cfg``: a parsed Cfg or a path (str or os.PathLike)."""
+    if isinstance(cfg, (str, os.PathLike)):
+        cfg = load_cfg(os.fspath(cfg))
     net = cfg.net
     h = height if height is not None else net.get_int("height", 0)
     w = width if width is not None else net.get_int("width", 0)
@@ -796,6 +811,8 @@ def network(cfg_or_path, **rewrites) -> Network:
     (``classes``, ``width``, ``height``, ``channels``, ``width_scale``, ``batch``) applied."""
     from . import cfg as cfgmod
     rw = {k: v for k, v in rewrites.items() if v is not None}
+    if isinstance(cfg_or_path, os.PathLike):
+        cfg_or_path = os.fspath(cfg_or_path)
     if isinstance(cfg_or_path, Network):
         if not rw:
             return cfg_or_path

@@ -337,3 +337,43 @@ def test_yolo9000_runs(tmp_path):
     sums = torch.zeros(1, 2, 2, 3, len(tree.group_size)).index_add_(
         -1, torch.tensor(tree.groups()), cls)
     assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
+
+
+# --- inputs a user may hand the library ----------------------------------------------------------
+
+def test_huge_input_is_refused_before_allocating():
+    """yolov3-tiny at 100000 x 100000: layer 1 (maxpool 2/2) holds its 16 x 100000^2 input
+    and 16 x 50000^2 output at once: 2e11 floats, with the 8,858,734 floats of weights
+    (8,858,734 * 4 bytes; darknet's yolov3-tiny.weights is 35,434,956 bytes with its 20-byte
+    header) 745.1 GiB - more than any machine this runs on; refused with that figure."""
+    need = 4 * (16 * 100000 ** 2 + 16 * 50000 ** 2 + (35_434_956 - 20) // 4) / 2 ** 30
+    assert f"{need:,.1f}" == "745.1"
+    with pytest.raises(DarkcfgError, match=r"yolov3-tiny.cfg:\d+: \[net\] \(net\): a 100000 x "
+                                           r"100000 input needs at least 745.1 GiB .*layer 1 "
+                                           r"\[maxpool\]"):
+        darkcfg.build_model(os.path.join(CFGS, "yolov3-tiny.cfg"), width=100000, height=100000)
+    # the same cfg at its own size builds (its estimate: a few MiB)
+    assert shapes.infer(os.path.join(CFGS, "yolov3-tiny.cfg")).forward_bytes() < 2 ** 27
+
+
+def test_huge_input_is_refused_when_loading_weights(tmp_path):
+    from conftest import write_counting_weights
+    cfg = os.path.join(CFGS, "yolov3-tiny.cfg")
+    w = write_counting_weights(tmp_path / "t.weights", shapes.infer(cfg).totals()["weights"])
+    with pytest.raises(DarkcfgError, match="needs at least"):
+        darkcfg.load(w, cfg, width=100000, height=100000)
+
+
+def test_paths_may_be_pathlib(tmp_path):
+    """load, build_model and shapes.infer take pathlib.Path as well as str."""
+    import pathlib
+    from conftest import write_counting_weights
+    cfg = pathlib.Path(CFGS) / "yolov3-tiny.cfg"
+    net = shapes.infer(cfg)
+    assert net.totals() == shapes.infer(str(cfg)).totals()
+    assert darkcfg.build_model(cfg, width=64, height=64).net.width == 64
+    w = pathlib.Path(write_counting_weights(tmp_path / "t.weights", net.totals()["weights"]))
+    model = darkcfg.load(w, cfg, weights_cfg=cfg)
+    assert model.layers[0].conv.weight.flatten()[0].item() == 16 + 3 * 16  # biases, BN, weights
+    darkcfg.weights.save_pt(model, str(tmp_path / "t.pt"))
+    assert darkcfg.load(tmp_path / "t.pt").layers[0].conv.weight.flatten()[0].item() == 64
