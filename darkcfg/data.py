@@ -299,14 +299,19 @@ def load_image(path: str, channels: int = 3) -> np.ndarray:
     """H x W x 3 uint8 RGB (H x W x 1 for ``channels=1``), decoded by OpenCV as darknet's
     load_image_mat_cv does (BGR -> RGB)."""
     import cv2
+    img = _imread(path, channels)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if channels >= 3 else img
+
+
+def _imread(path: str, channels: int = 3) -> np.ndarray:
+    """H x W x 3 BGR (or H x W x 1) uint8, as OpenCV decodes it."""
+    import cv2
     img = cv2.imread(path, cv2.IMREAD_COLOR if channels >= 3 else cv2.IMREAD_GRAYSCALE)
     if img is None:
         if not os.path.exists(path):
             raise DarkcfgError(f"{path}: no such image")
         raise DarkcfgError(f"{path}: OpenCV cannot decode this image")
-    if channels >= 3:
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return img[:, :, None]
+    return img if channels >= 3 else img[:, :, None]
 
 
 # ----- the check ----------------------------------------------------------------------------------
@@ -618,6 +623,13 @@ class Batch:
                      [c.pin_memory() for c in self.classes], self.iteration, self.subdivision,
                      self.size, self.paths, self.sources)
 
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        """The same batch with its tensors on ``device``."""
+        def mv(t):
+            return t.to(device, non_blocking=non_blocking)
+        return Batch(mv(self.images), [mv(b) for b in self.boxes], [mv(c) for c in self.classes],
+                     self.iteration, self.subdivision, self.size, self.paths, self.sources)
+
     def points(self) -> list:
         """Per image (k, 2) keypoint positions, for keypoint.encode."""
         return [b[:, :2] for b in self.boxes]
@@ -630,6 +642,7 @@ class Samples:
         self.paths, self.opt = list(paths), opt
         self.mini_batch, self.subdivisions = mini_batch, subdivisions
         self.seed, self.rank, self.world_size, self.augment = seed, rank, world_size, augment
+        self._labels = {}               # path -> rows, read once per process
 
     def size(self, iteration: int) -> tuple:
         from . import augment as A
@@ -644,10 +657,13 @@ class Samples:
 
     def _read(self, rng) -> tuple:
         path = self.paths[int(rng.integers(len(self.paths)))]      # darknet: with replacement
-        image = load_image(path, self.opt.channels)
-        rows = read_labels(label_path(path))[0].astype(np.float64)
-        if self.opt.keypoints:
-            rows[:, 3:5] = 0                        # a box line gives its centre
+        image = _imread(path, self.opt.channels)                    # BGR: see augment_image
+        rows = self._labels.get(path)
+        if rows is None:
+            rows = read_labels(label_path(path))[0].astype(np.float64)
+            if self.opt.keypoints:
+                rows[:, 3:5] = 0                    # a box line gives its centre
+            self._labels[path] = rows
         return image, rows, path
 
     def sample(self, iteration: int, slot: int, size: tuple) -> tuple:
@@ -657,12 +673,12 @@ class Samples:
         rng = np.random.default_rng([self.seed, iteration, slot])
         if not self.augment:
             image, rows, path = self._read(rng)
-            image, boxes = A.plain(image, rows, self.opt, size)
+            image, boxes = A.plain(image, rows, self.opt, size, bgr=True)
             return image, boxes, [path]
         if self.opt.mosaic and rng.integers(2):     # darknet: half the loads are mosaics
-            return A.mosaic(self._read, rng, self.opt, size)
+            return A.mosaic(self._read, rng, self.opt, size, bgr=True)
         image, rows, path = self._read(rng)
-        image, boxes, _, _ = A.augment_image(image, rows, rng, self.opt, size)
+        image, boxes, _, _ = A.augment_image(image, rows, rng, self.opt, size, bgr=True)
         return image, boxes, [path]
 
     def __call__(self, k: int) -> Batch:
@@ -677,9 +693,11 @@ class Samples:
             boxes.append(torch.from_numpy(b[:, 1:5].astype(np.float32)))
             classes.append(torch.from_numpy(b[:, 0].astype(np.int64)))
             paths.append(p)
-        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)
-        return Batch(x.contiguous(), boxes, classes, iteration, sub, size,
-                     [p[0] for p in paths], paths)
+        x = torch.empty(len(images), images[0].shape[2], size[1], size[0])
+        for i, img in enumerate(images):             # HWC uint8 -> CHW float, one copy each
+            x[i].copy_(torch.from_numpy(img).permute(2, 0, 1))
+        return Batch(x.div_(255), boxes, classes, iteration, sub, size, [p[0] for p in paths],
+                     paths)
 
 
 class _Dataset:

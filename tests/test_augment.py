@@ -401,3 +401,29 @@ def test_unsupported_options_warn_and_mosaic_letterbox_is_refused():
     assert "mixup=1 is not implemented" in text and "cutmix=1 is for the classifier" in text
     with pytest.raises(CfgError, match="letter_box=1 and mosaic=1"):
         A.Options.from_network(net_of("letter_box=1\nmosaic=1"))
+
+
+def test_one_channel_images_go_through_the_pipeline():
+    img, boxes = canvas(80, 60, [(20, 20, 40, 40)])
+    gray = np.ascontiguousarray(img[:, :, :1])
+    out, _ = A.hsv(gray, boxes, .1, 1.5, .5)              # one channel: V only, 250 * .5 = 125
+    assert out.shape == (60, 80, 1) and out[30, 30, 0] == 125 and out[0, 0, 0] == BG // 2
+    opt = A.Options(48, 32, 1, channels=1, jitter=.2, hue=.1, saturation=1.5, exposure=1.5,
+                    blur=1, gaussian_noise=5)
+    for seed in range(4):
+        out, b, _, _ = A.augment_image(gray, boxes, np.random.default_rng(seed), opt, (48, 32))
+        assert out.shape == (32, 48, 1) and out.dtype == np.uint8
+
+
+def test_bgr_input_gives_the_rgb_result():
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    boxes = np.array([[0, .5, .5, .3, .3]])
+    opt = A.Options(48, 32, 1, jitter=.3, hue=.1, saturation=1.5, exposure=1.5, blur=1,
+                    gaussian_noise=5)
+    for seed in range(4):
+        a = A.augment_image(rgb, boxes, np.random.default_rng(seed), opt, (48, 32))
+        b = A.augment_image(rgb[:, :, ::-1].copy(), boxes, np.random.default_rng(seed), opt,
+                            (48, 32), bgr=True)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])

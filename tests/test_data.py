@@ -336,6 +336,8 @@ def test_loader_batches_are_what_encode_targets_takes(tmp_path):
     from darkcfg import yolo as Y, shapes
     heads = Y.heads_of(shapes.network(AUG_CFG))
     Y.encode_targets(bs[0].boxes, bs[0].classes, heads, [(2, 4)], bs[0].size)
+    moved = bs[0].to("cpu")
+    assert torch.equal(moved.images, bs[0].images) and moved.size == bs[0].size
 
 
 def test_loader_same_batches_with_0_and_2_workers(tmp_path):
