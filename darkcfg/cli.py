@@ -424,7 +424,8 @@ def open_model(weights, cfg=None, weights_cfg=None, cutoff=None, progress=False,
             raise click.UsageError("--cutoff is for .weights files")
         if cfg is None and not rewrites:
             model, report = M.load_weights(weights)
-            return model, report, W.read_checkpoint_order(weights)
+            model.weights_cfg = W.read_checkpoint_order(weights)
+            return model, report, model.weights_cfg
         ck = W.read_checkpoint(weights)
         net = _checkpoint_net(ck, weights, cfg, **rewrites)
         W.check_arrays(_checkpoint_net(ck, weights, cfg), ck.arrays, weights)
@@ -434,6 +435,7 @@ def open_model(weights, cfg=None, weights_cfg=None, cutoff=None, progress=False,
         loaded, skipped = W.assign_arrays(model, ck.arrays)
         order = shapes.network(ck.weights_cfg, **rewrites).cfg.to_text() \
             if ck.weights_cfg else None
+        model.weights_cfg = order
         return model.eval(), W.LoadReport(ck.header, loaded, skipped), order
     assumed = cfg is None
     if assumed:
@@ -447,6 +449,7 @@ def open_model(weights, cfg=None, weights_cfg=None, cutoff=None, progress=False,
         order = shapes.network(weights_cfg, width=n.width, height=n.height, channels=n.channels,
                                **{k: v for k, v in rewrites.items()
                                   if k not in ("width", "height", "channels")}).cfg.to_text()
+    model.weights_cfg = order
     return model, report, order
 
 

@@ -354,10 +354,16 @@ def save_darknet(model, path: str, header: Header | None = None, file_net: Netwo
                  mapping: dict | None = None, cutoff: int | None = None, progress: bool = False,
                  force: bool = True) -> int:
     """Write ``model`` as a darknet .weights file in ``file_net``'s layer order (default: the
-    model's own).  Atomic: a failure leaves no file.  Returns the bytes written."""
+    order of the file it was loaded from, ``model.weights_cfg`` when set, else the model's
+    own).  Atomic: a failure leaves no file.  Returns the bytes written."""
     if getattr(model, "fused", False):
         raise WeightsError("a fused model (batch norms folded) cannot be written as darknet "
                            ".weights: save it before fuse()", path)
+    if file_net is None and getattr(model, "weights_cfg", None):   # the source's order
+        from .shapes import network
+        n = model.net
+        file_net = network(model.weights_cfg, width=n.width, height=n.height,
+                           channels=n.channels)
     file_net = file_net or model.net
     if mapping is None and file_net is not model.net:
         mapping = match(model.net, file_net, cutoff)
@@ -379,7 +385,10 @@ def save_pt(model, path: str, header: Header | None = None, force: bool = True,
     """darkcfg's .pt: a dict loadable with torch.load(weights_only=True) holding the cfg text,
     the darknet header and the state_dict (float tensors stored as float32, darknet's type).
     ``weights_cfg``: the text of the cfg whose layer order the source .weights followed, kept
-    so that writing the .pt back as .weights restores that order."""
+    so that writing the .pt back as .weights restores that order (default:
+    ``model.weights_cfg`` when set)."""
+    if weights_cfg is None:
+        weights_cfg = getattr(model, "weights_cfg", None)
     write_pt(arrays_of(model), path, model.cfg_text, header, force, weights_cfg=weights_cfg)
 
 
