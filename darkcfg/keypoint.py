@@ -70,6 +70,24 @@ def heads_of(model_or_net) -> list:
     return [l for l in net.layers if l.type == "keypoint"]
 
 
+def _check_points(i, pts, cls, num_classes):
+    """DarkcfgError for what encode cannot place (as yolo.encode_targets)."""
+    from .errors import DarkcfgError
+    from .yolo import BOX_TOLERANCE
+    if len(cls) != len(pts):
+        raise DarkcfgError(f"keypoint encode: image {i}: {len(pts)} points but {len(cls)} class ids")
+    bad = ~(pts.isfinite() & (pts >= -BOX_TOLERANCE) & (pts <= 1 + BOX_TOLERANCE)).all(1)
+    if bad.any():
+        k = int(bad.nonzero()[0])
+        raise DarkcfgError(f"keypoint encode: image {i}, point {k}: (x, y) = "
+                           f"{tuple(pts[k].tolist())} is outside the image; points are normalized")
+    bad = (cls < 0) | (cls >= num_classes)
+    if bad.any():
+        k = int(bad.nonzero()[0])
+        raise DarkcfgError(f"keypoint encode: image {i}, point {k}: class id {int(cls[k])} is "
+                           f"outside the {num_classes} classes (0..{num_classes - 1})")
+
+
 def encode(points: list, classes: list, grid: tuple, num_classes: int, sigma: float) -> torch.Tensor:
     """Targets of one level: (B, H, W, 2 + C + 1) = [reg_x, reg_y, one-hot class, centerness]
     plus, in a last channel, 1 where the cell is a keypoint's own (reg is trained there).
@@ -84,6 +102,7 @@ def encode(points: list, classes: list, grid: tuple, num_classes: int, sigma: fl
         cls = torch.as_tensor(cls, dtype=torch.long).reshape(-1)
         if not len(pts):
             continue
+        _check_points(i, pts, cls, num_classes)
         px, py = pts[:, 0] * w, pts[:, 1] * h                                  # in cells
         cx, cy = px.long().clamp(0, w - 1), py.long().clamp(0, h - 1)
         d2 = (gx[None] + 0.5 - px[:, None, None]) ** 2 + (gy[None] + 0.5 - py[:, None, None]) ** 2

@@ -192,3 +192,15 @@ def test_overfit_dots():
         for (x, y), k in zip(p.tolist(), c.tolist()):
             near = min(kps, key=lambda q: math.hypot(q.x - x * 64, q.y - y * 64))
             assert near.cls == k and math.hypot(near.x - x * 64, near.y - y * 64) < 4   # stride 4
+
+
+@pytest.mark.parametrize("pts, cls, words", [
+    ([[0.5, 1.5]], [0], "image 0, point 0: (x, y) = (0.5, 1.5) is outside the image"),
+    ([[0.5, 0.5]], [3], "class id 3 is outside the 3 classes"),
+    ([[0.5, 0.5]], [0, 1], "1 points but 2 class ids"),
+])
+def test_encode_rejects_what_it_cannot_place(pts, cls, words):
+    import re
+    from darkcfg.errors import DarkcfgError
+    with pytest.raises(DarkcfgError, match=re.escape(words)):
+        K.encode([torch.tensor(pts)], [torch.tensor(cls)], (4, 4), 3, sigma=1.0)
