@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .cfg import excerpt
 from .errors import DarkcfgError
 
 # darknet's replace_image_to_label: (from, to), first occurrence, in this order
@@ -79,7 +80,7 @@ def read_data(path: str) -> DataConfig:
             continue
         key, eq, value = line.partition("=")
         if not eq or not key:
-            raise DarkcfgError(f"{path}:{nu}: expected key=value, got '{line}'")
+            raise DarkcfgError(f"{path}:{nu}: expected key=value, got {excerpt(line)}")
         if not value:
             raise DarkcfgError(f"{path}:{nu}: '{key}=' has no value")
         if key not in options:                  # option_find walks from the front
@@ -100,7 +101,7 @@ def read_data(path: str) -> DataConfig:
 def _read_text(path: str) -> str:
     try:
         with open(path, "rb") as f:
-            return f.read().decode("utf-8", errors="replace")
+            return f.read().decode("utf-8-sig", errors="replace")     # a BOM is not text
     except IsADirectoryError:
         raise DarkcfgError(f"{path}: is a folder, not a file") from None
     except OSError as e:
@@ -242,7 +243,7 @@ def read_labels(path: str) -> tuple:
             continue
         row, what = _parse_label(parts)
         if what:
-            problems.append(f"{path}:{nu}: {what}: '{line.strip()}'")
+            problems.append(f"{path}:{nu}: {what}: {excerpt(line)}")
         else:
             rows.append(row)
     out = np.asarray(rows, np.float32).reshape(-1, 5)
@@ -252,28 +253,29 @@ def read_labels(path: str) -> tuple:
 def _parse_label(parts: list) -> tuple:
     """(row, None) or (None, what is wrong)."""
     if len(parts) not in (3, 5):
-        return None, (f"{len(parts)} numbers; expected 5 (class cx cy w h) or 3 (class x y, "
-                      f"a keypoint)")
+        n = len(parts)
+        return None, (f"{n} number{'s' if n != 1 else ''}; expected 5 (class cx cy w h) or 3 "
+                      f"(class x y, a keypoint)")
     try:
         cls = int(parts[0])
     except ValueError:
         try:
             float(parts[0])
-            return None, (f"class '{parts[0]}' is not an integer (darknet would misread the "
-                          f"rest of the file)")
+            return None, (f"class {excerpt(parts[0], 20)} is not an integer (darknet would "
+                          f"misread the rest of the file)")
         except ValueError:
-            return None, f"class '{parts[0]}' is not a number"
+            return None, f"class {excerpt(parts[0], 20)} is not a number"
     try:
         vals = [float(v) for v in parts[1:]]
     except ValueError:
         bad = next(v for v in parts[1:] if not _is_float(v))
-        return None, f"'{bad}' is not a number"
+        return None, f"{excerpt(bad, 20)} is not a number"
     if cls < 0:
         return None, f"class {cls} is negative"
     names = ("cx", "cy", "w", "h") if len(vals) == 4 else ("x", "y")
     for name, v in zip(names, vals):
         if not math.isfinite(v) or v < -TOLERANCE or v > 1 + TOLERANCE:
-            return None, f"{name}={parts[1 + names.index(name)]} is outside [0, 1]"
+            return None, f"{name}={parts[1 + names.index(name)][:20]} is outside [0, 1]"
     if len(vals) == 4:
         if vals[2] <= 0 or vals[3] <= 0:
             return None, "zero size (w and h must be > 0)"

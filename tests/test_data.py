@@ -158,6 +158,19 @@ def test_read_labels_problems(tmp_path, line, what):
     assert len(problems) == 1 and problems[0].startswith(f"{p}:2: {what}"), problems
 
 
+def test_read_labels_bom_and_binary_junk(tmp_path):
+    p = tmp_path / "bom.txt"
+    p.write_bytes(b"\xef\xbb\xbf0 0.5 0.5 0.2 0.1\r\n")          # Windows editors write this
+    rows, problems = D.read_labels(str(p))
+    assert problems == [] and len(rows) == 1
+    p = tmp_path / "junk.txt"
+    p.write_bytes(b"\x00\x01\xff" * 200 + b"\n")
+    rows, problems = D.read_labels(str(p))
+    assert len(rows) == 0 and len(problems) == 1 and len(problems[0]) < 200
+    assert problems[0].startswith(f"{p}:1: 1 number; expected 5")
+    assert "'\\x00\\x01" in problems[0]
+
+
 def test_load_image_rgb_and_errors(tmp_path):
     p = jpeg(tmp_path / "i" / "a.png", 5, 4, color=(255, 0, 0))      # BGR blue
     img = D.load_image(p)
