@@ -489,25 +489,9 @@ def build(cfg, weights, weights_cfg, cutoff, output, force, **rw):
     io.check_outputs([output, rw.get("save_cfg")], [cfg, weights, weights_cfg], force)
     import time
     import torch
-    from . import model as M
     from . import weights as W
-    header = order = None
-    if weights and _is_checkpoint(weights):
-        model, report, order = open_model(weights, cfg, weights_cfg, cutoff, **_rewrites(rw))
-        net = model.net
-        _warn_unused(net, rw.get("strict"))
-        if rw.get("save_cfg"):
-            cfgmod.save(net.cfg, rw["save_cfg"])
-    else:
-        net = load_network(cfg or DEFAULT_CFG, **rw)
-        if weights:
-            model, report, order = open_model(weights, cfg, weights_cfg, cutoff,
-                                              **_rewrites(rw))
-        else:
-            model = M.build_model(net)
-    if weights:
-        header = report.header
-        _report_skipped(report)
+    model, header = _build_model(cfg, weights, weights_cfg, cutoff, rw)
+    net = model.net
     c = net.channels or 1
     x = torch.zeros(1, c, net.height or 1, net.width or 1)
     t = time.perf_counter()
@@ -524,8 +508,25 @@ def build(cfg, weights, weights_cfg, cutoff, output, force, **rw):
     click.echo(f"layers: {t['layers']}   params: {t['params']:,}   weights: {t['weights']:,} "
                f"floats   BFLOPs: {t['bflops']:.3f}")
     if output:
-        W.save_pt(model, output, header, weights_cfg=order)
+        W.save_pt(model, output, header)
         click.echo(f"wrote {output}")
+
+
+def _build_model(cfg, weights, weights_cfg, cutoff, rw):
+    """(model, darknet header or None) for build: CFG's network, or the one inside a
+    checkpoint, with --weights loaded; warnings printed, --save-cfg written."""
+    from . import model as M
+    if not weights:
+        return M.build_model(load_network(cfg or DEFAULT_CFG, **rw)), None
+    if not _is_checkpoint(weights):
+        load_network(cfg or DEFAULT_CFG, **rw)          # warnings and --save-cfg
+    model, report, _ = open_model(weights, cfg, weights_cfg, cutoff, **_rewrites(rw))
+    if _is_checkpoint(weights):
+        _warn_unused(model.net, rw.get("strict"))
+        if rw.get("save_cfg"):
+            cfgmod.save(model.net.cfg, rw["save_cfg"])
+    _report_skipped(report)
+    return model, report.header
 
 
 # ----- anchors --------------------------------------------------------------------------------
