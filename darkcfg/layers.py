@@ -461,17 +461,24 @@ def group_softmax(x: torch.Tensor, group: torch.Tensor, groups: int, t: float = 
 
 
 class TreeGroups(nn.Module):
-    """A softmax tree's groups as a buffer (not in the state_dict: the tree file holds them)."""
+    """A softmax tree's groups.  Kept as a plain list, turned into a tensor where the input is:
+    a buffer would be left uninitialised by load()'s meta-device build (it is not in the
+    state_dict: the tree file holds it)."""
 
     def __init__(self, tree):
         super().__init__()
-        self.register_buffer("group", torch.tensor(tree.groups(), dtype=torch.long),
-                             persistent=False)
+        self.group_of = tree.groups()
         self.groups, self.n = len(tree.group_size), tree.n
+        self._index = {}
+
+    def index(self, device) -> torch.Tensor:
+        if device not in self._index:
+            self._index[device] = torch.tensor(self.group_of, dtype=torch.long, device=device)
+        return self._index[device]
 
     def forward(self, x, t: float = 1.0):
         """x (..., N >= n): the first n entries softmaxed per group; the rest as they are."""
-        head = group_softmax(x[..., :self.n], self.group, self.groups, t)
+        head = group_softmax(x[..., :self.n], self.index(x.device), self.groups, t)
         return torch.cat([head, x[..., self.n:]], -1)
 
 
