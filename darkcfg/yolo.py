@@ -162,6 +162,18 @@ def tree_probabilities(logits: torch.Tensor, tree) -> torch.Tensor:
     return torch.cat([out, torch.zeros_like(logits[..., n:])], -1)
 
 
+def region_tree_probs(cls: torch.Tensor, obj: torch.Tensor, thresh: float) -> torch.Tensor:
+    """Per-class scores of a tree [region]'s boxes as AlexeyAB darknet's detector gives them
+    (get_region_boxes with a tree and no map): of a box's absolute class probabilities
+    (:func:`decode_region`'s "cls"), only the highest-index class above 0.5 is kept, the others
+    are 0, and all are 0 unless the objectness exceeds ``thresh``; not times the objectness.
+    ``cls`` (..., C), ``obj`` (...) -> (..., C)."""
+    above = cls > 0.5
+    last = cls.shape[-1] - 1 - above.flip(-1).int().argmax(-1)             # highest index > .5
+    keep = F.one_hot(last, cls.shape[-1]).bool() & above.any(-1, keepdim=True)
+    return torch.where(keep & (obj > thresh)[..., None], cls, torch.zeros_like(cls))
+
+
 # ----- IoU family ---------------------------------------------------------------------------------
 
 

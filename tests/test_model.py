@@ -316,6 +316,21 @@ def test_decode_region_tree_gives_each_nodes_probability(tmp_path):
     assert cls == pytest.approx([pa, pb, pc * pa, pd * pa, pe * pa, pf * pb, pg * pb, 1 * pa])
 
 
+def test_region_tree_probs_keep_the_deepest_class_over_half():
+    """get_region_boxes (tree, no map): from the last class down, the first with p > 0.5 is
+    kept, every other class is 0; all 0 when objectness <= thresh."""
+    from darkcfg import yolo as Y
+    cls = torch.tensor([[0.9, 0.1, 0.6, 0.3, 0.0, 0.05, 0.05, 0.7],
+                        [0.9, 0.1, 0.6, 0.3, 0.0, 0.05, 0.05, 0.2],
+                        [0.4, 0.6, 0.1, 0.1, 0.2, 0.45, 0.15, 0.3],
+                        [0.9, 0.1, 0.6, 0.3, 0.0, 0.05, 0.05, 0.2]])
+    obj = torch.tensor([0.3, 0.3, 0.3, 0.2])
+    got = Y.region_tree_probs(cls, obj, 0.24)
+    want = torch.zeros(4, 8)
+    want[0, 7], want[1, 2], want[2, 1] = 0.7, 0.6, 0.6
+    assert torch.equal(got, want)
+
+
 def test_bad_tree_files_say_where(tmp_path):
     for text, words in (("a -1\nb 5\n", "small.tree:2: parent 5 must be -1"),
                         ("a -1\nb\x00\x00 0\n", "small.tree:2: NUL bytes"),
