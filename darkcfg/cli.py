@@ -429,6 +429,7 @@ def open_model(weights, cfg=None, weights_cfg=None, cutoff=None, progress=False,
         ck = W.read_checkpoint(weights)
         net = _checkpoint_net(ck, weights, cfg, **rewrites)
         W.check_arrays(_checkpoint_net(ck, weights, cfg), ck.arrays, weights)
+        M.check_memory(net)                 # e.g. --width 100000: refused before allocating
         import torch
         with torch.device("meta"):
             model = M.Darknet(net)
