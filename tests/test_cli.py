@@ -636,3 +636,15 @@ def test_help_lists_every_command_and_every_option_has_help():
         for p in cmd.params:
             if isinstance(p, __import__("click").Option) and p.name not in ("help",):
                 assert p.help, f"{name} {p.opts[0]} has no help"
+
+
+@pytest.mark.parametrize("ext", ["pt", "safetensors"])
+def test_convert_from_weights_does_not_import_torch(ext, tmp_path, tiny):
+    code = ("import sys; from darkcfg.cli import main\n"
+            "try: main(sys.argv[1:], standalone_mode=False)\n"
+            "finally: print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code, "convert", str(tiny["weights"]),
+                        str(tmp_path / f"o.{ext}"), "--cfg", TINY, "-q"], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.stderr.strip().endswith("NO-TORCH"), r.stderr
+    assert (tmp_path / f"o.{ext}").exists()
