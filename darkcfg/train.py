@@ -348,8 +348,8 @@ CSV_FIELDS = ["iteration", "loss", "avg_loss", "xy", "wh", "iou", "obj", "cls", 
               "images_per_s", "skipped", "map"]
 
 
-def write_results(rows: list, folder: str, base: str) -> tuple:
-    """results.csv and results.png (loss parts, lr, mAP against iteration), both atomic."""
+def write_results(rows: list, folder: str, base: str, plot: bool = True) -> tuple:
+    """results.csv and (``plot``) results.png: loss parts, lr, mAP against iteration.  Atomic."""
     from .io import atomic_output
     csv_path = os.path.join(folder, "results.csv")
     fields = CSV_FIELDS + sorted({k for r in rows for k in r} - set(CSV_FIELDS))
@@ -358,9 +358,10 @@ def write_results(rows: list, folder: str, base: str) -> tuple:
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
-    png = os.path.join(folder, "results.png")
+    png = os.path.join(folder, "results.png") if plot else None
     try:
-        _plot(rows, png, base)
+        if png:
+            _plot(rows, png, base)
     except ImportError:      # matplotlib is optional: the csv carries the same numbers
         png = None
     return csv_path, png
@@ -389,7 +390,7 @@ def _plot(rows, path, base):
     ax[2].set_title("mAP@0.5")
     for a in ax:
         a.set_xlabel("iteration")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.14, top=0.9, wspace=0.25)
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
 
@@ -537,15 +538,17 @@ class _Run:
                 "skipped": self.skipped, "avg_loss": self.avg_loss, "saved": self.saved,
                 "cfg": self.net.cfg.to_text(), **extra}
 
-    def save_last(self, iteration, **extra) -> None:
+    def save_last(self, iteration, plot=False, **extra) -> None:
         self.files["last"] = self.weights("last", iteration)
         self.files["state"] = os.path.join(self.folder, f"{self.base}_last.state")
         save_state(self.files["state"], self.model, self.opt, self.counters(iteration, **extra))
-        self.results()
+        self.results(plot)
 
-    def results(self) -> None:
+    def results(self, plot=True) -> None:
+        """results.csv at every save; results.png (about a second of matplotlib) at the
+        <cfg>_<iteration>, _best and _final saves and on Ctrl-C."""
         if self.rows:
-            self.files["csv"], png = write_results(self.rows, self.folder, self.base)
+            self.files["csv"], png = write_results(self.rows, self.folder, self.base, plot)
             if png:
                 self.files["png"] = png
 
@@ -585,6 +588,13 @@ def evaluate(model, paths, num_classes) -> float:
             return float(V.evaluate_model(model, paths, num_classes=num_classes).map)
     finally:
         model.train(was)
+
+
+def _valid_paths(data_path) -> list:
+    """The .data's valid list (its train list when there is none), as darknet's -map uses."""
+    from . import data as D
+    dc = _read_data(data_path)
+    return D.image_list(dc.resolve("valid") or dc.resolve("train"))
 
 
 def _load_cfg(cfg):
@@ -717,7 +727,7 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     batches = iter(loader)
     if map:
         from . import data as D
-        vpaths = valid_paths or D.image_list(dc.resolve("valid") or dc.resolve("train"))
+        vpaths = valid_paths or _valid_paths(data_path)
         if map_every is None:
             n = n_train or len(vpaths)
             map_every = max(4 * n // sched.images_per_iteration, 100)
@@ -776,6 +786,7 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
                 if run.best_map is None or row["map"] >= run.best_map:
                     run.best_map = row["map"]
                     run.files["best"] = run.weights("best", iteration)
+                    run.results()
                 next_map = max(iteration + map_every, sched.burn_in)
             if bad_run:       # nothing is saved during a run of skipped steps: the files on
                 pass          # disk stay the last good ones (the model has not moved since)
@@ -792,7 +803,7 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
                 callback(iteration, model)
     except KeyboardInterrupt:
         bar.close()
-        run.save_last(iteration, next_map=next_map, seed=seed, iter_save=iter_save,
+        run.save_last(iteration, plot=True, next_map=next_map, seed=seed, iter_save=iter_save,
                       iter_save_last=iter_save_last)
         if not quiet:
             print(f"interrupted at iteration {iteration}: saved {run.files['last']} and "
@@ -804,7 +815,7 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
         if close:
             close()
     run.files["final"] = run.weights("final", iteration)
-    run.save_last(iteration, next_map=next_map, seed=seed, iter_save=iter_save,
+    run.save_last(iteration, plot=True, next_map=next_map, seed=seed, iter_save=iter_save,
                   iter_save_last=iter_save_last)
     if not quiet:
         print(f"done: {run.files['final']} ({iteration} iterations, {run.skipped} skipped)")
