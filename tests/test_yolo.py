@@ -383,18 +383,21 @@ def _opencv_detections(cfg_path, weights, x):
     return theirs
 
 
-def _pair_up(ours, theirs, scale=1.0):
+def _pair_up(ours, theirs, scale=1.0, clip=None):
     """Each of ours against the nearest of theirs of the same class: scores within 1e-4, boxes
-    within 1e-4 (relative; ``scale`` converts theirs to our units)."""
+    within 1e-4 (relative; ``scale`` converts theirs to our units; ``clip`` = (W, H) clips
+    theirs to the image, as darknet does before printing and drawing)."""
     assert len(ours) == len(theirs) > 3
+    lo, hi = ((0, 0, 0, 0), clip * 2) if clip else ((-np.inf,) * 4, (np.inf,) * 4)
+    theirs = [(c, s, tuple(np.clip(np.multiply(box, scale), lo, hi))) for c, s, box in theirs]
     left = list(theirs)
     for d in ours:
         same = [t for t in left if t[0] == d.cls]
         assert same, f"class {d.cls} at {d.box} has no OpenCV counterpart"
-        c, s, box = min(same, key=lambda t: np.abs(np.multiply(t[2], scale) - d.box).max())
+        c, s, box = min(same, key=lambda t: np.abs(np.subtract(t[2], d.box)).max())
         left.remove((c, s, box))
         assert abs(d.score - s) < 1e-4
-        assert np.allclose(d.box, np.multiply(box, scale), atol=1e-4 * scale, rtol=1e-4)
+        assert np.allclose(d.box, box, atol=1e-4 * scale, rtol=1e-4)
 
 
 @needs_shared
@@ -415,7 +418,7 @@ def test_detections_match_opencv(name, darknet_at):
 def test_detect_image_feeds_the_model_where_it_is(darknet_at, tmp_path):
     """detect_image on a float64 model: the image (a 128x128 PNG, so letterboxing only scales
     to [0, 1]) reaches the model in its dtype, and the detections, in image pixels, are
-    OpenCV's on the same input."""
+    OpenCV's on the same input, clipped to the image."""
     pytest.importorskip("cv2")
     from PIL import Image
     from darkcfg.detect import detect_image
@@ -425,7 +428,7 @@ def test_detect_image_feeds_the_model_where_it_is(darknet_at, tmp_path):
     x = (pixels.transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
     model = darkcfg.load(weights, path).double()
     ours, _ = detect_image(model, str(tmp_path / "x.png"))
-    _pair_up(ours, _opencv_detections(path, weights, x), scale=128)
+    _pair_up(ours, _opencv_detections(path, weights, x), scale=128, clip=(128, 128))
 
 
 def test_unletterbox_by_hand():
