@@ -36,7 +36,7 @@ activation=linear
 
 [yolo]
 mask=0,1
-anchors=12.8,12.8, {b},{b}
+anchors={anchors}
 classes=2
 num=2
 {yolo_extra}
@@ -48,11 +48,14 @@ def logit(p):
 
 
 def make_model(tmp_path, net_extra="", yolo_extra="", probs=((.9, .2, 1 / 3), (.9, .9, 0)),
-               b=20):
+               b=20, swap=False):
     """Anchor A (12.8 px = 0.4 of the input) and B (``b`` px: 20 = 0.625), both centred; per
-    anchor (objectness, p(class 0), p(class 1))."""
+    anchor (objectness, p(class 0), p(class 1)).  ``swap``: B is the first anchor."""
     path = tmp_path / "t.cfg"
-    path.write_text(CFG.format(net_extra=net_extra, yolo_extra=yolo_extra, b=b))
+    anchors = [(12.8, probs[0]), (b, probs[1])][::-1 if swap else 1]
+    probs = [p for _, p in anchors]
+    text = ", ".join(f"{a},{a}" for a, _ in anchors)
+    path.write_text(CFG.format(net_extra=net_extra, yolo_extra=yolo_extra, anchors=text))
     model = darkcfg.build_model(str(path))
     bias = torch.zeros(14)
     for a, (obj, c0, c1) in enumerate(probs):
@@ -74,12 +77,14 @@ def image(tmp_path, name, w, h, labels):
     return str(p)
 
 
-def test_detection_order_is_darknets_for_the_counts_at_thresh(tmp_path):
+@pytest.mark.parametrize("swap", [False, True])
+def test_detection_order_is_darknets_for_the_counts_at_thresh(tmp_path, swap):
     # one gt of class 0, centred, 0.5 of the image.  A (0.4) and B (0.625) both overlap it by
     # IoU 0.64 and each other by 0.41 (< .45: NMS keeps both).  darknet's last NMS pass sorts
     # the boxes by p(class 1): A (.3) before B (0), so A's class-0 detection (.18, under .25)
     # comes first and owns the gt - B's .81 is a FP at thresh.  The ranking still puts B first.
-    model, _ = make_model(tmp_path)
+    # Neither score order (B first) nor anchor order (B first when swapped) gives this.
+    model, _ = make_model(tmp_path, swap=swap)
     p = image(tmp_path, "a.png", 32, 32, "0 0.5 0.5 0.5 0.5\n")
     got = V.collect(model, [p])
     d = got.dets[0]
