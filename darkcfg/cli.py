@@ -129,6 +129,15 @@ def load_network(path, strict=False, save_cfg=None, **options):
     return net
 
 
+def _bflops(totals: dict) -> str:
+    """darknet's Total BFLOPS, and the complete count where darknet leaves layers out."""
+    text = f"{totals['bflops']:.3f}"
+    every = totals.get("bflops_all")
+    if every is not None and f"{every:.3f}" != text:
+        text += f" (darknet's; all layers incl. connected/local: {every:.3f})"
+    return text
+
+
 def _check_cutoff(net, cutoff):
     if cutoff is not None and not 1 <= cutoff <= len(net.layers):
         raise click.BadParameter(f"{cutoff} is outside 1..{len(net.layers)} (the layers of "
@@ -203,7 +212,7 @@ def summary(cfg, cutoff, as_json, weights, force, **rw):
     click.echo(shapes.format_table(net, cutoff))
     click.echo(f"layers: {totals['layers']}   params: {totals['params']:,}   "
                f"weights: {totals['weights']:,} floats ({totals['weights_bytes']:,} bytes "
-               f"with the 20-byte header)   BFLOPs: {totals['bflops']:.3f}")
+               f"with the 20-byte header)   BFLOPs: {_bflops(totals)}")
     if report:
         h = report["header"]
         what = (f"{report['file_bytes']:,} bytes, {report['file_floats']:,} floats; the cfg "
@@ -507,7 +516,7 @@ def build(cfg, weights, weights_cfg, cutoff, output, force, **rw):
         click.echo(f"  layer {i:3d} [{l.section.header}] input {tuple(o.shape)}")
     t = net.totals()
     click.echo(f"layers: {t['layers']}   params: {t['params']:,}   weights: {t['weights']:,} "
-               f"floats   BFLOPs: {t['bflops']:.3f}")
+               f"floats   BFLOPs: {_bflops(t)}")
     if output:
         W.save_pt(model, output, header)
         click.echo(f"wrote {output}")
