@@ -8,10 +8,12 @@ in eval mode):
    passes) to the network size, or ``letterbox_image`` (:func:`letterbox_image`) when
    ``letter_box`` - the cfg's ``[net] letter_box`` decides (darknet's map ignores its own
    ``-letter_box`` flag);
-3. the model; each [yolo] head decoded (``yolo.decode``), a box kept when its objectness
-   > .005 and per class ``obj * cls`` > .005 (else 0) - ``get_yolo_detections``;
+3. the model; each [yolo] head decoded (``yolo.decode``; [region] heads by
+   ``yolo.decode_region``), a box kept when its objectness > .005 and per class ``obj * cls``
+   > .005 (else 0) - ``get_yolo_detections`` / ``get_region_detections``;
 4. boxes back to the image (``correct_yolo_boxes``: letterbox removed, normalized to the
-   image), NMS .45 as darknet's ``do_nms_sort`` (``nms_kind=default``: IoU) or
+   image; darknet's ``correct_region_boxes`` does the same, except that it letterbox-corrects
+   a non-square network even when not letterboxing - a bug, not copied), NMS .45 as darknet's ``do_nms_sort`` (``nms_kind=default``: IoU) or
    ``diounms_sort`` (``greedynms``: DIoU with beta .6; ``diounms``: DIoU with ``beta_nms``),
    one pass per class, each pass re-sorting the boxes by that class's probability;
 5. every (box, class) with a probability left is a detection, in darknet's order (boxes as the
@@ -315,17 +317,39 @@ def cfg_letter_box(net) -> tuple:
 
 
 def _heads(model):
+    """(layer, decode) per detection head: [yolo] (yolo.decode) and [region] without a tree
+    (yolo.decode_region), each decode giving boxes, obj, cls flattened in darknet's detection
+    order - [yolo]: row, column, anchor (get_yolo_detections); [region]: anchor, row, column
+    (get_region_detections indexes n*w*h + i)."""
     from . import yolo as Y
     net = model.net
     layers = [l for l in net.layers if l.type in LAYER_TYPE]
+    where = net.cfg.path or "<cfg>"
     if not layers:
-        raise DarkcfgError(f"{net.cfg.path or '<cfg>'}: no [yolo] layer: map needs detection "
-                           f"heads")
-    other = [l for l in layers if l.type != "yolo"]
-    if other:
-        raise DarkcfgError(f"{net.cfg.path or '<cfg>'}: layer {other[0].index} "
-                           f"[{other[0].type}]: map decodes [yolo] heads only")
-    return [Y.Head.from_layer(l) for l in layers]
+        raise DarkcfgError(f"{where}: no [yolo] or [region] layer: map needs detection heads")
+    size = (net.width, net.height)
+    out = []
+    for l in layers:
+        if l.type == "yolo":
+            head = Y.Head.from_layer(l)
+
+            def dec(raw, head=head):
+                d = Y.decode(raw, head, size)                       # (B, H, W, A, ...)
+                b = raw.shape[0]
+                return (d["boxes"].reshape(b, -1, 4), d["obj"].reshape(b, -1),
+                        d["cls"].reshape(b, -1, head.classes))
+        elif l.type == "region" and not l.opts.get("tree"):
+            def dec(raw, l=l):
+                d = Y.decode_region(raw, l)                         # (B, H, W, num, ...)
+                b = raw.shape[0]
+                return (d["boxes"].permute(0, 3, 1, 2, 4).reshape(b, -1, 4),
+                        d["obj"].permute(0, 3, 1, 2).reshape(b, -1),
+                        d["cls"].permute(0, 3, 1, 2, 4).reshape(b, -1, l.opts["classes"]))
+        else:
+            raise DarkcfgError(f"{where}: layer {l.index} [{l.type}]: map decodes [yolo] and "
+                               f"[region] heads (without a tree) only")
+        out.append((l, dec))
+    return out
 
 
 def model_classes(model) -> int:
@@ -340,7 +364,7 @@ def collect(model, image_paths, *, num_classes=None, letter_box=None, batch: int
     "darknet" (its resize_image), or "pillow" / "opencv" (their bilinear, for comparison)."""
     net = model.net
     heads = _heads(model)
-    classes = heads[-1].classes
+    classes = heads[-1][0].opts["classes"]
     if num_classes is not None and num_classes != classes:
         raise DarkcfgError(f"{net.cfg.path or '<cfg>'}: the model has {classes} classes, "
                            f"{num_classes} asked for")
@@ -373,8 +397,7 @@ def collect(model, image_paths, *, num_classes=None, letter_box=None, batch: int
 
 def _run(model, out, truth, heads, batch, letter_box, resize, kind, beta, bar):
     import torch
-    from . import yolo as Y
-    net, classes = model.net, heads[-1].classes
+    net = model.net
     size = (net.width, net.height)
     place = model.placement()
     for start in range(0, len(out.paths), batch):
@@ -384,10 +407,8 @@ def _run(model, out, truth, heads, batch, letter_box, resize, kind, beta, bar):
         x = np.stack([prepare(im, size[0], size[1], letter_box, resize) for im in images])
         with torch.no_grad():
             raw = model(torch.from_numpy(x).to(**place))
-            parts = [Y.decode(r, h, size) for r, h in zip(raw, heads)]
-            boxes = torch.cat([p["boxes"].reshape(len(paths), -1, 4) for p in parts], 1)
-            obj = torch.cat([p["obj"].reshape(len(paths), -1) for p in parts], 1)
-            cls = torch.cat([p["cls"].reshape(len(paths), -1, classes) for p in parts], 1)
+            parts = [dec(r) for r, (_, dec) in zip(raw, heads)]
+            boxes, obj, cls = (torch.cat([p[j] for p in parts], 1) for j in range(3))
             keep = obj > DETECTION_THRESH
         for i, p in enumerate(paths):        # only the boxes darknet keeps leave the device
             k = keep[i]

@@ -294,3 +294,28 @@ def test_a_training_model_stays_in_training_mode(tmp_path):
     model.train()
     V.evaluate_model(model, [image(tmp_path, "a.png", 32, 32, "")])
     assert model.training
+
+
+def test_region_heads_yolov2(tmp_path):
+    # the same two centred boxes from a [region] (anchors in grid units, softmax classes):
+    # A 0.4 with p = (.2, .8), B 0.625 with (.9, .1), objectness .9 each.  The class-1 pass
+    # puts A (.72) before B (.09), so A's class-0 .18 owns the gt and B's class-0 .81 is a FP
+    # at thresh; the ranking finds the gt with B first: AP 1 for class 0, 0 for class 1.
+    text = CFG.format(net_extra="", yolo_extra="", anchors="").split("[yolo]")[0] + \
+        "[region]\nanchors=0.4,0.4, 0.625,0.625\nclasses=2\ncoords=4\nnum=2\nsoftmax=1\n"
+    path = tmp_path / "r.cfg"
+    path.write_text(text)
+    model = darkcfg.build_model(str(path))
+    bias = torch.zeros(14)
+    bias[4], bias[5], bias[6] = logit(.9), 0.0, math.log(4)
+    bias[11], bias[12], bias[13] = logit(.9), math.log(9), 0.0
+    with torch.no_grad():
+        model.layers[1].conv.weight.zero_()
+        model.layers[1].conv.bias.copy_(bias)
+    p = image(tmp_path, "a.png", 32, 32, "0 0.5 0.5 0.5 0.5\n")
+    d = V.collect(model, [p]).dets[0]
+    assert d[:, 5].tolist() == [0, 1, 0, 1]
+    assert d[:, 4] == pytest.approx([.18, .72, .81, .09], rel=1e-5)
+    assert d[2, :4] == pytest.approx([6, 6, 26, 26], abs=1e-4)
+    r = V.evaluate_model(model, [p])
+    assert (r.total_tp, r.total_fp, r.ap.tolist()) == (0, 2, [1.0, 0.0])
