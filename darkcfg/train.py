@@ -514,35 +514,46 @@ def step(model, opt, passes, subdivisions: int, loss_fn, device="cpu") -> tuple:
 
 
 class _Run:
-    """One training run's files and counters; the loop in :func:`train` drives it."""
+    """One training run: its model, optimizer, counters and files.  :func:`train` sets it up;
+    :meth:`loop` runs darknet's ``while (iteration < max_batches)``."""
 
-    def __init__(self, folder, base, sched, model, opt, net):
+    def __init__(self, folder, base, sched, model, opt, net, *, seed, assign, device,
+                 nan_limit=NAN_LIMIT):
         self.folder, self.base, self.sched = folder, base, sched
         self.model, self.opt, self.net = model, opt, net
-        self.rows, self.saved = [], []
-        self.best_map, self.skipped, self.avg_loss = None, 0, None
-        self.files = {}
+        self.seed, self.assign, self.device, self.nan_limit = seed, assign, device, nan_limit
+        self.rows, self.saved, self.files = [], [], {}
+        self.best_map, self.skipped, self.avg_loss, self.bad_run = None, 0, None, 0
+        self.iteration = self.iter_save = self.iter_save_last = 0
+        self.next_map = self.map_every = self.valid = self.num_classes = None
+        self.saveweights, self.savelast = 1000, 100
 
-    def path(self, tag: str) -> str:
-        return os.path.join(self.folder, f"{self.base}_{tag}.weights")
-
-    def weights(self, tag: str, iteration: int) -> str:
-        """A .weights file with darknet's seen = iteration * mini * S (save_weights_upto)."""
+    # -- files --
+    def weights(self, tag: str) -> str:
+        """<cfg>_<tag>.weights with darknet's seen = iteration * mini * S."""
         from . import weights as W
-        p = self.path(tag)
-        W.save_darknet(self.model, p, W.Header(seen=iteration * self.sched.images_per_iteration))
+        p = os.path.join(self.folder, f"{self.base}_{tag}.weights")
+        W.save_darknet(self.model, p,
+                       W.Header(seen=self.iteration * self.sched.images_per_iteration))
         return p
 
-    def counters(self, iteration, **extra) -> dict:
-        return {"iteration": iteration, "rows": self.rows, "best_map": self.best_map,
-                "skipped": self.skipped, "avg_loss": self.avg_loss, "saved": self.saved,
-                "cfg": self.net.cfg.to_text(), **extra}
+    COUNTERS = ("iteration", "iter_save", "iter_save_last", "next_map", "rows", "best_map",
+                "skipped", "avg_loss", "saved", "seed")
 
-    def save_last(self, iteration, plot=False, **extra) -> None:
-        self.files["last"] = self.weights("last", iteration)
+    def save_last(self, plot=False) -> None:
+        self.files["last"] = self.weights("last")
         self.files["state"] = os.path.join(self.folder, f"{self.base}_last.state")
-        save_state(self.files["state"], self.model, self.opt, self.counters(iteration, **extra))
+        run = {k: getattr(self, k) for k in self.COUNTERS}
+        save_state(self.files["state"], self.model, self.opt,
+                   {**run, "cfg": self.net.cfg.to_text()})
         self.results(plot)
+
+    def restore(self, state: dict) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+        for k in self.COUNTERS:
+            setattr(self, k, state[k])
+        self.rows, self.saved = list(self.rows), list(self.saved)
+        _set_rng_state(state["rng"])
 
     def results(self, plot=True) -> None:
         """results.csv at every save; results.png (about a second of matplotlib) at the
@@ -551,6 +562,87 @@ class _Run:
             self.files["csv"], png = write_results(self.rows, self.folder, self.base, plot)
             if png:
                 self.files["png"] = png
+
+    # -- the loop --
+    def loop(self, batches, bar, callback=None) -> None:
+        while self.iteration < self.sched.max_batches:
+            row = self.iterate(batches)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", avg=f"{self.avg_loss:.3f}",
+                            lr=f"{row['lr']:.3g}", img_s=f"{row['images_per_s']:.1f}",
+                            refresh=False)
+            self.maybe_map(row, bar)
+            self.maybe_save()
+            if callback is not None:
+                callback(self.iteration, self.model)
+
+    def iterate(self, batches) -> dict:
+        """One update (darknet's train_network): its rate, S passes, the step or its skip."""
+        k, t0 = self.iteration + 1, time.time()
+        lr = learning_rate(self.sched, k, self.seed)
+        for g in self.opt.param_groups:
+            g["lr"] = lr * g["lr_scale"]
+        S = self.sched.subdivisions
+        total, parts, ok = step(self.model, self.opt, (next(batches) for _ in range(S)), S,
+                                lambda outs, b: compute_loss(outs, b, self.model, self.assign),
+                                self.device)
+        self.bad_run = 0 if ok else self.bad_run + 1
+        if not ok:
+            self.skipped += 1
+            if self.bad_run >= self.nan_limit:
+                self.stop_non_finite(k)
+        self.iteration = k          # a skipped update still uses up its iteration's batches
+        if math.isfinite(total):    # darknet's avg_loss, reset when it is not finite
+            prev = self.avg_loss if self.avg_loss is not None and \
+                math.isfinite(self.avg_loss) else total
+            self.avg_loss = prev * .9 + total * .1
+        row = {"iteration": k, "loss": total, "avg_loss": self.avg_loss, **parts, "lr": lr,
+               "images_per_s": self.sched.images_per_iteration / max(time.time() - t0, 1e-9),
+               "skipped": self.skipped, "map": None}
+        self.rows.append(row)
+        return row
+
+    def stop_non_finite(self, k):
+        """The files on disk predate the bad run (nothing is saved during one): keep them."""
+        kept = [f for f in (self.files.get("last"), self.files.get("best")) if f]
+        kept += self.saved[-1:]
+        raise DarkcfgError(
+            f"iteration {k}: loss or gradient not finite {self.bad_run} iterations in a row "
+            f"(each update skipped; {self.skipped} skipped in all): training stopped. Last "
+            f"good files: {', '.join(kept) or 'none written yet'}. Lower learning_rate or raise "
+            f"burn_in in the cfg.")
+
+    def maybe_map(self, row, bar) -> None:
+        """darknet's -map: at next_map (max(last + every, burn_in)) and at max_batches."""
+        it = self.iteration
+        if self.next_map is None or not (it >= self.next_map or it == self.sched.max_batches):
+            return
+        row["map"] = evaluate(self.model, self.valid, self.num_classes)
+        best = self.best_map is None or row["map"] >= self.best_map
+        if bar is not None and not bar.disable:
+            bar.write(f"{it}: mAP@0.50 = {row['map']:.4f}" + (" (new best)" if best else
+                                                             f", best = {self.best_map:.4f}"))
+        if best:
+            self.best_map = row["map"]
+            self.files["best"] = self.weights("best")
+            self.results()
+        self.next_map = max(it + self.map_every, self.sched.burn_in)
+
+    def maybe_save(self) -> None:
+        """darknet's cadence (PR #7932): <cfg>_<N> every saveweights, _last every savelast
+        when saveweights > savelast.  Nothing during a run of skipped steps: the files on disk
+        stay the last good ones (the model has not moved since)."""
+        it = self.iteration
+        if self.bad_run:
+            return
+        if it >= self.iter_save + self.saveweights or it % self.saveweights == 0:
+            self.iter_save = it
+            self.saved.append(self.weights(str(it)))
+            self.results()
+        if self.saveweights > self.savelast and (it >= self.iter_save_last + self.savelast
+                                                 or it % self.savelast == 0):
+            self.iter_save_last = it
+            self.save_last()
 
 
 def _read_data(data_path):
@@ -697,116 +789,62 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     set_bn_training(model)
     model.train()
     opt = make_optimizer(model, sched)
-    run = _Run(folder, base, sched, model, opt, net)
+    run = _Run(folder, base, sched, model, opt, net, seed=seed, assign=assign, device=dev,
+               nan_limit=nan_limit)
+    run.iteration = run.iter_save = run.iter_save_last = iteration
+    run.saveweights = int(dc.options.get("saveweights", 1000 if sched.max_batches < 10000
+                                         else 10000))
+    run.savelast = int(dc.options.get("savelast", 100))
     if classes:        # the weights belong to the rewritten cfg: keep it beside them
         run.files["cfg"] = os.path.join(folder, f"{base}_train.cfg")
         cfgmod.save(cfg_obj, run.files["cfg"])
-    saveweights = int(dc.options.get("saveweights", 1000 if sched.max_batches < 10000
-                                     else 10000))
-    savelast = int(dc.options.get("savelast", 100))
-    iter_save = iter_save_last = iteration
-    n_train = None
     if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        run.rows, run.best_map = list(state["rows"]), state["best_map"]
-        run.skipped, run.avg_loss = int(state["skipped"]), state["avg_loss"]
-        run.saved = list(state.get("saved", []))
-        iter_save, iter_save_last = state["iter_save"], state["iter_save_last"]
-        _set_rng_state(state["rng"])
-    if iteration >= sched.max_batches:
+        run.restore(state)
+    if run.iteration >= sched.max_batches:
         if not quiet:
-            print(f"iteration {iteration} >= max_batches {sched.max_batches}: nothing to train "
-                  f"(use --clear to train from the beginning)")
-        run.files["final"] = run.weights("final", iteration)
-        return TrainResult(iteration, run.files, run.saved, run.best_map, run.skipped, run.rows,
-                           time.time() - t_start)
-
+            print(f"iteration {run.iteration} >= max_batches {sched.max_batches}: nothing to "
+                  f"train (use --clear to train from the beginning)")
+        run.files["final"] = run.weights("final")
+        return _result(run, t_start)
     if loader is None:
-        loader = _make_loader(dc, net, sched, seed, iteration, workers, dev)
-        n_train = len(loader.samples.paths)
-    batches = iter(loader)
+        loader = _make_loader(dc, net, sched, run.seed, run.iteration, workers, dev)
     if map:
-        from . import data as D
-        vpaths = valid_paths or _valid_paths(data_path)
-        if map_every is None:
-            n = n_train or len(vpaths)
-            map_every = max(4 * n // sched.images_per_iteration, 100)
-        next_map = max(iteration + map_every, sched.burn_in)
-        if state is not None:
-            next_map = state.get("next_map", next_map)
-    else:
-        next_map = None
+        _setup_map(run, valid_paths or _valid_paths(data_path), map_every, num_classes,
+                   len(getattr(getattr(loader, "samples", None), "paths", ())), state)
+    _run_loop(run, loader, quiet, callback)
+    run.files["final"] = run.weights("final")
+    run.save_last(plot=True)
+    if not quiet:
+        print(f"done: {run.files['final']} ({run.iteration} iterations, {run.skipped} skipped)")
+    return _result(run, t_start)
 
+
+def _result(run, t_start) -> TrainResult:
+    return TrainResult(run.iteration, run.files, run.saved, run.best_map, run.skipped, run.rows,
+                       time.time() - t_start)
+
+
+def _setup_map(run, paths, every, num_classes, n_train, state) -> None:
+    """darknet's calc_map_for_each: 4 epochs of the train list, at least 100 iterations."""
+    run.valid, run.num_classes = paths, num_classes
+    n = n_train or len(paths)
+    run.map_every = every or max(4 * n // run.sched.images_per_iteration, 100)
+    if state is None:
+        run.next_map = max(run.iteration + run.map_every, run.sched.burn_in)
+
+
+def _run_loop(run, loader, quiet, callback) -> None:
+    """The loop under a tqdm bar; Ctrl-C saves _last and the state, then re-raises."""
     from tqdm import tqdm
-    bar = tqdm(total=sched.max_batches, initial=iteration, disable=quiet or None,
-               unit="it", dynamic_ncols=True, desc=base)
-    S = sched.subdivisions
-    bad_run = 0
+    bar = tqdm(total=run.sched.max_batches, initial=run.iteration, disable=quiet or None,
+               unit="it", dynamic_ncols=True, desc=run.base)
     try:
-        while iteration < sched.max_batches:
-            k = iteration + 1
-            t0 = time.time()
-            lr = learning_rate(sched, k, seed)
-            for g in opt.param_groups:
-                g["lr"] = lr * g["lr_scale"]
-            total, parts, ok = step(model, opt, (next(batches) for _ in range(S)), S,
-                                    lambda outs, b: compute_loss(outs, b, model, assign), dev)
-            if ok:
-                bad_run = 0
-            else:
-                run.skipped += 1
-                bad_run += 1
-                if bad_run >= nan_limit:   # the files on disk predate the bad run: keep them
-                    kept = [f for f in (run.files.get("last"), run.files.get("best"))
-                            if f] + run.saved[-1:]
-                    raise DarkcfgError(
-                        f"iteration {k}: loss or gradient not finite {bad_run} iterations in a "
-                        f"row (each update skipped; {run.skipped} skipped in all): training "
-                        f"stopped. Last good files: {', '.join(kept) or 'none written yet'}. "
-                        f"Lower learning_rate or raise burn_in in the cfg.")
-            iteration = k         # a skipped update still uses up its iteration's batches
-            if run.avg_loss is None or not math.isfinite(run.avg_loss):
-                run.avg_loss = total
-            run.avg_loss = run.avg_loss * .9 + total * .1 if math.isfinite(total) else \
-                run.avg_loss
-            dt = max(time.time() - t0, 1e-9)
-            row = {"iteration": iteration, "loss": total, "avg_loss": run.avg_loss, **parts,
-                   "lr": lr, "images_per_s": sched.images_per_iteration / dt,
-                   "skipped": run.skipped, "map": None}
-            run.rows.append(row)
-            bar.update(1)
-            bar.set_postfix(loss=f"{total:.3f}", avg=f"{run.avg_loss:.3f}", lr=f"{lr:.3g}",
-                            img_s=f"{row['images_per_s']:.1f}", refresh=False)
-            if next_map is not None and (iteration >= next_map or
-                                         iteration == sched.max_batches):
-                row["map"] = evaluate(model, vpaths, num_classes)
-                bar.write(f"{iteration}: mAP@0.50 = {row['map']:.4f}"
-                          + (" (new best)" if run.best_map is None or row["map"] >= run.best_map
-                             else f", best = {run.best_map:.4f}")) if not quiet else None
-                if run.best_map is None or row["map"] >= run.best_map:
-                    run.best_map = row["map"]
-                    run.files["best"] = run.weights("best", iteration)
-                    run.results()
-                next_map = max(iteration + map_every, sched.burn_in)
-            if bad_run:       # nothing is saved during a run of skipped steps: the files on
-                pass          # disk stay the last good ones (the model has not moved since)
-            elif iteration >= iter_save + saveweights or iteration % saveweights == 0:
-                iter_save = iteration
-                run.saved.append(run.weights(str(iteration), iteration))
-                run.results()
-            if not bad_run and saveweights > savelast and (
-                    iteration >= iter_save_last + savelast or iteration % savelast == 0):
-                iter_save_last = iteration
-                run.save_last(iteration, next_map=next_map, seed=seed, iter_save=iter_save,
-                              iter_save_last=iter_save_last)
-            if callback is not None:
-                callback(iteration, model)
+        run.loop(iter(loader), bar, callback)
     except KeyboardInterrupt:
         bar.close()
-        run.save_last(iteration, plot=True, next_map=next_map, seed=seed, iter_save=iter_save,
-                      iter_save_last=iter_save_last)
+        run.save_last(plot=True)
         if not quiet:
-            print(f"interrupted at iteration {iteration}: saved {run.files['last']} and "
+            print(f"interrupted at iteration {run.iteration}: saved {run.files['last']} and "
                   f"{run.files['state']} (--resume continues)")
         raise
     finally:
@@ -814,10 +852,3 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
         close = getattr(loader, "close", None)
         if close:
             close()
-    run.files["final"] = run.weights("final", iteration)
-    run.save_last(iteration, plot=True, next_map=next_map, seed=seed, iter_save=iter_save,
-                  iter_save_last=iter_save_last)
-    if not quiet:
-        print(f"done: {run.files['final']} ({iteration} iterations, {run.skipped} skipped)")
-    return TrainResult(iteration, run.files, run.saved, run.best_map, run.skipped, run.rows,
-                       time.time() - t_start)

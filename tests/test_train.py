@@ -596,3 +596,30 @@ def test_keypoint_cfg_trains_with_the_keypoint_loss(tmp_path):
     r = T.train(data, str(tmp_path / "kp.cfg"), quiet=True)
     assert r.iteration == 2 and r.skipped == 0
     assert all(math.isfinite(x[k]) and x[k] > 0 for x in r.rows for k in ("reg", "cls", "ctr"))
+
+
+def test_freeze_keeps_the_first_layers_and_a_pt_start_loads(small_run):
+    """--freeze 5 from a darkcfg .pt: layers 0..4 (weights and BN statistics) come out as they
+    went in; the others trained."""
+    from darkcfg import weights as W
+    data, cfg, tmp = small_run
+    net = shapes.network(cfg)
+    start = M.Darknet(net)
+    T.darknet_init_(start, seed=7)
+    W.save_pt(start, str(tmp / "start.pt"))
+    r = T.train(data, cfg, str(tmp / "start.pt"), freeze=5, max_batches=2, quiet=True)
+    got = _arrays(r.files["final"], cfg)
+    want = W.arrays_of(start)
+    for k, a in got.items():
+        if int(k.split(".")[1]) < 5:
+            assert np.array_equal(a, want[k]), k
+        elif k.endswith("conv.weight"):
+            assert not np.array_equal(a, want[k]), k
+
+
+def test_resume_without_a_state_says_what_to_do(small_run):
+    data, cfg, tmp = small_run
+    with pytest.raises(DarkcfgError, match="no training state.*pass _last.weights"):
+        T.train(data, cfg, resume=True, quiet=True)
+    with pytest.raises(DarkcfgError, match="give no WEIGHTS"):
+        T.train(data, cfg, "x.weights", resume=True, quiet=True)
