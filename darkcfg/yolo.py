@@ -507,6 +507,18 @@ class Detection:
     box: tuple          # (x1, y1, x2, y2) in the units asked for
 
 
+def nms_of(opts: dict) -> tuple:
+    """(kind, beta) of darknet's NMS for a head's nms_kind, read from the last head as darknet
+    does: default -> greedy IoU (do_nms_sort); greedynms -> DIoU with darknet's fixed 0.6
+    exponent (diounms_sort calls box_diou); diounms -> DIoU with the head's beta_nms."""
+    k = opts.get("nms_kind", "default")
+    if k == "greedynms":
+        return "diou", 0.6
+    if k == "diounms":
+        return "diou", opts.get("beta_nms", 0.6)
+    return "greedy", 0.6
+
+
 def detections(outputs: list, model_or_net, thresh: float = 0.25, nms_thresh: float = 0.45,
                agnostic: bool = False) -> list:
     """Model outputs (one raw tensor per [yolo] head) -> per image, a list of Detection with
@@ -516,6 +528,7 @@ def detections(outputs: list, model_or_net, thresh: float = 0.25, nms_thresh: fl
     net = getattr(model_or_net, "net", model_or_net)
     layers = [l for l in net.layers if l.type == "yolo"]
     size = (net.width, net.height)
+    kind, beta = nms_of(layers[-1].opts)
     per_image = []
     for i in range(outputs[0].shape[0]):
         boxes, scores, classes = [], [], []
@@ -528,9 +541,7 @@ def detections(outputs: list, model_or_net, thresh: float = 0.25, nms_thresh: fl
             scores.append(prob[k, c])
             classes.append(c)
         boxes, scores, classes = torch.cat(boxes), torch.cat(scores), torch.cat(classes)
-        kind = "diou" if layers[0].opts.get("nms_kind") == "diounms" else "greedy"
-        keep = nms(boxes, scores, nms_thresh, None if agnostic else classes, kind,
-                   layers[0].opts.get("beta_nms", 0.6))
+        keep = nms(boxes, scores, nms_thresh, None if agnostic else classes, kind, beta)
         x1, y1, x2, y2 = _corners(boxes[keep])
         per_image.append([Detection(int(c), float(s), (float(a), float(b), float(cc), float(dd)))
                           for c, s, a, b, cc, dd in zip(classes[keep], scores[keep], x1, y1, x2,

@@ -477,3 +477,20 @@ def test_region_decode_matches_opencv(darknet_at):
     ours = torch.cat([d["boxes"], d["obj"][..., None]], -1).reshape(-1, 5).numpy()
     assert (np.abs(ours - theirs) <= 1e-4 * np.maximum(1, np.abs(theirs))).all()
     assert torch.allclose(d["cls"].sum(-1), torch.ones(1, dtype=torch.float64))   # softmax
+
+
+def test_nms_kind_greedynms_is_darknets_diou_with_fixed_exponent():
+    """yolov4.cfg's nms_kind=greedynms: darknet's diounms_sort calls box_diou, IoU minus
+    (d^2/c^2)^0.6 whatever beta_nms says.  Two boxes by hand: 10x10 at x=0 and x=3.5 (same y):
+    IoU = 65/135 = 0.4815 > 0.45, so greedy NMS drops one; d^2 = 12.25, c^2 = 13.5^2 + 10^2 =
+    282.25, DIoU = 0.4815 - (0.0434)^0.6 = 0.3659 < 0.45, so greedynms keeps both."""
+    assert Y.nms_of({"nms_kind": "greedynms", "beta_nms": 0.9}) == ("diou", 0.6)
+    assert Y.nms_of({"nms_kind": "diounms", "beta_nms": 0.9}) == ("diou", 0.9)
+    assert Y.nms_of({})[0] == "greedy"
+    boxes = torch.tensor([[5.0, 5, 10, 10], [8.5, 5, 10, 10]])       # cx, cy, w, h
+    scores = torch.tensor([0.9, 0.8])
+    iou = 65 / 135
+    diou = iou - (12.25 / 282.25) ** 0.6
+    assert iou > 0.45 > diou
+    assert len(Y.nms(boxes, scores, 0.45, None, "greedy", 0.6)) == 1
+    assert len(Y.nms(boxes, scores, 0.45, None, *Y.nms_of({"nms_kind": "greedynms"}))) == 2
