@@ -16,9 +16,10 @@ count:
   full+mosaic    the same with mosaic=1 (half the samples decode four images)
 
 All rows go through the same torch DataLoader (workers, one mini-batch per item, the same
-collate to float32).  The rows take turns (--rounds rounds of --batches timed batches after
-one untimed batch), images/s is the median over rounds; the ratio is to the floor of the same
-worker count.  First, the same rows in this process (0 workers, one OpenCV thread) timed by CPU
+collate to float32).  The rows take turns (--rounds rounds; in each, a row starts its workers,
+takes one untimed batch, times --batches batches and stops its workers, so no other row's
+workers run meanwhile); images/s is the median over rounds; the ratio is to the floor of the
+same worker count.  First, the same rows in this process (0 workers, one OpenCV thread) timed by CPU
 time (time.process_time), which a machine shared with other jobs disturbs far less than wall
 time: ms of CPU per image (the least over rounds: other jobs only add) and the ratio of images
 per CPU-second to the floor's.
@@ -36,6 +37,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from darkcfg import data as D  # noqa: E402
 
 
 def make_images(folder: str, n: int, seed: int = 0) -> list:
@@ -80,24 +83,25 @@ def network(size: int, mosaic: bool):
     return shapes.network(C.rewrite(cfg, width=size, height=size))
 
 
-def floor_samples(samples):
-    """The loader's Samples with each sample cut down to decode + resize."""
-    import cv2
-    from darkcfg import data as D
+class Floor(D.Samples):
+    """The loader's Samples with each sample cut down to decode + resize (module level: the
+    loader's worker processes unpickle it)."""
 
-    class Floor(type(samples)):
-        def sample(self, iteration, slot, size):
-            rng = np.random.default_rng([self.seed, iteration, slot])
-            path = self.paths[int(rng.integers(len(self.paths)))]
-            img = cv2.resize(D._imread(path), size, interpolation=cv2.INTER_LINEAR)
-            return img, np.zeros((0, 5)), [path]
+    def sample(self, iteration, slot, size):
+        import cv2
+        rng = np.random.default_rng([self.seed, iteration, slot])
+        path = self.paths[int(rng.integers(len(self.paths)))]
+        img = cv2.resize(D._imread(path), size, interpolation=cv2.INTER_LINEAR)
+        return img, np.zeros((0, 5)), [path]
+
+
+def floor_samples(samples):
     f = Floor.__new__(Floor)
     f.__dict__.update(samples.__dict__)
     return f
 
 
 def make_row(kind: str, paths: list, size: int, workers: int, mini: int):
-    from darkcfg import data as D
     net = network(size, kind == "full+mosaic")
     loader = D.TrainLoader(paths, net, mini_batch=mini, subdivisions=1, seed=1,
                            workers=workers, augment=kind not in ("floor", "plain"), warn=False)
@@ -110,7 +114,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--batches", type=int, default=12, help="timed batches per row per round")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--mini", type=int, default=8)
     ap.add_argument("--size", type=int, default=416)
@@ -143,17 +147,16 @@ def main(argv=None):
         c = min(cpu[k])
         print(f"  {k:<14}{c * 1000:>10.2f}{floor / c:>9.2f}")
     for workers in [int(w) for w in args.workers.split(",")]:
-        rows = {k: make_row(k, paths, args.size, workers, args.mini) for k in kinds}
         rates = {k: [] for k in kinds}
         for _ in range(args.rounds):
-            for k, loader in rows.items():
-                next(loader)                                  # untimed: workers warm
+            for k in kinds:     # one row's workers at a time: no other row refilling its queue
+                loader = make_row(k, paths, args.size, workers, args.mini)
+                next(loader)                                  # untimed: workers started
                 t = time.perf_counter()
                 for _ in range(args.batches):
                     next(loader)
                 rates[k].append(args.batches * args.mini / (time.perf_counter() - t))
-        for loader in rows.values():
-            loader.close()
+                loader.close()
         floor = statistics.median(rates["floor"])
         print(f"\n{workers} worker{'s' if workers > 1 else ''}, {args.size}x{args.size}, "
               f"mini-batch {args.mini}, {args.images} JPEGs 640x480:")

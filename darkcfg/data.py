@@ -670,9 +670,20 @@ class Samples:
 
     def sample(self, iteration: int, slot: int, size: tuple) -> tuple:
         """(image uint8 H x W x C, boxes (k, 5), paths) of one slot: a function of (seed,
-        iteration, slot) only."""
-        from . import augment as A
+        iteration, slot) only.  Any failure is a DarkcfgError naming the images."""
         rng = np.random.default_rng([self.seed, iteration, slot])
+        try:
+            return self._sample(rng, size)
+        except DarkcfgError:
+            raise
+        except Exception as e:       # OpenCV on a strange image: say which, never a traceback
+            again = np.random.default_rng([self.seed, iteration, slot])
+            path = self.paths[int(again.integers(len(self.paths)))]
+            raise DarkcfgError(f"{path} (iteration {iteration}, slot {slot}): cannot augment "
+                               f"this image: {type(e).__name__}: {e}") from None
+
+    def _sample(self, rng, size: tuple) -> tuple:
+        from . import augment as A
         if not self.augment:
             image, rows, path = self._read(rng)
             image, boxes = A.plain(image, rows, self.opt, size, bgr=True)
@@ -696,10 +707,20 @@ class Samples:
             classes.append(torch.from_numpy(b[:, 0].astype(np.int64)))
             paths.append(p)
         x = torch.empty(len(images), images[0].shape[2], size[1], size[0])
+        if torch.utils.data.get_worker_info() is not None:
+            x.share_memory_()        # filled in place: sending it to the trainer copies nothing
         for i, img in enumerate(images):             # HWC uint8 -> CHW float, one copy each
             x[i].copy_(torch.from_numpy(img).permute(2, 0, 1))
         return Batch(x.div_(255), boxes, classes, iteration, sub, size, [p[0] for p in paths],
                      paths)
+
+
+class _Failed:
+    """A DarkcfgError carried out of a loader worker as a value, so that the main process
+    raises it as one clean line (torch re-raises worker errors with their traceback)."""
+
+    def __init__(self, message: str):
+        self.message = message
 
 
 class _Dataset:
@@ -709,7 +730,10 @@ class _Dataset:
         self.samples = samples
 
     def __getitem__(self, k):
-        return self.samples(k)
+        try:
+            return self.samples(k)
+        except DarkcfgError as e:
+            return _Failed(str(e))
 
 
 class _From:
@@ -723,6 +747,18 @@ class _From:
         while True:
             yield k
             k += 1
+
+
+def _context():
+    """Workers start from a fork server (a clean process that imported torch and OpenCV once),
+    not by forking this one: a process forked after OpenCV or OpenMP started their thread pools
+    can hang in its first parallel call (it did here, in cv2 inside a worker)."""
+    import multiprocessing as mp
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "cv2", "darkcfg.data", "darkcfg.augment"])
+    return ctx
 
 
 def _worker_init(_):
@@ -780,7 +816,7 @@ class TrainLoader:
                   num_workers=self.workers, pin_memory=self.pin_memory, collate_fn=_identity)
         if self.workers:
             kw.update(worker_init_fn=_worker_init, persistent_workers=True,
-                      prefetch_factor=self.prefetch)
+                      prefetch_factor=self.prefetch, multiprocessing_context=_context())
         self._loader = DataLoader(_Dataset(self.samples), **kw)
         return iter(self._loader)
 
@@ -790,7 +826,10 @@ class TrainLoader:
     def __next__(self) -> Batch:
         if self._it is None:
             self._it = self._make()
-        return next(self._it)
+        item = next(self._it)
+        if isinstance(item, _Failed):
+            raise DarkcfgError(item.message)
+        return item
 
     def close(self) -> None:
         """Stop the worker processes."""
