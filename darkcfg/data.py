@@ -386,9 +386,9 @@ class CheckReport:
             if s.same_as:
                 out.append(f"{s.name}: not set; darknet uses the {s.same_as} list")
                 continue
-            what = (f"{s.name}: {s.list}: {s.images} images, {s.boxes} boxes"
-                    + (f", {s.points} keypoints" if s.points else "")
-                    + f", {s.negatives} negatives")
+            what = (f"{s.name}: {s.list}: {_n(s.images, 'image')}, {_n(s.boxes, 'box')}"
+                    + (f", {_n(s.points, 'keypoint')}" if s.points else "")
+                    + f", {_n(s.negatives, 'negative')}")
             if s.no_label_file:
                 what += f" ({s.no_label_file} without a label file)"
             if s.undecodable:
@@ -434,8 +434,13 @@ class CheckReport:
                 out.append(f"  {k}: min {v['min']:.1f}  5% {v['p5']:.1f}  median "
                            f"{v['p50']:.1f}  95% {v['p95']:.1f}  max {v['max']:.1f}")
             if s.tiny:
-                out.append(f"  {s.tiny} boxes are under one network pixel: darknet drops them")
+                out.append(f"  {_n(s.tiny, 'box')} under one network pixel: darknet drops "
+                           f"{'it' if s.tiny == 1 else 'them'}")
         return out
+
+
+def _n(k: int, word: str) -> str:
+    return f"{k} {word}" + ("" if k == 1 else "es" if word.endswith("x") else "s")
 
 
 def _spread(v: np.ndarray) -> dict:
