@@ -445,7 +445,7 @@ def _n(k: int, word: str) -> str:
 
 def _spread(v: np.ndarray) -> dict:
     p = np.percentile(v, [0, 5, 50, 95, 100])
-    return dict(zip(("min", "p5", "p50", "p95", "max"), (float(x) for x in p)))
+    return dict(zip(("min", "p5", "p50", "p95", "max"), (round(float(x), 2) for x in p)))
 
 
 def _decodes(path: str) -> bool:
@@ -565,7 +565,7 @@ def _check_split(rep, d, name, net, keypoints, decode, pool, seen):
         for k in rows[:, 0].astype(int):
             stats.per_class[int(k)] = stats.per_class.get(int(k), 0) + 1
         if net is not None and not keypoints:
-            sizes.append(rows[~pts, 3:5] * (net.width, net.height))
+            sizes.append(rows[~pts, 3:5].astype(np.float64) * (net.width, net.height))
     if sizes and len(np.concatenate(sizes)):
         wh = np.concatenate(sizes)
         stats.sizes = {"w": _spread(wh[:, 0]), "h": _spread(wh[:, 1])}
