@@ -313,17 +313,22 @@ def start_weights(model, path: str, cfg, classes=None) -> tuple:
 # ----- the loss ---------------------------------------------------------------------------------
 
 
+def head_kind(net) -> str:
+    """"yolo" or "keypoint": the heads training has a loss for; CfgError otherwise."""
+    kinds = sorted({l.type for l in net.layers if l.head})
+    if kinds not in (["yolo"], ["keypoint"]):
+        raise CfgError(f"training needs [yolo] or [keypoint] heads (one kind); this cfg has "
+                       f"{', '.join(f'[{k}]' for k in kinds) or 'none'}", net.cfg.path)
+    return kinds[0]
+
+
 def compute_loss(outputs, batch, model, assign: str):
     """(loss averaged over the mini-batch, parts) for one forward pass: darkcfg.yolo's
     targets and loss for [yolo] heads, darkcfg.keypoint's for [keypoint] heads."""
     from . import yolo as Y
     size = tuple(batch.size)
-    kinds = [l.type for l in model.net.layers if l.head]
-    if kinds and all(k == "keypoint" for k in kinds):
+    if head_kind(model.net) == "keypoint":
         return _keypoint_loss(outputs, batch, model)
-    if not kinds or any(k != "yolo" for k in kinds):
-        raise CfgError(f"training needs [yolo] or [keypoint] heads; this cfg has "
-                       f"{sorted(set(kinds)) or 'none'}", model.net.cfg.path)
     heads = Y.heads_of(model)
     grids = [tuple(o.shape[-2:]) for o in outputs]
     t = Y.encode_targets(list(batch.boxes), list(batch.classes), heads, grids, size, rule=assign)
@@ -698,9 +703,8 @@ def _load_cfg(cfg):
 
 
 def _check_classes(net, dc, data_path, cfg_name) -> int:
-    heads = {l.opts["classes"] for l in net.heads if "classes" in l.opts}
-    if not heads:
-        raise CfgError("the cfg has no [yolo]/[keypoint] head to train", cfg_name)
+    head_kind(net)
+    heads = {l.opts["classes"] for l in net.heads}
     if len(heads) > 1:
         raise CfgError(f"the heads disagree on classes ({sorted(heads)}): pass --classes N "
                        f"to rewrite them all", cfg_name)

@@ -552,6 +552,8 @@ def test_it_learns(trained):
     untrained = M.Darknet(shapes.network(cfg))
     T.darknet_init_(untrained, seed=0)
     untrained_map = V.evaluate_model(untrained.eval(), paths, num_classes=2).map
+    print(f"held-out mAP@0.5: trained {trained_map:.4f}, untrained {untrained_map:.4f}, "
+          f"{r.seconds:.0f} s")
     assert untrained_map < 0.01
     assert trained_map > 0.15, (trained_map, untrained_map)
     assert r.rows[-1]["avg_loss"] < r.rows[0]["loss"] / 5
@@ -623,3 +625,42 @@ def test_resume_without_a_state_says_what_to_do(small_run):
         T.train(data, cfg, resume=True, quiet=True)
     with pytest.raises(DarkcfgError, match="give no WEIGHTS"):
         T.train(data, cfg, "x.weights", resume=True, quiet=True)
+
+
+def test_loader_workers_do_not_change_the_run(small_run):
+    data, cfg, tmp = small_run
+    a = T.train(data, cfg, quiet=True, max_batches=2, out=str(tmp / "w0"))
+    b = T.train(data, cfg, quiet=True, max_batches=2, workers=2, out=str(tmp / "w2"))
+    assert [x["loss"] for x in a.rows] == [x["loss"] for x in b.rows]
+    assert open(a.files["final"], "rb").read() == open(b.files["final"], "rb").read()
+
+
+def test_cli_train_runs_and_maps_errors(small_run):
+    from click.testing import CliRunner
+    from darkcfg import cli
+    data, cfg, tmp = small_run
+    res = CliRunner().invoke(cli.main, ["train", data, cfg, "--max-batches", "2", "--quiet",
+                                        "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    assert "trained 2 iterations" in res.output
+    assert os.path.exists(tmp / "backup" / "tiny_final.weights")
+    res = CliRunner().invoke(cli.main, ["train", data, cfg, "--classes", "3", "--quiet"])
+    assert res.exit_code == 1 and "classes=3" in res.output
+
+
+def test_multi_scale_and_a_cfg_without_yolo_heads(tmp_path):
+    data = make_data(tmp_path, ntrain=4, nvalid=1)
+    cfg = C.load(make_cfg(tmp_path / "tiny.cfg", max_batches=2))
+    for sec in cfg.layers:
+        if sec.type == "yolo":
+            sec.set("random", 1)               # darknet's multi-scale: starts at 1.4x
+    C.save(cfg, str(tmp_path / "ms.cfg"))
+    sizes = []
+    real = T.compute_loss
+    T_loss = lambda o, b, m, a: (sizes.append(tuple(b.size)), real(o, b, m, a))[1]  # noqa: E731
+    import unittest.mock
+    with unittest.mock.patch.object(T, "compute_loss", T_loss):
+        r = T.train(data, str(tmp_path / "ms.cfg"), quiet=True)
+    assert r.skipped == 0 and sizes[0] == (128, 128)   # roundl(1.4*64/32 + 1)*32 = 4*32
+    with pytest.raises(CfgError, match=r"needs \[yolo\] or \[keypoint\] heads.*has none"):
+        T.train(data, os.path.join(REPO, "cfgs", "darknet53.cfg"), quiet=True)
