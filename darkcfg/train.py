@@ -738,7 +738,6 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     Ctrl-C saves ``_last.weights`` and the state, then re-raises KeyboardInterrupt.
     """
     import torch
-    from . import model as M
     t_start = time.time()
     if assign not in ("best_of_all", "per_scale"):
         raise DarkcfgError(f"--assign must be best_of_all or per_scale, got {assign!r}")
@@ -766,26 +765,10 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     base = os.path.splitext(os.path.basename(src_cfg.path or "train.cfg"))[0]
     torch.manual_seed(seed)
 
-    with M.gc_paused():
-        model = M.Darknet(net)
-    darknet_init_(model, seed=seed)
-    iteration, state = 0, None
-    if resume:
-        state = load_state(os.path.join(folder, f"{base}_last.state"))
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise DarkcfgError(f"{folder}/{base}_last.state does not fit {src_cfg.path}: "
-                               f"{str(e).splitlines()[0]}") from None
-        iteration = int(state["iteration"])
-        seed = int(state.get("seed", seed))
-    elif weights is not None:
-        header, loaded, skipped = start_weights(model, weights, src_cfg, classes)
-        if not quiet:
-            print(f"{weights}: loaded {len(loaded)} layers, seen {header.seen:,}"
-                  + (f"; {len(skipped)} layers kept darknet's init (shapes differ)"
-                     if skipped else ""))
-        iteration = 0 if clear else header.seen // sched.images_per_iteration
+    state = load_state(os.path.join(folder, f"{base}_last.state")) if resume else None
+    model, iteration = _starting_model(net, sched, src_cfg, state, weights, clear, classes,
+                                       seed, quiet)
+    seed = int(state["seed"]) if state is not None else seed
     if freeze:
         model.freeze(freeze)
     dev = torch.device(device)
@@ -821,6 +804,29 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     if not quiet:
         print(f"done: {run.files['final']} ({run.iteration} iterations, {run.skipped} skipped)")
     return _result(run, t_start)
+
+
+def _starting_model(net, sched, src_cfg, state, weights, clear, classes, seed, quiet):
+    """(model with darknet's init, then the state's or the file's tensors; start iteration)."""
+    from . import model as M
+    with M.gc_paused():
+        model = M.Darknet(net)
+    darknet_init_(model, seed=seed)
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise DarkcfgError(f"the training state does not fit {src_cfg.path}: "
+                               f"{str(e).splitlines()[0]}") from None
+        return model, int(state["iteration"])
+    if weights is None:
+        return model, 0
+    header, loaded, skipped = start_weights(model, weights, src_cfg, classes)
+    if not quiet:
+        print(f"{weights}: loaded {len(loaded)} layers, seen {header.seen:,}"
+              + (f"; {len(skipped)} layers kept darknet's init (shapes differ)"
+                 if skipped else ""))
+    return model, 0 if clear else header.seen // sched.images_per_iteration
 
 
 def _result(run, t_start) -> TrainResult:
