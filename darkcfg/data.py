@@ -754,23 +754,23 @@ class _From:
             k += 1
 
 
-def _context():
-    """Workers start from a fork server (a clean process that imported torch and OpenCV once),
-    not by forking this one: a process forked after OpenCV or OpenMP started their thread pools
-    can hang in its first parallel call (it did here, in cv2 inside a worker)."""
-    import multiprocessing as mp
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "cv2", "darkcfg.data", "darkcfg.augment"])
-    return ctx
+def _fork_safely(start):
+    """Start loader workers by forking this process with OpenCV's thread pool set to one
+    thread (restored after): a process forked while OpenCV runs a pool hangs in its first
+    OpenCV threading call (cv2.setNumThreads did, here).  fork (not spawn) so that a user's
+    script is not imported again in every worker."""
+    import cv2
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return start()
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def _worker_init(_):
-    import cv2
     import torch
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)      # OpenCV's single thread comes from the parent (_fork_safely)
 
 
 class TrainLoader:
@@ -821,9 +821,9 @@ class TrainLoader:
                   num_workers=self.workers, pin_memory=self.pin_memory, collate_fn=_identity)
         if self.workers:
             kw.update(worker_init_fn=_worker_init, persistent_workers=True,
-                      prefetch_factor=self.prefetch, multiprocessing_context=_context())
+                      prefetch_factor=self.prefetch)
         self._loader = DataLoader(_Dataset(self.samples), **kw)
-        return iter(self._loader)
+        return _fork_safely(lambda: iter(self._loader)) if self.workers else iter(self._loader)
 
     def __iter__(self):
         return self

@@ -355,6 +355,9 @@ def test_loader_batches_are_what_encode_targets_takes(tmp_path):
 
 def test_loader_same_batches_with_0_and_2_workers(tmp_path):
     paths = small_set(tmp_path)
+    # OpenCV's thread pool running in this process: workers forked now used to hang in cv2
+    big = np.zeros((1500, 1500, 3), np.uint8)
+    cv2.GaussianBlur(cv2.resize(big, (1200, 1300)), (17, 17), 0)
     a = batches(paths, AUG_CFG, 6, seed=7, start_iteration=9, workers=0)
     b = batches(paths, AUG_CFG, 6, seed=7, start_iteration=9, workers=2)
     for x, y in zip(a, b):
@@ -418,6 +421,10 @@ def test_loader_refuses_what_it_cannot_do(tmp_path):
         D.TrainLoader(["a.jpg"], shapes.network(TINY_CFG.replace("channels=3", "channels=3\n"
                                                                  "mixup=1")),
                       mini_batch=1, subdivisions=1)
-    loader = D.TrainLoader([str(tmp_path / "gone.jpg")], net, mini_batch=1, subdivisions=1)
-    with pytest.raises(DarkcfgError, match="gone.jpg: no such image"):
-        next(loader)
+    for workers in (0, 1):          # from a worker too: one clean line, no traceback
+        loader = D.TrainLoader([str(tmp_path / "gone.jpg")], net, mini_batch=1, subdivisions=1,
+                               workers=workers)
+        with pytest.raises(DarkcfgError) as e:
+            next(loader)
+        loader.close()
+        assert str(e.value) == f"{tmp_path / 'gone.jpg'}: no such image"
