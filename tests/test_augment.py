@@ -166,6 +166,21 @@ def test_hsv_is_opencv_8bit_arithmetic(rgb, dhue, dsat, dexp, expect):
     assert tuple(out[0, 0]) == expect
 
 
+def test_hsv_matches_darknets_per_channel_mat_ops():
+    # darknet: split the HSV image, hsv[1] *= dsat, hsv[2] *= dexp (Mat::convertTo with a
+    # scale: cv2.convertScaleAbs on these non-negative values), hsv[0] += 179 * dhue (cv::add
+    # of a scalar, saturating), merge, back to RGB - here with OpenCV's own primitives
+    rng = np.random.default_rng(2)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8), (5, 5), 0)
+    for dhue, dsat, dexp in [(.07, 1.3, .8), (-.1, 1 / 1.5, 1.5), (.02, 1.0, 1 / 1.2)]:
+        h, s, v = cv2.split(cv2.cvtColor(img, cv2.COLOR_RGB2HSV))
+        h = cv2.add(h, 179 * dhue)
+        s, v = cv2.convertScaleAbs(s, alpha=dsat), cv2.convertScaleAbs(v, alpha=dexp)
+        ref = cv2.cvtColor(cv2.merge((h, s, v)), cv2.COLOR_HSV2RGB)
+        out, _ = A.hsv(img, np.zeros((0, 5)), dhue, dsat, dexp)
+        np.testing.assert_array_equal(out, ref)
+
+
 def test_blur_background_keeps_boxes_sharp():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
