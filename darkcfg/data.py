@@ -526,7 +526,7 @@ def _setup_classes(rep: CheckReport, d: DataConfig, net) -> bool:
 
 def _check_split(rep, d, name, net, keypoints, decode, pool, seen):
     if d.options.get(name) is None:
-        if name == "valid" and d.options.get("train") is not None:
+        if name == "valid":
             return SplitStats(name, None, same_as="train")
         rep.errors.append(f"{d.path}: no '{name}=' list")
         return None

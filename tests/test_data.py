@@ -428,3 +428,15 @@ def test_loader_refuses_what_it_cannot_do(tmp_path):
             next(loader)
         loader.close()
         assert str(e.value) == f"{tmp_path / 'gone.jpg'}: no such image"
+
+
+def test_check_missing_list_and_folder_split(tmp_path):
+    d = tmp_path / "f"
+    jpeg(d / "imgs" / "a.jpg")
+    write(d / "imgs" / "a.txt", "0 .5 .5 .5 .5\n")
+    data = write(d / "f.data", f"train={d}/imgs\nvalid=nowhere.txt\nclasses=1\n")
+    rep = D.check(data)
+    assert rep.splits[0].images == 1 and rep.splits[0].boxes == 1
+    assert rep.errors == [f"{data}:2: valid=nowhere.txt: no such list file or folder"]
+    rep = D.check(write(d / "g.data", "classes=1\n"))
+    assert rep.errors == [f"{d}/g.data: no 'train=' list"]
