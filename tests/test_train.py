@@ -207,6 +207,48 @@ def test_adam_is_used_when_the_cfg_asks():
     assert all(g["weight_decay"] == sched.decay for g in opt.param_groups)   # darknet's adam
 
 
+def test_adam_step_is_darknets_adam_update():
+    """darknet's adam_update_gpu written out on the summed negative gradient d of the
+    iteration: m = B1 m + (1-B1)(d - decay*Bu*w), v = B2 v + (1-B2)(d - decay*Bu*w)^2,
+    w += rate * m/(1-B1^t) / (sqrt(v/(1-B2^t)) + eps), t = the iteration, decay on every
+    parameter (TRAINING-FACTS 1.4)."""
+    B, S = 8, 2
+    mini = B // S
+    text = SMALL.format(batch=B, subdivisions=S).replace(
+        "[convolutional]", "adam=1\nB1=0.8\nB2=0.99\neps=0.0001\n[convolutional]", 1)
+    net = shapes.network(text)
+    model = M.Darknet(net)
+    T.darknet_init_(model, seed=0)
+    model.layers[0].bn = None          # no batch norm: each image's gradient stands alone
+    model.layers[0].conv.bias = torch.nn.Parameter(torch.zeros(4))
+    ref = M.Darknet(net)
+    ref.layers[0].bn = None
+    ref.layers[0].conv.bias = torch.nn.Parameter(torch.zeros(4))
+    ref.load_state_dict(model.state_dict())
+    sched = T.schedule(net)
+    opt = T.make_optimizer(model, sched)
+    gen = torch.Generator().manual_seed(2)
+    m = {n: torch.zeros_like(p) for n, p in ref.named_parameters()}
+    v = {n: torch.zeros_like(p) for n, p in ref.named_parameters()}
+    for t, rate in enumerate([0.01, 0.005, 0.002], 1):
+        x = torch.rand(B, 3, 8, 8, generator=gen)
+        for g in opt.param_groups:
+            g["lr"] = rate
+        T.step(model, opt, [Pass(x[s * mini:(s + 1) * mini]) for s in range(S)], S,
+               lambda out, b: (_image_loss(out).mean(), {}))
+        ref.zero_grad()
+        _image_loss(ref(x)).sum().backward()
+        with torch.no_grad():
+            for n, p in ref.named_parameters():
+                d = -p.grad - sched.decay * B * p
+                m[n] = sched.B1 * m[n] + (1 - sched.B1) * d
+                v[n] = sched.B2 * v[n] + (1 - sched.B2) * d * d
+                mh, vh = m[n] / (1 - sched.B1 ** t), v[n] / (1 - sched.B2 ** t)
+                p += rate * mh / (vh.sqrt() + sched.eps)
+    for (n, a), (_, b) in zip(model.state_dict().items(), ref.state_dict().items()):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), n
+
+
 def test_darknet_init():
     net, model = _small()
     w = model.layers[0].conv.weight
