@@ -470,6 +470,16 @@ def _report_skipped(report):
 
 # ----- build ----------------------------------------------------------------------------------
 
+def _device(ctx, param, value):
+    """--device of build and detect: one this machine has (a bad one exits 2)."""
+    from . import model as M
+    try:
+        M.device_of(value)
+    except DarkcfgError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
 @main.command(short_help="Build the PyTorch model, run it once, print heads.")
 @click.argument("cfg", required=False, type=IN_FILE)
 @click.option("--weights", type=IN_FILE,
@@ -479,10 +489,16 @@ def _report_skipped(report):
               help="The cfg whose layer order a .weights file follows (default: CFG; with no "
                    "CFG the bundled yolov3.cfg).")
 @click.option("--cutoff", type=click.IntRange(min=1), help="Load layers < N only.")
-@click.option("-o", "--output", type=OUT_FILE, help="Save the model as .pt.")
+@click.option("-o", "--output", type=OUT_FILE, help="Save the model as .pt (float32).")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32",
+              show_default=True, help="Run the forward pass in this type (batch norms folded "
+              "first); auto: bf16 on a CPU with AMX or AVX512_BF16 or a CUDA GPU of "
+              "capability 8.0+.")
+@click.option("--device", default="cpu", show_default=True, callback=_device,
+              help="cpu, cuda, cuda:N or mps.")
 @FORCE
 @rewrite_options
-def build(cfg, weights, weights_cfg, cutoff, output, force, **rw):
+def build(cfg, weights, weights_cfg, cutoff, output, dtype, device, force, **rw):
     """Build CFG as a PyTorch model and run it once on a zero input.
 
     Prints the heads' shapes and the totals.  With no CFG: the bundled yolo_ref.cfg (or the
@@ -501,15 +517,20 @@ def build(cfg, weights, weights_cfg, cutoff, output, force, **rw):
     import torch
     from . import weights as W
     model, header = _build_model(cfg, weights, weights_cfg, cutoff, rw)
+    if output:                            # the .pt keeps float32 weights: save before any cast
+        W.save_pt(model, output, header)
+    from . import model as M
+    model = M.for_inference(model, dtype, device)
     net = model.net
     c = net.channels or 1
-    x = torch.zeros(1, c, net.height or 1, net.width or 1)
+    x = torch.zeros(1, c, net.height or 1, net.width or 1).to(**model.placement())
     t = time.perf_counter()
     with torch.no_grad():
         outs = model(x)
     dt = time.perf_counter() - t
+    where = "" if (dtype, device) == ("fp32", "cpu") else f" ({M.describe_dtype(dtype, device)})"
     click.echo(f"{net.cfg.name}: {net.width} x {net.height} x {net.channels} input, one forward "
-               f"pass in {dt * 1000:.0f} ms")
+               f"pass in {dt * 1000:.0f} ms{where}")
     head_ids = [l.index for l in net.heads] or [len(net.layers) - 1]
     for i, o in zip(head_ids, outs):
         l = net.layers[i]
@@ -518,7 +539,6 @@ def build(cfg, weights, weights_cfg, cutoff, output, force, **rw):
     click.echo(f"layers: {t['layers']}   params: {t['params']:,}   weights: {t['weights']:,} "
                f"floats   BFLOPs: {_bflops(t)}")
     if output:
-        W.save_pt(model, output, header)
         click.echo(f"wrote {output}")
 
 
@@ -605,8 +625,14 @@ def anchors(labels, num, width, height, seed, write_cfg):
 @click.option("-o", "--output", type=click.Path(file_okay=False),
               help="Write each image with its boxes drawn into this folder (an existing "
                    "drawing needs --force).")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32",
+              show_default=True, help="Compute in this type (batch norms folded first); auto: "
+              "bf16 on a CPU with AMX or AVX512_BF16 or a CUDA GPU of capability 8.0+.")
+@click.option("--device", default="cpu", show_default=True, callback=_device,
+              help="cpu, cuda, cuda:N or mps.")
 @FORCE
-def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, max_det, output, force):
+def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, max_det, output, dtype,
+           device, force):
     """Detect objects in IMAGES with a [yolo] or [region] network.
 
     Letterbox to the network's size (as darknet), run, decode, NMS; print one line per
@@ -617,10 +643,14 @@ def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, max_det
       darkcfg detect dog.jpg --cfg cfgs/yolov3.cfg --weights yolov3.weights --names coco.names -o out/
     """
     from . import detect as D
+    from . import model as M
     drawn = _drawings(images, output)
     io.check_outputs(drawn, list(images) + [weights, cfg, weights_cfg, names], force)
     model, _, _ = open_model(weights, cfg, weights_cfg)
     D.check_detector(model)
+    model = M.for_inference(model, dtype, device)
+    if dtype == "auto":
+        click.echo(f"dtype: {M.describe_dtype(dtype, device)}", err=True)
     labels = D.read_names(names) if names else None
     for path, dst in zip(images, drawn or [None] * len(images)):
         dets, img = D.detect_image(model, path, thresh, nms_thresh, max_det)

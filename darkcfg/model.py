@@ -17,7 +17,7 @@ from torch import nn
 from . import cfg as cfgmod
 from . import layers as L
 from . import shapes
-from .errors import CfgError
+from .errors import CfgError, DarkcfgError
 
 BUILDERS: dict = {}
 register = shapes.registrar(BUILDERS)
@@ -93,7 +93,13 @@ class Darknet(nn.Module):
     [region], [detection], in cfg order; the last layer's output when there is none): the raw
     (B, C, H, W) tensor entering that head.  ``trace(x)`` returns every layer's output as darknet
     holds it in ``l.output``.  state_dict keys are ``layers.<index>.<conv|bn|fc|...>.*``.
+
+    A loaded model remembers its source: ``header`` (the darknet header, a weights.Header) and
+    ``weights_cfg`` (the text of the cfg whose layer order the source .weights followed, None
+    for the model's own), which save_pt/save_darknet write back.
     """
+    header = None
+    weights_cfg: str | None = None
 
     @gc_paused()
     def __init__(self, net: shapes.Network):
@@ -179,19 +185,109 @@ from . import keypoint as _keypoint  # noqa: E402,F401  (registers the [keypoint
 
 
 def build_model(cfg_or_path, *, width=None, height=None, channels=None, classes=None,
-                width_scale=None, batch=None, device=None) -> Darknet:
+                width_scale=None, batch=None, device=None, dtype=None) -> Darknet:
     """Build a Darknet module from a cfg path, cfg text, a parsed Cfg or a shapes.Network.
 
     Rewrites (``classes``, ``width``, ``height``, ``channels``, ``width_scale``, ``batch``) are
     applied first.  Parameters get PyTorch's default initialisation (BN: gamma 1, beta 0, mean
     0, variance 1); pass ``device="meta"`` to skip initialisation when weights follow.
+    ``dtype``: see :func:`to_dtype` (default float32).
     """
     net = shapes.network(cfg_or_path, width=width, height=height, channels=channels,
                      classes=classes, width_scale=width_scale, batch=batch)
     if str(device) != "meta":
         check_memory(net, device)
     with torch.device(device or "cpu"):
-        return Darknet(net)
+        model = Darknet(net)
+    return model if dtype is None else to_dtype(model, dtype)
+
+
+# ----- dtypes and devices for inference --------------------------------------------------------
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+          "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+          "fp64": torch.float64, "float64": torch.float64}
+
+
+def resolve_dtype(dtype=None, device=None) -> torch.dtype:
+    """The torch dtype meant by ``dtype``: None (float32), a floating torch.dtype, or one of
+    "fp32", "bf16", "fp16", "fp64" (or their long names), or "auto": bfloat16 where it is
+    measured to be faster on ``device`` (:func:`darkcfg.speed.auto_dtype`), else float32."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype in DTYPES.values():
+            return dtype
+        raise DarkcfgError(f"dtype {dtype}: a model computes in float32, bfloat16, float16 or "
+                           f"float64")
+    name = str(dtype).lower().removeprefix("torch.")
+    if name == "auto":
+        from . import speed
+        return speed.auto_dtype(device)[0]
+    if name not in DTYPES:
+        raise DarkcfgError(f"dtype {dtype!r}: choose one of fp32, bf16, fp16, fp64, auto")
+    return DTYPES[name]
+
+
+def to_dtype(model: Darknet, dtype, device=None) -> Darknet:
+    """Cast ``model``'s parameters and buffers to ``dtype`` (see :func:`resolve_dtype`; "auto"
+    decides for ``device``, default where the model is) in place and return it.  Inputs
+    follow with ``x.to(**model.placement())``; the heads' outputs come out in that dtype, so
+    decode them in float32 (``[o.float() for o in model(x)]``): box centres in bf16 move by up
+    to 1/256 of their value.  For speed, fold the batch norms first (``fuse()``, in float32)."""
+    if device is None:
+        device = model.placement().get("device")
+    return model.to(resolve_dtype(dtype, device))
+
+
+def for_inference(model: Darknet, dtype=None, device=None, copy: bool = False) -> Darknet:
+    """``model`` ready to run: in eval mode, on ``device`` (see :func:`device_of`), in ``dtype``
+    (see :func:`resolve_dtype`; "auto" decides for that device).  bf16/fp16 fold the batch
+    norms first, in float32 (:meth:`Darknet.fuse`), so a cast model cannot be saved as
+    .weights: pass ``copy=True`` to leave ``model`` itself as it is (e.g. mid-training)."""
+    dev = device_of(device) if device is not None else model.placement().get("device")
+    want = resolve_dtype(dtype, dev)
+    if copy:
+        import copy as copymod
+        model = copymod.deepcopy(model)
+    model = model.eval().to(dev)
+    if want in (torch.bfloat16, torch.float16) and not getattr(model, "fused", False):
+        model.fuse()
+    return model.to(want)
+
+
+def describe_dtype(dtype, device=None) -> str:
+    """What ``dtype`` on ``device`` means, for a message: "bfloat16 on cpu, auto: the CPU has
+    avx512_bf16"."""
+    dev = torch.device(device or "cpu")
+    name = str(resolve_dtype(dtype, dev)).removeprefix("torch.")
+    if str(dtype).lower() != "auto":
+        return f"{name} on {dev}"
+    from . import speed
+    return f"{name} on {dev}, auto: {speed.auto_dtype(dev)[1]}"
+
+
+def device_of(name) -> torch.device:
+    """``name`` ("cpu", "cuda", "cuda:1", "mps", a torch.device) as a torch.device that this
+    machine has, or a DarkcfgError saying what is missing."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise DarkcfgError(f"device {name!r}: not a device name (cpu, cuda, cuda:N, "
+                           f"mps)") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DarkcfgError(f"device {name!r}: this machine has no CUDA GPU (or this torch "
+                               f"{torch.__version__} was built without CUDA)")
+        if dev.index is not None and dev.index >= count:
+            raise DarkcfgError(f"device {name!r}: this machine has {count} CUDA GPU(s), "
+                               f"cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DarkcfgError(f"device {name!r}: MPS (Apple's GPU) is not available here")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise DarkcfgError(f"device {name!r}: darkcfg runs on cpu, cuda or mps")
+    return dev
 
 
 def memory_of(device=None) -> int:
@@ -223,7 +319,7 @@ def check_memory(net: shapes.Network, device=None) -> None:
 
 
 def load(path: str, cfg=None, *, weights_cfg=None, cutoff: int | None = None, device=None,
-         fuse: bool = False, channels_last: bool = False, progress: bool = False,
+         fuse: bool = False, channels_last: bool = False, progress: bool = False, dtype=None,
          **rewrites) -> Darknet:
     """A ready model from a file.
 
@@ -233,7 +329,10 @@ def load(path: str, cfg=None, *, weights_cfg=None, cutoff: int | None = None, de
       that no longer fit are left initialised (see :func:`load_weights` for the report).
 
     ``fuse=True`` folds batch norms into the convs (:meth:`Darknet.fuse`); ``channels_last``
-    stores conv weights NHWC, usually faster on CPU with NHWC inputs.
+    stores conv weights NHWC, usually faster on CPU with NHWC inputs.  ``dtype``: "fp32"
+    (default), "bf16", "fp16", "auto" (bf16 where measured faster on ``device``) or a torch
+    dtype; the model is cast after fusing (see :func:`to_dtype`).  Fastest on a CPU with AMX or
+    AVX512_BF16: ``load(path, fuse=True, channels_last=True, dtype="auto")``.
     """
     model, _ = load_weights(path, cfg, weights_cfg=weights_cfg, cutoff=cutoff, progress=progress,
                             **rewrites)
@@ -241,6 +340,8 @@ def load(path: str, cfg=None, *, weights_cfg=None, cutoff: int | None = None, de
         model.fuse()
     if device:
         model = model.to(device)
+    if dtype is not None:
+        model = to_dtype(model, dtype)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -269,6 +370,11 @@ def load_weights(path: str, cfg=None, *, weights_cfg=None, cutoff=None, progress
         model = Darknet(net)
     loaded, skipped = W.assign_arrays(model, arrays)
     model.eval()
+    model.header = header
+    if weights_cfg is not None:   # the file's layer order: save_darknet writes it back
+        fixed = ("width", "height", "channels")     # save_darknet takes these from the model
+        model.weights_cfg = shapes.network(weights_cfg, **{k: v for k, v in rewrites.items()
+                                                           if k not in fixed}).cfg.to_text()
     return model, W.LoadReport(header, loaded, skipped)
 
 
@@ -278,9 +384,11 @@ def _from_checkpoint(path: str):
     if path.endswith(".pt"):
         obj = W.read_pt(path)
         cfg_text, header, state = obj["cfg"], W.Header(**obj["header"]), obj["state_dict"]
+        order = obj.get("weights_cfg")
     else:
         cfg_text, header, arrays = W.read_safetensors(path)
         state = {k: torch.from_numpy(a) for k, a in W.state_dict_of(arrays).items()}
+        order = W.read_checkpoint_order(path)
     net = shapes.network(cfgmod.parse(cfg_text, path + ":cfg"))
     with torch.device("meta"):
         model = Darknet(net)
@@ -295,4 +403,6 @@ def _from_checkpoint(path: str):
         raise W.WeightsError(f"tensors do not fit the cfg stored beside them: "
                              f"{str(e).splitlines()[-1].strip()}", path) from None
     model.eval()
+    model.header = header
+    model.weights_cfg = order   # the source .weights' layer order: save_darknet writes it back
     return model, W.LoadReport(header, sum(1 for l in net.layers if l.tensors), [])

@@ -409,3 +409,149 @@ def test_paths_may_be_pathlib(tmp_path):
     assert model.layers[0].conv.weight.flatten()[0].item() == 16 + 3 * 16  # biases, BN, weights
     darkcfg.weights.save_pt(model, str(tmp_path / "t.pt"))
     assert darkcfg.load(tmp_path / "t.pt").layers[0].conv.weight.flatten()[0].item() == 64
+
+
+# --- bf16 and other dtypes for inference ------------------------------------------------------
+
+@needs_shared
+@pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
+@pytest.mark.parametrize("name", NUMERIC)
+def test_bf16_model_stays_near_darknet(name, fuse, make_weights):
+    """load(..., dtype="bf16"): weights, buffers and input in bfloat16 (8 significant bits),
+    every layer within 3e-2 of darknet's float32 output, scaled by max(1, |layer|).
+    Measured: 6.2e-3 (yolov4-tiny fused) to 1.4e-2 (yolov3-tiny, layer 23)."""
+    folder, cfg_path, size = _numeric_cfg(name)
+    model = darkcfg.load(make_weights(cfg_path), cfg_path, width=size, height=size, fuse=fuse,
+                         dtype="bf16")
+    assert {p.dtype for p in model.state_dict().values() if p.is_floating_point()} == \
+        {torch.bfloat16}
+    x = torch.from_numpy(np.load(os.path.join(folder, "input.npy")))
+    outs = model.trace(x.to(**model.placement()))
+    files = sorted(glob.glob(os.path.join(folder, "all_layers", "layer_*.npy")))
+    assert len(outs) == len(files) and outs[-1].dtype == torch.bfloat16
+    for i, (out, path) in enumerate(zip(outs, files)):
+        ref = np.load(path)
+        err = np.abs(out.float().numpy() - ref).max() / max(1.0, np.abs(ref).max())
+        assert err < 3e-2, f"layer {i}: {err:.2e}"
+
+
+@pytest.mark.parametrize("given, want", [
+    (None, torch.float32), ("fp32", torch.float32), ("float32", torch.float32),
+    ("bf16", torch.bfloat16), ("BF16", torch.bfloat16), ("bfloat16", torch.bfloat16),
+    ("torch.bfloat16", torch.bfloat16), (torch.bfloat16, torch.bfloat16),
+    ("fp16", torch.float16), (torch.float16, torch.float16), ("fp64", torch.float64),
+])
+def test_resolve_dtype(given, want):
+    from darkcfg.model import resolve_dtype
+    assert resolve_dtype(given) is want
+
+
+@pytest.mark.parametrize("given, fragment", [
+    ("int8", "choose one of fp32, bf16, fp16, fp64, auto"), ("", "choose one of"),
+    (torch.int32, "float32, bfloat16, float16 or float64"),
+])
+def test_bad_dtypes_say_what_is_allowed(given, fragment):
+    from darkcfg.model import resolve_dtype
+    with pytest.raises(DarkcfgError, match=fragment):
+        resolve_dtype(given)
+
+
+@pytest.mark.parametrize("flags, want", [
+    ({"avx2", "avx512f", "avx512_bf16"}, torch.bfloat16),    # AMD Zen 4/5, Intel Cooper Lake
+    ({"avx2", "avx512f", "amx_tile", "amx_bf16"}, torch.bfloat16),  # Intel Sapphire Rapids
+    ({"avx2", "avx512f", "avx512_vnni"}, torch.float32),     # Skylake/Cascade Lake: emulated
+    ({"avx2", "fma"}, torch.float32), (set(), torch.float32),
+    ({"asimd", "bf16"}, torch.float32),                      # ARM bf16: never measured
+])
+def test_auto_dtype_is_bf16_only_with_native_bf16_instructions(flags, want):
+    from darkcfg import speed
+    dtype, why = speed.auto_dtype("cpu", flags)
+    assert dtype is want
+    assert ("amx_bf16" in why or "avx512_bf16" in why) == (want is torch.bfloat16)
+
+
+@pytest.mark.parametrize("capability, want", [((9, 0), torch.bfloat16), ((8, 0), torch.bfloat16),
+                                              ((7, 5), torch.float32), ((6, 1), torch.float32)])
+def test_auto_dtype_on_cuda_follows_the_compute_capability(capability, want, monkeypatch):
+    from darkcfg import speed
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None: capability)
+    assert speed.auto_dtype("cuda")[0] is want
+    assert speed.auto_dtype("mps")[0] is torch.float32
+
+
+@pytest.mark.parametrize("text, want", [
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile amx_bf16\n\n"
+     "processor\t: 1\nflags\t\t: fpu\n", ["avx2", "avx512f", "avx512_bf16", "amx_tile",
+                                         "amx_bf16"]),
+    ("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n", []),
+    ("model name\t: something\n", None),             # no flags line: torch's probes answer
+])
+def test_cpu_features_from_cpuinfo(text, want, tmp_path):
+    from darkcfg import speed
+    (tmp_path / "cpuinfo").write_text(text)
+    flags = speed.cpu_flags(str(tmp_path / "cpuinfo"))
+    if want is None:
+        assert flags == speed._torch_cpu_flags()
+    else:
+        assert speed.cpu_features(flags) == want
+    assert speed.cpu_flags(str(tmp_path / "missing")) == speed._torch_cpu_flags()
+
+
+def test_auto_follows_this_processor():
+    from darkcfg import speed
+    native = bool({"amx_bf16", "avx512_bf16"} & speed.cpu_flags())
+    model = darkcfg.build_model(os.path.join(CFGS, "yolov3-tiny.cfg"), width=64, height=64,
+                                dtype="auto")
+    assert model.placement()["dtype"] is (torch.bfloat16 if native else torch.float32)
+
+
+def test_for_inference_copy_leaves_the_model_as_it_was():
+    """A bf16 copy is fused (batch norms folded in float32) and cast; the original stays
+    float32, unfused, in training mode - still writable as .weights."""
+    from darkcfg.model import for_inference
+    model = darkcfg.build_model(os.path.join(CFGS, "yolov3-tiny.cfg"), width=64, height=64)
+    model.train()
+    fast = for_inference(model, "bf16", "cpu", copy=True)
+    assert fast.placement()["dtype"] is torch.bfloat16 and fast.fused and not fast.training
+    assert model.placement()["dtype"] is torch.float32 and model.training
+    assert not getattr(model, "fused", False) and model.layers[0].bn is not None
+    same = for_inference(model, "fp32")                       # fp32: not fused, not copied
+    assert same is model and not getattr(model, "fused", False)
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("cuda:7", "CUDA"), ("tpu", "not a device name"), ("meta", "runs on cpu, cuda or mps"),
+])
+def test_devices_this_machine_lacks_are_named(name, fragment):
+    from darkcfg.model import device_of
+    if name.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    with pytest.raises(DarkcfgError, match=fragment):
+        device_of(name)
+    assert device_of("cpu") == torch.device("cpu")
+
+
+# --- the source's layer order survives the library's round trip ------------------------------
+
+@needs_shared
+def test_library_round_trip_keeps_the_files_layer_order(make_weights, tmp_path):
+    """A .weights file in yolov3.cfg's order (darknet's reference writer), loaded as yolo_ref
+    with weights_cfg=yolov3, saved as .pt, loaded again: save_darknet writes the original file
+    back byte for byte (both cfgs at width_scale 0.25 to keep the file small)."""
+    from darkcfg import weights as W
+    v3, ref = (str(tmp_path / n) for n in ("v3.cfg", "ref.cfg"))
+    for src, dst in (("yolov3.cfg", v3), ("yolo_ref.cfg", ref)):
+        C.save(C.rewrite(C.load(os.path.join(CFGS, src)), width_scale=0.25), dst)
+    original = make_weights(v3)
+    model = darkcfg.load(original, ref, weights_cfg=v3)
+    assert model.weights_cfg == C.load(v3).to_text()
+    W.save_pt(model, str(tmp_path / "m.pt"), model.header)
+    back = darkcfg.load(str(tmp_path / "m.pt"))
+    assert back.header == W.read_header(original)[0]
+    W.save_darknet(back, str(tmp_path / "back.weights"), back.header)
+    with open(original, "rb") as f, open(tmp_path / "back.weights", "rb") as g:
+        assert f.read() == g.read()
+    # the .pt's own order (yolo_ref's) is another file: the order really was carried
+    W.save_darknet(back, str(tmp_path / "ref.weights"), back.header, shapes.infer(ref))
+    with open(original, "rb") as f, open(tmp_path / "ref.weights", "rb") as g:
+        assert f.read() != g.read()
