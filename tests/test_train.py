@@ -706,3 +706,16 @@ def test_multi_scale_and_a_cfg_without_yolo_heads(tmp_path):
     assert r.skipped == 0 and sizes[0] == (128, 128)   # roundl(1.4*64/32 + 1)*32 = 4*32
     with pytest.raises(CfgError, match=r"needs \[yolo\] or \[keypoint\] heads.*has none"):
         T.train(data, os.path.join(REPO, "cfgs", "darknet53.cfg"), quiet=True)
+
+
+def test_a_layers_learning_rate_scales_its_groups():
+    text = SMALL.format(batch=8, subdivisions=2).replace(
+        "filters=3\n", "filters=3\nlearning_rate=0.25\n", 1)
+    net = shapes.network(text)
+    model = M.Darknet(net)
+    groups = T.param_groups(model, decay=0.01)
+    scaled = {id(p) for g in groups if g["lr_scale"] == 0.25 for p in g["params"]}
+    assert scaled == {id(p) for p in model.layers[1].parameters()}
+    decayed = {id(p) for g in groups if g["weight_decay"] for p in g["params"]}
+    assert decayed == {id(model.layers[0].conv.weight), id(model.layers[1].conv.weight),
+                       id(model.layers[2].fc.weight)}
