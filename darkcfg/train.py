@@ -569,13 +569,17 @@ class _Run:
                 self.files["png"] = png
 
     # -- the loop --
-    def loop(self, batches, bar, callback=None) -> None:
+    def loop(self, batches, bar, callback=None, log_every=0) -> None:
         while self.iteration < self.sched.max_batches:
             row = self.iterate(batches)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}", avg=f"{self.avg_loss:.3f}",
                             lr=f"{row['lr']:.3g}", img_s=f"{row['images_per_s']:.1f}",
                             refresh=False)
+            if log_every and (self.iteration % log_every == 0 or self.iteration == 1):
+                print(f" {self.iteration}/{self.sched.max_batches}: {row['loss']:f}, "
+                      f"{self.avg_loss:f} avg loss, {row['lr']:f} rate, "
+                      f"{row['images_per_s']:.1f} images/s, {self.skipped} skipped", flush=True)
             self.maybe_map(row, bar)
             self.maybe_save()
             if callback is not None:
@@ -771,7 +775,7 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     seed = int(state["seed"]) if state is not None else seed
     if freeze:
         model.freeze(freeze)
-    dev = torch.device(device)
+    dev = _device(device)
     model.to(dev)
     set_bn_training(model)
     model.train()
@@ -804,6 +808,19 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     if not quiet:
         print(f"done: {run.files['final']} ({run.iteration} iterations, {run.skipped} skipped)")
     return _result(run, t_start)
+
+
+def _device(name):
+    import torch
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise DarkcfgError(f"--device {name!r}: not a device (cpu, cuda, cuda:N, mps)") from None
+    ok = {"cpu": lambda: True, "cuda": torch.cuda.is_available,
+          "mps": lambda: torch.backends.mps.is_available()}.get(dev.type, lambda: True)
+    if not ok() or (dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count()):
+        raise DarkcfgError(f"--device {name}: not available on this machine")
+    return dev
 
 
 def _starting_model(net, sched, src_cfg, state, weights, clear, classes, seed, quiet):
@@ -848,8 +865,8 @@ def _run_loop(run, loader, quiet, callback) -> None:
     from tqdm import tqdm
     bar = tqdm(total=run.sched.max_batches, initial=run.iteration, disable=quiet or None,
                unit="it", dynamic_ncols=True, desc=run.base)
-    try:
-        run.loop(iter(loader), bar, callback)
+    try:     # without a terminal (no bar) a darknet-style line every savelast iterations
+        run.loop(iter(loader), bar, callback, 0 if quiet or not bar.disable else run.savelast)
     except KeyboardInterrupt:
         bar.close()
         run.save_last(plot=True)

@@ -688,6 +688,14 @@ def test_cli_train_runs_and_maps_errors(small_run):
     assert os.path.exists(tmp / "backup" / "tiny_final.weights")
     res = CliRunner().invoke(cli.main, ["train", data, cfg, "--classes", "3", "--quiet"])
     assert res.exit_code == 1 and "classes=3" in res.output
+    if not torch.cuda.is_available():
+        res = CliRunner().invoke(cli.main, ["train", data, cfg, "--device", "cuda", "-q"])
+        assert res.exit_code == 1 and "not available" in res.output
+    # no terminal: no bar, a darknet-style line every savelast (2) iterations instead
+    res = CliRunner().invoke(cli.main, ["train", data, cfg, "--max-batches", "2",
+                                        "--workers", "0", "--out", str(tmp / "log")])
+    assert res.exit_code == 0, res.output
+    assert " 2/2: " in res.output and "avg loss" in res.output
 
 
 def test_multi_scale_and_a_cfg_without_yolo_heads(tmp_path):
