@@ -442,3 +442,141 @@ def test_bgr_input_gives_the_rgb_result():
                             (48, 32), bgr=True)
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
+
+
+# ----- keypoints: draw dots, find where they went -------------------------------------------------
+
+DOT_SIGMA = 1.5
+
+
+def dots(w, h, points, bg=20):
+    """An image with a Gaussian dot (sigma DOT_SIGMA, peak 235 over ``bg``) in channel
+    ``class`` at each (class, x, y) given in continuous pixels (pixel i covers [i, i + 1)),
+    and the keypoint label rows [class, x / w, y / h, 0, 0]."""
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    img = np.full((h, w, 3), float(bg))
+    for c, x, y in points:
+        img[:, :, c] += 235 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * DOT_SIGMA ** 2))
+    rows = [[c, x / w, y / h, 0, 0] for c, x, y in points]
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), np.asarray(rows, np.float64).reshape(-1, 5)
+
+
+def dot_at(img, c, near, r=4, bg=None):
+    """(x, y, mass) of the dot in channel ``c`` within ``r`` px of ``near``: the weighted
+    centroid of the channel above its background (the image's median), or None."""
+    ch = img[:, :, c].astype(np.float64)
+    ch = ch - (np.median(ch) if bg is None else bg)
+    h, w = ch.shape
+    x0, x1 = max(0, int(near[0] - r)), min(w, int(near[0] + r) + 1)
+    y0, y1 = max(0, int(near[1] - r)), min(h, int(near[1] + r) + 1)
+    win = np.clip(ch[y0:y1, x0:x1], 0, None)
+    win = np.where(win > 0.2 * win.max(initial=0), win, 0)
+    m = win.sum()
+    if m <= 0:
+        return None
+    yy, xx = np.mgrid[y0:y1, x0:x1] + 0.5
+    return (xx * win).sum() / m, (yy * win).sum() / m, m
+
+
+def assert_points_follow_dots(out, b, tol):
+    h, w = out.shape[:2]
+    assert (b[:, 3:5] == 0).all()                         # still points
+    assert ((b[:, 1] > 0) & (b[:, 1] <= 1) & (b[:, 2] > 0) & (b[:, 2] <= 1)).all()
+    for c, x, y, _, _ in b:
+        got = dot_at(out, int(c), (x * w, y * h))
+        assert got is not None, (c, x * w, y * h)
+        assert abs(got[0] - x * w) <= tol and abs(got[1] - y * h) <= tol, (got, x * w, y * h)
+
+
+def test_keypoint_dots_follow_flip():
+    img, rows = dots(80, 60, [(0, 20.25, 30.5), (1, 60.75, 10.5), (2, 40.5, 45.0)])
+    out, b = A.flip(img, rows)
+    np.testing.assert_allclose(b[:, 1], 1 - rows[:, 1])
+    assert_points_follow_dots(out, b, tol=0.05)
+
+
+@pytest.mark.parametrize("crop_args, size", [
+    ((20, 10, 30, 5), (64, 48)),          # a crop inside the image, scaled up
+    ((-20, -15, -10, -5), (64, 48)),      # padding on every side (the mean colour outside)
+    ((0, 0, 0, 0), (40, 30)),             # the whole image, scaled down
+])
+def test_keypoint_dots_follow_the_jitter_crop(crop_args, size):
+    pts = [(0, 30.5, 20.5), (1, 50.25, 40.75), (2, 70.5, 50.5), (0, 3.0, 3.0)]
+    img, rows = dots(100, 70, pts)
+    pl, pt, pr, pb = crop_args
+    c = A.Crop(100, 70, pl, pt, pr, pb, 100 - pl - pr, 70 - pt - pb)
+    out, b = A.crop_resize(img, rows, c, size)
+    # each point mapped by hand: x' = (x - pleft) / swidth * W
+    want = [((x - pl) / c.swidth, (y - pt) / c.sheight) for _, x, y in pts]
+    kept = [k for k, (x, y) in enumerate(want) if 0 <= x <= 1 and 0 <= y <= 1]
+    assert b[:, 0].tolist() == [pts[k][0] for k in kept]
+    np.testing.assert_allclose(b[:, 1:3], [want[k] for k in kept], atol=1e-12)
+    scale = max(size[0] / c.swidth, size[1] / c.sheight)
+    assert_points_follow_dots(out, b[b[:, 1] * size[0] > 3], tol=0.25 + 0.2 * scale)
+
+
+def test_keypoint_points_outside_the_crop_are_dropped_and_their_dots_gone():
+    img, rows = dots(100, 70, [(0, 10.5, 35.5), (1, 90.5, 35.5), (2, 50.5, 5.5)])
+    c = A.Crop(100, 70, 25, 15, 25, 0, 50, 55)          # cuts x 25..75, y 15..70
+    out, b = A.crop_resize(img, rows, c, (50, 55))
+    assert b.shape == (0, 5)
+    assert out[:, :, 0].max() < 40 and out[:, :, 1].max() < 40 and out[:, :, 2].max() < 40
+
+
+def test_keypoint_dots_follow_letter_box():
+    img, rows = dots(120, 60, [(0, 30.5, 20.5), (1, 100.25, 50.5), (2, 60.0, 30.0)])
+    out, b = A.letter_box(img, rows, (64, 64))
+    # darknet's letterbox crop: the 120x60 image padded to 120x120 (30 above and below)
+    np.testing.assert_allclose(b[:, 1], rows[:, 1], atol=1e-12)
+    np.testing.assert_allclose(b[:, 2], (rows[:, 2] * 60 + 30) / 120, atol=1e-12)
+    assert_points_follow_dots(out, b, tol=0.3)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_keypoint_dots_follow_the_whole_pipeline(seed):
+    """jitter + [yolo] resize + flip + truth filter on random draws: every kept point sits on
+    its dot; every dot still wholly in the picture has its point."""
+    rng = np.random.default_rng(100 + seed)
+    pts = [(k % 3, rng.uniform(8, 152), rng.uniform(8, 112)) for k in range(6)]
+    img, rows = dots(160, 120, pts)
+    opt = A.Options(96, 64, 3, jitter=.3, resize=1.5, flip=True, keypoints=True)
+    out, b, crop, d = A.augment_image(img, rows, np.random.default_rng(seed), opt, (96, 64))
+    assert_points_follow_dots(out, b, tol=0.5)
+    # the other direction: map each drawn dot by hand; those well inside must be kept
+    sx, sy = 96 / crop.swidth, 64 / crop.sheight
+    for c, x, y in pts:
+        X, Y = (x - crop.pleft) * sx, (y - crop.ptop) * sy
+        if d.flip:
+            X = 96 - X
+        if 4 < X < 92 and 4 < Y < 60:
+            near = np.hypot(b[:, 1] * 96 - X, b[:, 2] * 64 - Y) < 1e-6
+            assert (near & (b[:, 0] == c)).any(), (c, X, Y)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("bound", [False, True])
+def test_keypoint_dots_follow_mosaic(seed, bound):
+    """Four images, each with one dot of each class: in the mosaic every point sits on its
+    dot, and every dot wholly inside its quadrant has a point."""
+    opt = A.Options(96, 96, 3, jitter=.2, flip=True, mosaic=True, mosaic_bound=bound,
+                    keypoints=True)
+    rng0 = np.random.default_rng(seed)
+    images = [dots(160, 120, [(c, rng0.uniform(8, 152), rng0.uniform(8, 112)) for c in range(3)])
+              for _ in range(4)]
+
+    def load(rng, k=[0]):
+        img, rows = images[k[0] % 4]
+        k[0] += 1
+        return img, rows, f"{k[0]}.png"
+    out, b, paths = A.mosaic(load, np.random.default_rng(seed), opt, (96, 96))
+    assert out.shape == (96, 96, 3)
+    assert_points_follow_dots(out, b, tol=0.6)
+    # every complete dot (mass as a whole dot's, away from the edges) has a point of its class
+    full = 235 * 2 * np.pi * DOT_SIGMA ** 2 * (96 / 160) ** 2
+    for c in range(3):
+        ch = out[:, :, c].astype(float)
+        for y, x in zip(*np.nonzero((ch > 150) & (ch == cv2.dilate(ch, np.ones((3, 3)))))):
+            got = dot_at(out, c, (x + .5, y + .5))
+            if got and got[2] > 0.6 * full and 4 < got[0] < 92 and 4 < got[1] < 92:
+                dist = np.hypot(b[:, 1] * 96 - got[0], b[:, 2] * 96 - got[1])
+                assert ((dist < 1.5) & (b[:, 0] == c)).any(), (c, got)
