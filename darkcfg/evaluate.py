@@ -4,6 +4,8 @@
   src/detector.c) to the printed digit: its matching, its ranking, its AP integration, its
   P/R/F1 at ``-thresh`` and its printed lines (:meth:`MapResult.format`);
 * :func:`coco_metrics` - COCO's mAP@[.5:.95] and friends, computed by pycocotools itself;
+* :func:`keypoint_map` - the keypoint model's metric: distance matching within a radius, the
+  same AP integration (:class:`KeypointResult`);
 * :func:`save_detections` (COCO results json), :func:`confusion_matrix`, :func:`plot_pr`,
   :func:`plot_confusion` (matplotlib, Agg).
 
@@ -45,8 +47,8 @@ import numpy as np
 from .errors import DarkcfgError
 from .io import atomic_output
 
-__all__ = ["MapResult", "darknet_map", "coco_metrics", "save_detections", "confusion_matrix",
-           "plot_pr", "plot_confusion"]
+__all__ = ["MapResult", "darknet_map", "KeypointResult", "keypoint_map", "coco_metrics",
+           "save_detections", "confusion_matrix", "plot_pr", "plot_confusion"]
 
 
 # ----- inputs ---------------------------------------------------------------------------------
@@ -314,6 +316,174 @@ def darknet_map(dets, gts, num_classes: int, *, iou_thresh: float = 0.5, thresh:
         names=list(names) if names is not None else None)
 
 
+# ----- keypoints -------------------------------------------------------------------------------
+#
+# The keypoint model has no boxes, so no IoU: a prediction (x, y, score, class) matches a gt
+# point (x, y, class) of its image and class within ``radius`` (distance <= radius, same units,
+# darkcfg uses network-input pixels).  Matching is greedy by confidence, COCO's way rather than
+# darknet's: in the global ranking (score descending, ties in image then prediction order) each
+# prediction takes the *nearest still unmatched* gt within the radius (first in label order on
+# a tie) and is a TP, else it is a FP.  Because the ranking is by score, the matches of the
+# predictions above ``thresh`` are exactly those of this one pass (a prefix of it), so AP and
+# the counts at ``thresh`` agree.  AP per class is darknet's integration (``points``) of the
+# precision/recall of that ranking; mAP the mean over all classes (no gt: AP 0).
+
+
+def _match_points(det, det_img, det_cls, gt, gt_img, gt_cls, radius, rank):
+    """Greedy nearest-unmatched matching in ``rank`` order -> (gt index per prediction or -1,
+    distance to it or NaN)."""
+    matched = np.full(len(det), -1, dtype=np.int64)
+    dist = np.full(len(det), np.nan)
+    if not len(det) or not len(gt):
+        return matched, dist
+    groups = {}
+    for g, key in enumerate(zip(gt_img.tolist(), gt_cls.tolist())):
+        groups.setdefault(key, []).append(g)
+    groups = {k: np.asarray(v) for k, v in groups.items()}
+    free = np.ones(len(gt), bool)
+    r = float(radius)
+    for k in rank:
+        cand = groups.get((int(det_img[k]), int(det_cls[k])))
+        if cand is None:
+            continue
+        d = np.hypot(gt[cand, 0] - det[k, 0], gt[cand, 1] - det[k, 1])
+        d = np.where(free[cand] & (d <= r), d, np.inf)
+        j = int(np.argmin(d))                       # first in label order on a tie
+        if d[j] != np.inf:
+            matched[k], dist[k] = cand[j], d[j]
+            free[cand[j]] = False
+    return matched, dist
+
+
+@dataclass
+class KeypointResult:
+    """:func:`keypoint_map`'s figures.  ``ap``, ``tp``, ``fp``, ``gt``, ``detections`` per class;
+    ``tp``/``fp``/``precision``/``recall``/``f1``/``loc_error`` at ``thresh`` (score >
+    thresh); ``loc_error``: mean distance of those matches to their gt (NaN without any)."""
+    map: float
+    ap: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    gt: np.ndarray
+    detections: np.ndarray
+    total_tp: int
+    total_fp: int
+    total_fn: int
+    precision: float
+    recall: float
+    f1: float
+    loc_error: float
+    class_loc_error: np.ndarray
+    detections_count: int
+    unique_truth_count: int
+    radius: float
+    thresh: float
+    points: int
+    units: str = "px"
+    curves: list = field(default_factory=list, repr=False)   # per class (recall, precision, score)
+    names: list | None = None
+
+    num_classes = MapResult.num_classes
+    _name = MapResult._name
+
+    @property
+    def title(self) -> str:
+        return f"mAP@{self.radius:g}{self.units} = {self.map * 100:.2f} %"
+
+    def format(self, names=None) -> str:
+        """darknet-like lines: per class AP, then P/R/F1, counts and localisation error at
+        thresh, then the mAP."""
+        out = [f"\n detections_count = {self.detections_count}, unique_truth_count = "
+               f"{self.unique_truth_count}  \n"]
+        for i in range(self.num_classes):
+            out.append("class_id = %d, name = %s, ap = %2.2f%%   \t (TP = %d, FP = %d, "
+                       "error = %s %s) \n" % (i, self._name(i, names), self.ap[i] * 100,
+                                              self.tp[i], self.fp[i],
+                                              _c("%.2f", self.class_loc_error[i]), self.units))
+        t = self.thresh
+        out.append("\n for conf_thresh = %1.2f, precision = %s, recall = %s, F1-score = %s \n"
+                   % (t, _c("%1.2f", self.precision), _c("%1.2f", self.recall),
+                      _c("%1.2f", self.f1)))
+        out.append(" for conf_thresh = %0.2f, TP = %d, FP = %d, FN = %d, mean localisation "
+                   "error = %s %s \n" % (t, self.total_tp, self.total_fp, self.total_fn,
+                                         _c("%.2f", self.loc_error), self.units))
+        out.append(f"\n match radius = {self.radius:g} {self.units}, ")
+        out.append(f"used {self.points} Recall-points \n" if self.points
+                   else "used Area-Under-Curve for each unique Recall \n")
+        out.append(" mean average precision (mAP@%g%s) = %f, or %2.2f %% \n"
+                   % (self.radius, self.units, self.map, self.map * 100))
+        return "".join(out)
+
+    def as_dict(self, names=None) -> dict:
+        def num(x):
+            x = float(x)
+            return None if x != x else x
+        return {
+            "map": self.map, "radius": self.radius, "units": self.units, "points": self.points,
+            "thresh": self.thresh, "precision": num(self.precision), "recall": num(self.recall),
+            "f1": num(self.f1), "tp": self.total_tp, "fp": self.total_fp, "fn": self.total_fn,
+            "loc_error": num(self.loc_error), "detections_count": self.detections_count,
+            "unique_truth_count": self.unique_truth_count,
+            "classes": [{"id": i, "name": self._name(i, names), "ap": float(self.ap[i]),
+                         "tp": int(self.tp[i]), "fp": int(self.fp[i]), "gt": int(self.gt[i]),
+                         "detections": int(self.detections[i]),
+                         "loc_error": num(self.class_loc_error[i])}
+                        for i in range(self.num_classes)],
+        }
+
+
+def keypoint_map(dets, gts, num_classes: int, *, radius: float, thresh: float = 0.25,
+                 points: int = 0, names=None, units: str = "px") -> KeypointResult:
+    """The keypoint metric (see the comment above).  ``dets``: per image (k, 4) ``[x, y, score,
+    class]``; ``gts``: per image (n, 3) ``[x, y, class]``; same units as ``radius``."""
+    if num_classes < 1:
+        raise DarkcfgError(f"num_classes must be at least 1, got {num_classes}")
+    if points < 0 or points == 1:
+        raise DarkcfgError(f"points must be 0 (area under the curve) or at least 2, got {points}")
+    if not (float(radius) > 0 and np.isfinite(radius)):
+        raise DarkcfgError(f"the match radius must be a positive number, got {radius}")
+    if len(dets) != len(gts):
+        raise DarkcfgError(f"{len(dets)} images of keypoints but {len(gts)} of ground truth")
+    det, det_img = _stack(dets, 4, "keypoints")
+    gt, gt_img = _stack(gts, 3, "ground truth")
+    det_cls = _classes(det[:, 3], det_img, num_classes, "keypoints")
+    gt_cls = _classes(gt[:, 2], gt_img, num_classes, "ground truth")
+    score = det[:, 2]
+    n_gt = np.bincount(gt_cls, minlength=num_classes)
+    rank = np.argsort(-score, kind="stable")
+    matched, dist = _match_points(det, det_img, det_cls, gt, gt_img, gt_cls, radius, rank)
+    is_tp = matched >= 0
+
+    above = score > thresh
+    tp_t, fp_t = above & is_tp, above & ~is_tp
+    tp_c = np.bincount(det_cls[tp_t], minlength=num_classes)
+    fp_c = np.bincount(det_cls[fp_t], minlength=num_classes)
+    err_c = np.bincount(det_cls[tp_t], weights=dist[tp_t], minlength=num_classes)
+    tp, fp = int(tp_t.sum()), int(fp_t.sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        class_err = err_c / tp_c
+        p = tp / (tp + fp) if tp + fp else float("nan")
+        r = tp / len(gt) if len(gt) else float("nan")
+        f1 = 2 * p * r / (p + r) if p + r > 0 else float("nan")
+    err = float(dist[tp_t].mean()) if tp else float("nan")
+
+    cls_rank = det_cls[rank]
+    ap = np.zeros(num_classes)
+    curves = []
+    for c in range(num_classes):
+        sel = rank[cls_rank == c]
+        ap[c], rec, prec = _average_precision(is_tp[sel], int(n_gt[c]), points)
+        curves.append((rec, prec, score[sel]))
+    return KeypointResult(
+        map=_seq_sum(ap) / num_classes, ap=ap, tp=tp_c, fp=fp_c, gt=n_gt,
+        detections=np.bincount(det_cls, minlength=num_classes), total_tp=tp, total_fp=fp,
+        total_fn=len(gt) - tp, precision=float(p), recall=float(r), f1=float(f1),
+        loc_error=err, class_loc_error=class_err, detections_count=len(det),
+        unique_truth_count=len(gt), radius=float(radius), thresh=float(thresh),
+        points=int(points), units=units, curves=curves,
+        names=list(names) if names is not None else None)
+
+
 # ----- COCO, by pycocotools -------------------------------------------------------------------
 
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
@@ -459,8 +629,9 @@ def plot_pr(result: MapResult, out_dir: str, names=None) -> list:
         label = f"{result._name(c, names)} {result.ap[c] * 100:.1f}" if c in top else None
         ax.plot(rec, prec, lw=1.2 if c in top else 0.6, color=None if c in top else "0.7",
                 label=label)
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
-           title=f"mAP@{result.iou_thresh:.2f} = {result.map * 100:.2f} %")
+    title = getattr(result, "title", None) or \
+        f"mAP@{result.iou_thresh:.2f} = {result.map * 100:.2f} %"
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=title)
     if top:
         ax.legend(fontsize=7, loc="lower left")
     path = os.path.join(out_dir, "pr_curve.png")

@@ -3,6 +3,7 @@ darknet's rules (validate_detector_map, AlexeyAB src/detector.c), and each quirk
 built so that the quirk changes the result."""
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -319,3 +320,144 @@ def test_plots_write_pngs(tmp_path):
     for p in paths + [str(tmp_path / "confusion.png")]:
         assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+# ----- keypoints: distance matching, worked by hand ------------------------------------------------
+
+def KP(*rows):
+    """Keypoint predictions of one image: rows (x, y, score, class)."""
+    return np.array(rows, dtype=np.float64).reshape(-1, 4)
+
+
+def KG(*rows):
+    """Keypoint ground truth of one image: rows (x, y, class)."""
+    return np.array(rows, dtype=np.float64).reshape(-1, 3)
+
+
+@pytest.mark.parametrize("points, want", [
+    (0, 0.5 * 1 + 0.5 * 2 / 3), (11, (6 * 1 + 5 * 2 / 3) / 11), (101, (51 + 50 * 2 / 3) / 101)])
+def test_keypoint_ap_by_hand(points, want):
+    # gts at (10, 10) and (50, 50); predictions .9 at 3 px from the first (TP), .8 far away
+    # (FP), .7 at 4 px from the second (TP: distance <= radius counts)
+    dets = [KP((13, 10, .9, 0), (90, 90, .8, 0), (50, 54, .7, 0))]
+    gts = [KG((10, 10, 0), (50, 50, 0))]
+    r = E.keypoint_map(dets, gts, 1, radius=4, points=points)
+    assert r.ap[0] == pytest.approx(want, abs=1e-12) and r.map == r.ap[0]
+    assert (r.total_tp, r.total_fp, r.total_fn) == (2, 1, 0)
+    assert r.loc_error == pytest.approx(3.5)
+    assert (r.precision, r.recall) == (pytest.approx(2 / 3), 1.0)
+    assert r.f1 == pytest.approx(2 * (2 / 3) / (2 / 3 + 1))
+
+
+def test_keypoint_radius_is_inclusive_and_in_the_given_units():
+    dets, gts = [KP((3, 4, .9, 0))], [KG((0, 0, 0))]                    # 5 px away
+    assert E.keypoint_map(dets, gts, 1, radius=5).ap[0] == 1.0
+    assert E.keypoint_map(dets, gts, 1, radius=4.999).ap[0] == 0.0
+
+
+def test_keypoint_greedy_by_confidence_takes_the_nearest_unmatched():
+    # g0 (0, 0), g1 (6, 0).  A (.9) at (2, 0): nearest is g0. B (.8) at (1, 0): g0 is taken,
+    # so it takes g1 (5 px <= 5): both TP.  (darknet's box rule - no fallback - would make B a
+    # FP; the keypoint metric matches an *unmatched* gt.)  C (.7) at (0, 0): both taken, FP.
+    dets = [KP((1, 0, .8, 0), (2, 0, .9, 0), (0, 0, .7, 0))]
+    gts = [KG((0, 0, 0), (6, 0, 0))]
+    r = E.keypoint_map(dets, gts, 1, radius=5)
+    assert (r.total_tp, r.total_fp) == (2, 1)
+    assert r.loc_error == pytest.approx((2 + 5) / 2)
+    assert r.ap[0] == 1.0                       # both TPs rank above the FP
+    # the order is by score, not by position in the list: C first would take g0
+    dets = [KP((1, 0, .8, 0), (2, 0, .9, 0), (0, 0, .95, 0))]
+    r = E.keypoint_map(dets, gts, 1, radius=5)
+    # C (.95) takes g0 at 0 px; A (.9) at (2, 0): g1 at 4 px; B (.8): none free -> FP
+    assert (r.total_tp, r.total_fp) == (2, 1) and r.loc_error == pytest.approx(2.0)
+
+
+def test_keypoint_class_and_image_must_agree():
+    dets = [KP((0, 0, .9, 1)), KP((0, 0, .8, 0))]
+    gts = [KG((0, 0, 0)), KG()]
+    r = E.keypoint_map(dets, gts, 2, radius=3)
+    assert r.ap.tolist() == [0.0, 0.0] and r.total_tp == 0 and r.total_fp == 2
+    assert r.fp.tolist() == [1, 1] and r.gt.tolist() == [1, 0]
+    assert r.map == 0.0                          # class 1 has no gt: AP 0 in the mean
+
+
+def test_keypoint_ranking_is_global_and_thresh_counts_above_it():
+    # image 0: its gt found at .5; image 1: a FP at .9, its gt found at .2.
+    # ranks .9 FP, .5 TP, .2 TP: precision 0, 1/2, 2/3, recall 0, 1/2, 1; the envelope is 2/3
+    # at every rank -> AP 2/3 (ranked per image it would be (1 + 1/2) / 2)
+    dets = [KP((0, 0, .5, 0)), KP((50, 50, .9, 0), (10, 10, .2, 0))]
+    gts = [KG((1, 0, 0)), KG((10, 11, 0))]
+    r = E.keypoint_map(dets, gts, 1, radius=2, thresh=0.25)
+    assert r.ap[0] == pytest.approx(2 / 3)
+    assert (r.total_tp, r.total_fp, r.total_fn) == (1, 1, 1)     # the .2 one is under thresh
+    assert r.loc_error == pytest.approx(1.0)
+
+
+def test_keypoint_format_json_and_empty():
+    r = E.keypoint_map([KP((13, 10, .9, 0))], [KG((10, 10, 0), (20, 20, 1))], 2, radius=4)
+    text = r.format(["dot", "cross"])
+    assert "class_id = 0, name = dot, ap = 100.00%" in text
+    assert "class_id = 1, name = cross, ap = 0.00%" in text
+    assert "TP = 1, FP = 0, FN = 1, mean localisation error = 3.00 px" in text
+    assert "mean average precision (mAP@4px) = 0.500000, or 50.00 %" in text
+    d = json.loads(json.dumps(r.as_dict(["dot", "cross"])))
+    assert d["map"] == 0.5 and d["radius"] == 4 and d["loc_error"] == 3.0
+    assert d["classes"][1] == {"id": 1, "name": "cross", "ap": 0.0, "tp": 0, "fp": 0, "gt": 1,
+                               "detections": 0, "loc_error": None}
+    e = E.keypoint_map([KP()], [KG()], 1, radius=4)
+    assert e.map == 0.0 and e.as_dict()["precision"] is None and "nan" in e.format()
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(radius=0), "radius must be a positive number"),
+    (dict(radius=float("nan")), "radius must be a positive number"),
+    (dict(radius=4, points=1), "points must be 0"),
+])
+def test_keypoint_bad_arguments(kwargs, words):
+    with pytest.raises(DarkcfgError, match=words):
+        E.keypoint_map([KP()], [KG()], 1, **kwargs)
+
+
+def test_keypoint_bad_inputs():
+    with pytest.raises(DarkcfgError, match=r"keypoints of image 0: expected an \(n, 4\) array"):
+        E.keypoint_map([np.zeros((1, 6))], [KG()], 1, radius=4)
+    with pytest.raises(DarkcfgError, match="ground truth of image 0: class 3 is not one of"):
+        E.keypoint_map([KP()], [KG((0, 0, 3))], 1, radius=4)
+
+
+def test_keypoint_matching_agrees_with_a_plain_loop_on_random_data():
+    rng = np.random.default_rng(5)
+    dets, gts = [], []
+    for _ in range(20):
+        gts.append(KG(*[(rng.uniform(0, 40), rng.uniform(0, 40), rng.integers(3))
+                        for _ in range(rng.integers(0, 6))]))
+        dets.append(KP(*[(rng.uniform(0, 40), rng.uniform(0, 40), rng.random(), rng.integers(3))
+                         for _ in range(rng.integers(0, 8))]))
+    r = E.keypoint_map(dets, gts, 3, radius=6, thresh=0.0)
+    # the plain loop: all predictions sorted by score; nearest free same-class gt within 6
+    flat = sorted(((d[2], i, k) for i, ds in enumerate(dets) for k, d in enumerate(ds)),
+                  key=lambda t: -t[0])
+    free = {(i, j) for i, g in enumerate(gts) for j in range(len(g))}
+    tp = fp = 0
+    err = []
+    for _, i, k in flat:
+        x, y, _, c = dets[i][k]
+        cand = [(np.hypot(gx - x, gy - y), j) for j, (gx, gy, gc) in enumerate(gts[i])
+                if gc == c and (i, j) in free and np.hypot(gx - x, gy - y) <= 6]
+        if cand:
+            dist, j = min(cand)
+            free.discard((i, j))
+            tp += 1
+            err.append(dist)
+        else:
+            fp += 1
+    assert (r.total_tp, r.total_fp) == (tp, fp)
+    assert r.loc_error == pytest.approx(np.mean(err))
+
+
+def test_keypoint_plots(tmp_path):
+    r = E.keypoint_map([KP((13, 10, .9, 0), (0, 0, .5, 1))], [KG((10, 10, 0), (1, 1, 1))], 2,
+                       radius=4)
+    written = E.plot_pr(r, str(tmp_path), ["a", "b"])
+    assert {os.path.basename(p) for p in written} == {"pr_curve.png", "pr_0_a.png", "pr_1_b.png"}
+    assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in written)
