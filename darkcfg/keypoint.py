@@ -212,3 +212,48 @@ def decode(raw: list, model_or_net, thresh: float = 0.3, top_k: int = 100,
                 kept.append(kp)
         out.append(kept)
     return out
+
+
+# ----- images in, points out (what `darkcfg detect` runs for a [keypoint] cfg) -----------------
+
+
+def detect_keypoints(model, path: str, thresh: float = 0.3, top_k: int = 100):
+    """(keypoints of one image with x, y in image pixels, the RGB image as read): detect's
+    letterbox (darkcfg.detect.letterbox, as for box models), the model, :func:`decode` above
+    ``thresh``, each point moved back out of the letterbox and clipped to the image."""
+    from .detect import decodable, letterbox, open_image
+    from .errors import DarkcfgError
+    net = model.net
+    if not heads_of(net):
+        raise DarkcfgError(f"{net.cfg.name}: detect_keypoints needs [keypoint] heads")
+    img = open_image(path)
+    x, (nw, nh) = letterbox(img, net.width, net.height)
+    with torch.no_grad():
+        raw = decodable(model(torch.from_numpy(x)[None].to(**model.placement())))
+    kps = decode(raw, net, thresh=thresh, top_k=top_k)[0]
+    w, h = img.size
+    x0, y0 = (net.width - nw) / 2, (net.height - nh) / 2     # darknet's correct_yolo_boxes
+    for k in kps:
+        k.x = min(max((k.x - x0) / nw * w, 0.0), float(w))
+        k.y = min(max((k.y - y0) / nh * h, 0.0), float(h))
+    return kps, img
+
+
+def draw_points(img, points: list, names: list | None, dst: str) -> None:
+    """Draw each keypoint (a filled disc, a ring and its class name and score beside it) on a
+    copy of the Pillow image ``img``; write it to ``dst`` atomically (format from the name)."""
+    from PIL import ImageDraw
+    from .detect import _format_of
+    from .io import atomic_output
+    img = img.copy()
+    pen = ImageDraw.Draw(img)
+    r = max(2, min(img.size) // 100)
+    for k in points:
+        hue = (k.cls * 67) % 255
+        color = (hue, 255 - hue, (hue * 3) % 255)
+        pen.ellipse((k.x - r, k.y - r, k.x + r, k.y + r), fill=color)
+        pen.ellipse((k.x - 2 * r, k.y - 2 * r, k.x + 2 * r, k.y + 2 * r), outline=color)
+        label = f"{names[k.cls] if names and k.cls < len(names) else k.cls} {k.score:.2f}"
+        pen.text((k.x + 2 * r + 1, k.y - 2 * r), label, fill=color)
+    with atomic_output(dst) as tmp:
+        img.save(tmp, format=_format_of(dst))

@@ -25,6 +25,7 @@ Then :func:`darkcfg.evaluate.darknet_map` on the lot.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -353,8 +354,7 @@ def _heads(model):
 
 
 def model_classes(model) -> int:
-    heads = [l for l in model.net.layers if l.type in LAYER_TYPE]
-    return heads[-1].opts["classes"] if heads else 0
+    return _classes_of(model.net) or 0
 
 
 def collect(model, image_paths, *, num_classes=None, letter_box=None, batch: int = 8,
@@ -423,11 +423,136 @@ def _run(model, out, truth, heads, batch, letter_box, resize, kind, beta, bar):
 def evaluate_model(model, image_paths, *, num_classes=None, iou_thresh: float = 0.5,
                    thresh: float = 0.25, points: int = 0, letter_box=None, batch: int = 8,
                    progress: bool = False, names=None, resize: str = "darknet"):
-    """darknet's ``detector map`` of ``model`` over ``image_paths`` -> evaluate.MapResult."""
+    """darknet's ``detector map`` of ``model`` over ``image_paths`` -> evaluate.MapResult; for a
+    [keypoint] model :func:`evaluate_keypoints` (``iou_thresh`` unused, the default radius) ->
+    evaluate.KeypointResult (its ``.map`` is what training's -map follows)."""
+    if is_keypoint(model.net):
+        return evaluate_keypoints(model, image_paths, num_classes=num_classes, thresh=thresh,
+                                  points=points, letter_box=letter_box, batch=batch,
+                                  progress=progress, names=names, resize=resize)
     got = collect(model, image_paths, num_classes=num_classes, letter_box=letter_box,
                   batch=batch, progress=progress, resize=resize)
     return E.darknet_map(got.dets, got.gts, num_classes or model_classes(model),
                          iou_thresh=iou_thresh, thresh=thresh, points=points, names=names)
+
+
+# ----- keypoint models ---------------------------------------------------------------------------
+#
+# A [keypoint] model is scored by evaluate.keypoint_map in network-input pixels (the image as
+# the network sees it, after the resize or letterbox): predictions are keypoint.decode's
+# positions as they are, and each label line's centre (a keypoint line's point, a box line's
+# centre, as training uses them) is moved into the input the way prepare() moved the image.
+
+def is_keypoint(net) -> bool:
+    return any(l.type == "keypoint" for l in net.layers)
+
+
+def default_radius(net) -> float:
+    """The default match radius: one stride of the finest [keypoint] head, in input pixels
+    (8 for yolo_kp.cfg at 416: the size of one cell of the level that places points best)."""
+    from . import keypoint as K
+    heads = K.heads_of(net)
+    if not heads:
+        raise DarkcfgError(f"{net.cfg.path or '<cfg>'}: no [keypoint] layer")
+    return float(min(net.width / l.input[0] for l in heads))
+
+
+def points_to_input(rows: np.ndarray, img_size: tuple, net_size: tuple,
+                    letter_box: bool) -> np.ndarray:
+    """Label rows [class, cx, cy, w, h] (normalized to the image) -> (n, 3) [x, y, class] in
+    network-input pixels: scaled to the input, or into the letterbox's embedded image."""
+    (iw, ih), (w, h) = img_size, net_size
+    if letter_box:
+        nw, nh = letterbox_size(iw, ih, w, h)
+        x0, y0 = (w - nw) // 2, (h - nh) // 2
+    else:
+        nw, nh, x0, y0 = w, h, 0, 0
+    return np.c_[x0 + rows[:, 1].astype(np.float64) * nw, y0 + rows[:, 2].astype(np.float64) * nh,
+                 rows[:, 0].astype(np.float64)]
+
+
+def keypoint_rows(kps: list) -> np.ndarray:
+    """keypoint.decode's Keypoints of one image -> (k, 4) [x, y, score, class]."""
+    return np.array([(k.x, k.y, k.score, k.cls) for k in kps], np.float64).reshape(-1, 4)
+
+
+def collect_keypoints(model, image_paths, *, num_classes=None, letter_box=None, batch: int = 8,
+                      progress: bool = False, resize: str = "darknet",
+                      thresh: float = DETECTION_THRESH, top_k: int = 100) -> Collected:
+    """Run a [keypoint] ``model`` over ``image_paths`` -> :class:`Collected` whose ``dets`` are
+    (k, 4) [x, y, score, class] (keypoint.decode above ``thresh``, ``top_k`` per level) and
+    ``gts`` (n, 3) [x, y, class], both in network-input pixels."""
+    import torch
+    from . import keypoint as K
+    net = model.net
+    where = net.cfg.path or "<cfg>"
+    if not is_keypoint(net):
+        raise DarkcfgError(f"{where}: no [keypoint] layer")
+    classes = _classes_of(net)
+    if num_classes is not None and num_classes != classes:
+        raise DarkcfgError(f"{where}: the model has {classes} classes, {num_classes} asked for")
+    if letter_box is None:
+        letter_box = cfg_letter_box(net)[0]
+    if batch < 1:
+        raise DarkcfgError(f"batch must be at least 1, got {batch}")
+    if net.channels != 3:
+        raise DarkcfgError(f"{where}: channels={net.channels}: map reads RGB images (channels=3)")
+    if resize not in RESIZERS:
+        raise ValueError(f"resize must be one of {', '.join(RESIZERS)}, got {resize!r}")
+    out = Collected(list(image_paths), [], [], [], bool(letter_box))
+    truth = [read_truth(p, classes) for p in out.paths]      # label errors before any work
+    size = (net.width, net.height)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(out.paths), unit="img", desc="map", leave=False)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(out.paths), batch):
+            paths = out.paths[start:start + batch]
+            images = [D.load_image(p) for p in paths]
+            sizes = [(im.shape[1], im.shape[0]) for im in images]
+            x = np.stack([prepare(im, size[0], size[1], letter_box, resize) for im in images])
+            with torch.no_grad():
+                raw = [r.float() for r in model(torch.from_numpy(x).to(**model.placement()))]
+                found = K.decode(raw, net, thresh=thresh, top_k=top_k)
+            for i, kps in enumerate(found):
+                out.dets.append(keypoint_rows(kps))
+                out.gts.append(points_to_input(truth[start + i], sizes[i], size, letter_box))
+                out.sizes.append(sizes[i])
+            if bar is not None:
+                bar.update(len(paths))
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+    return out
+
+
+def evaluate_keypoints(model, image_paths, *, num_classes=None, radius=None,
+                       thresh: float = 0.25, points: int = 0, letter_box=None, batch: int = 8,
+                       progress: bool = False, names=None, resize: str = "darknet"):
+    """The keypoint metric of ``model`` over ``image_paths`` -> evaluate.KeypointResult;
+    ``radius`` in input pixels (default :func:`default_radius`)."""
+    radius = default_radius(model.net) if radius is None else radius
+    got = collect_keypoints(model, image_paths, num_classes=num_classes, letter_box=letter_box,
+                            batch=batch, progress=progress, resize=resize)
+    return E.keypoint_map(got.dets, got.gts, num_classes or model_classes(model), radius=radius,
+                          thresh=thresh, points=points, names=names)
+
+
+def save_keypoints(path: str, dets: list, image_ids: list, force: bool = True) -> int:
+    """Keypoint predictions as a json list of {image_id, category_id, x, y, score} (input
+    pixels), written atomically; returns the number written."""
+    from .io import atomic_output
+    rows = [{"image_id": int(i), "category_id": int(c), "x": round(float(x), 3),
+             "y": round(float(y), 3), "score": round(float(s), 5)}
+            for i, d in zip(image_ids, dets) for x, y, s, c in d]
+    with atomic_output(path, force) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(rows, f)
+    return len(rows)
 
 
 # ----- from files ---------------------------------------------------------------------------------
@@ -464,7 +589,7 @@ def load_model(cfg, weights, device=None):
 
 
 def _classes_of(net) -> int | None:
-    heads = [l for l in net.layers if l.type in LAYER_TYPE]
+    heads = [l for l in net.layers if l.type in LAYER_TYPE or l.type == "keypoint"]
     return heads[-1].opts["classes"] if heads else None
 
 
@@ -528,13 +653,27 @@ def coco_image_ids(paths: list) -> list:
 def main_map(data_path: str, cfg, weights, *, thresh: float = 0.25, iou_thresh: float = 0.5,
              points: int = 0, letter_box: bool = False, as_json: bool = False,
              coco: bool = False, save_detections: str | None = None, plot: str | None = None,
-             batch: int = 8, device=None, progress: bool = True, force: bool = True) -> str:
+             batch: int = 8, device=None, progress: bool = True, force: bool = True,
+             radius: float | None = None) -> str:
     """Everything ``darkcfg map`` does but parsing arguments: returns the text to print
-    (darknet's lines, then COCO's summary with ``coco``; or one JSON document)."""
+    (darknet's lines, then COCO's summary with ``coco``; or one JSON document).  A [keypoint]
+    cfg is scored by :func:`main_map_keypoints` (``radius``: the match radius in input
+    pixels, default one stride of the finest head)."""
     if points < 0 or points == 1:
         raise DarkcfgError(f"--points must be 0 (area under the curve) or at least 2, got "
                            f"{points}")
+    if radius is not None and not (radius > 0 and math.isfinite(radius)):
+        raise DarkcfgError(f"--radius must be a positive number of pixels, got {radius}")
     s = setup(data_path, cfg, weights, letter_box=True if letter_box else None, device=device)
+    if is_keypoint(s.model.net):
+        if coco:
+            raise DarkcfgError("--coco scores boxes; a [keypoint] model has points (drop --coco)")
+        return main_map_keypoints(s, thresh=thresh, points=points, radius=radius,
+                                  as_json=as_json, save_detections=save_detections, plot=plot,
+                                  batch=batch, progress=progress, force=force)
+    if radius is not None:
+        raise DarkcfgError("--radius is the match radius of a [keypoint] model; this cfg has "
+                           "box heads (use --iou-thresh)")
     got = collect(s.model, s.paths, num_classes=s.classes, letter_box=s.letter_box, batch=batch,
                   progress=progress)
     r = E.darknet_map(got.dets, got.gts, s.classes, iou_thresh=iou_thresh, thresh=thresh,
@@ -572,6 +711,40 @@ def main_map(data_path: str, cfg, weights, *, thresh: float = 0.25, iou_thresh: 
         text.append("\nCOCO (pycocotools, same detections):\n" + extra["coco"]["text"])
     if "detections_file" in extra:
         text.append(f"wrote {extra['detections_file']['detections']} detections to "
+                    f"{save_detections}\n")
+    if "plots" in extra:
+        text.append(f"wrote {len(extra['plots'])} plots to {plot}\n")
+    return "".join(text)
+
+
+def main_map_keypoints(s: MapSetup, *, thresh: float, points: int, radius, as_json: bool,
+                       save_detections, plot, batch: int, progress: bool, force: bool) -> str:
+    """main_map for a [keypoint] model (``s`` from :func:`setup`)."""
+    radius = default_radius(s.model.net) if radius is None else float(radius)
+    got = collect_keypoints(s.model, s.paths, num_classes=s.classes, letter_box=s.letter_box,
+                            batch=batch, progress=progress)
+    r = E.keypoint_map(got.dets, got.gts, s.classes, radius=radius, thresh=thresh,
+                       points=points, names=s.names)
+    extra = {}
+    if save_detections:
+        n = save_keypoints(save_detections, got.dets, coco_image_ids(got.paths), force=force)
+        extra["detections_file"] = {"path": save_detections, "detections": n}
+    if plot:
+        os.makedirs(plot, exist_ok=True)
+        extra["plots"] = E.plot_pr(r, plot, s.names)
+    if as_json:
+        doc = {"images": len(got.paths), "letter_box": s.letter_box, "notes": s.notes,
+               "keypoints": r.as_dict(s.names)}
+        doc.update(extra)
+        return json.dumps(doc, indent=1)
+    from . import keypoint as K
+    text = ["\n calculation mAP (mean average precision) of keypoints...\n"]
+    text += [f" Keypoint layer: {l.index} - stride {s.model.net.width / l.input[0]:g} \n"
+             for l in K.heads_of(s.model.net)]
+    text.append(r.format(s.names))
+    text += [f"note: {n}\n" for n in s.notes]
+    if "detections_file" in extra:
+        text.append(f"wrote {extra['detections_file']['detections']} keypoints to "
                     f"{save_detections}\n")
     if "plots" in extra:
         text.append(f"wrote {len(extra['plots'])} plots to {plot}\n")
