@@ -355,6 +355,12 @@ def _match_points(det, det_img, det_cls, gt, gt_img, gt_cls, radius, rank):
     return matched, dist
 
 
+def _px(x, units: str) -> str:
+    """A localisation error: '1.23 px', or 'n/a' without any match."""
+    x = float(x)
+    return "n/a" if x != x else f"{x:.2f} {units}"
+
+
 @dataclass
 class KeypointResult:
     """:func:`keypoint_map`'s figures.  ``ap``, ``tp``, ``fp``, ``gt``, ``detections`` per class;
@@ -397,16 +403,16 @@ class KeypointResult:
                f"{self.unique_truth_count}  \n"]
         for i in range(self.num_classes):
             out.append("class_id = %d, name = %s, ap = %2.2f%%   \t (TP = %d, FP = %d, "
-                       "error = %s %s) \n" % (i, self._name(i, names), self.ap[i] * 100,
-                                              self.tp[i], self.fp[i],
-                                              _c("%.2f", self.class_loc_error[i]), self.units))
+                       "error = %s) \n" % (i, self._name(i, names), self.ap[i] * 100,
+                                           self.tp[i], self.fp[i],
+                                           _px(self.class_loc_error[i], self.units)))
         t = self.thresh
         out.append("\n for conf_thresh = %1.2f, precision = %s, recall = %s, F1-score = %s \n"
                    % (t, _c("%1.2f", self.precision), _c("%1.2f", self.recall),
                       _c("%1.2f", self.f1)))
         out.append(" for conf_thresh = %0.2f, TP = %d, FP = %d, FN = %d, mean localisation "
-                   "error = %s %s \n" % (t, self.total_tp, self.total_fp, self.total_fn,
-                                         _c("%.2f", self.loc_error), self.units))
+                   "error = %s \n" % (t, self.total_tp, self.total_fp, self.total_fn,
+                                      _px(self.loc_error, self.units)))
         out.append(f"\n match radius = {self.radius:g} {self.units}, ")
         out.append(f"used {self.points} Recall-points \n" if self.points
                    else "used Area-Under-Curve for each unique Recall \n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -204,3 +205,34 @@ def test_encode_rejects_what_it_cannot_place(pts, cls, words):
     from darkcfg.errors import DarkcfgError
     with pytest.raises(DarkcfgError, match=re.escape(words)):
         K.encode([torch.tensor(pts)], [torch.tensor(cls)], (4, 4), 3, sigma=1.0)
+
+
+# --- detect: points back in the image, drawn -------------------------------------------------------
+
+def test_detect_keypoints_maps_back_and_draws(tmp_path):
+    """A 128x64 image letterboxed into 64x64 (64x32 at y 16): a head output with keypoints at
+    input (16, 32) class 0 and (50, 20) class 2 gives image points (32, 32) and (100, 8); the
+    drawing has each point's class colour at its place."""
+    from PIL import Image
+    model = darkcfg.build_model(small("shared"))
+    t = K.encode([torch.tensor([[16 / 64, 32 / 64], [50 / 64, 20 / 64]])],
+                 [torch.tensor([0, 2])], (16, 16), 3, sigma=1.0)
+    model.forward = lambda x: [K.raw_from_targets(t).float()]
+    src = tmp_path / "a.png"
+    Image.new("RGB", (128, 64), (0, 0, 0)).save(src)
+    kps, img = K.detect_keypoints(model, str(src), thresh=0.5)
+    got = sorted((k.cls, round(k.x, 3), round(k.y, 3)) for k in kps)
+    assert got == [(0, 32.0, 32.0), (2, 100.0, 8.0)]
+    K.draw_points(img, kps, ["dot", "ring", "star"], str(tmp_path / "out.png"))
+    out = np.asarray(Image.open(tmp_path / "out.png").convert("RGB"))
+    for k in kps:
+        hue = (k.cls * 67) % 255
+        assert tuple(out[int(k.y), int(k.x)]) == (hue, 255 - hue, (hue * 3) % 255)
+    assert out.shape == (64, 128, 3) and (out[50:, :20] == 0).all()    # the rest untouched
+
+
+def test_detect_keypoints_refuses_a_box_model():
+    from darkcfg.errors import DarkcfgError
+    model = darkcfg.build_model(os.path.join(CFGS, "yolov3-tiny.cfg"), width=64, height=64)
+    with pytest.raises(DarkcfgError, match=r"needs \[keypoint\] heads"):
+        K.detect_keypoints(model, "nothing.png")

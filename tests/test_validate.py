@@ -319,3 +319,147 @@ def test_region_heads_yolov2(tmp_path):
     assert d[2, :4] == pytest.approx([6, 6, 26, 26], abs=1e-4)
     r = V.evaluate_model(model, [p])
     assert (r.total_tp, r.total_fp, r.ap.tolist()) == (0, 2, [1.0, 0.0])
+
+
+# ----- keypoint models: the head's output set by hand ---------------------------------------------
+
+KP_CFG = """[net]
+width=64
+height=64
+channels=3
+{net_extra}
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=4
+pad=1
+activation=leaky
+[keypoint]
+classes=2
+head=shared
+"""
+
+
+def kp_model(tmp_path, net_extra=""):
+    path = tmp_path / "kp.cfg"
+    path.write_text(KP_CFG.format(net_extra=net_extra))
+    return darkcfg.build_model(str(path)), str(path)
+
+
+def kp_images(tmp_path):
+    """Three images with labels; the points in each image's pixels: a keypoint line, a box line
+    (its centre is the point), none."""
+    specs = [((128, 64), ["0 0.25 0.5", "1 0.75 0.25"]),
+             ((64, 64), ["1 0.5 0.5 0.2 0.4"]),                    # a box: its centre
+             ((50, 100), [])]
+    paths = []
+    for i, ((w, h), lines) in enumerate(specs):
+        p = tmp_path / f"k{i}.png"
+        cv2.imwrite(str(p), np.full((h, w, 3), 90, np.uint8))
+        (tmp_path / f"k{i}.txt").write_text("".join(l + "\n" for l in lines))
+        paths.append(str(p))
+    return paths
+
+
+def fake_head(model, points_per_call, shift=(0.0, 0.0)):
+    """Make ``model`` output, at its n-th call, keypoints at points_per_call[n] (input pixels
+    (x, y, class), moved by ``shift``) - keypoint.raw_from_targets of their targets."""
+    from darkcfg import keypoint as K
+    calls = iter(points_per_call)
+
+    def forward(x):
+        pts, cls = [], []
+        for p in next(calls):
+            p = np.asarray(p, np.float64).reshape(-1, 3)
+            pts.append(torch.tensor((p[:, :2] + shift) / 64))
+            cls.append(torch.tensor(p[:, 2], dtype=torch.long))
+        t = K.encode(pts, cls, (16, 16), 2, sigma=1.0)
+        return [K.raw_from_targets(t).float()]
+    model.forward = forward
+    return model
+
+
+# the gts in input pixels, by hand: image 0 (128x64) resized to 64x64: x * 64, y * 64;
+# letterboxed: 64x32 embedded at y0 = 16
+STRETCHED = [[(16, 32, 0), (48, 16, 1)], [(32, 32, 1)], []]
+LETTERBOXED = [[(16, 16 + 16, 0), (48, 16 + 8, 1)], [(32, 32, 1)], []]
+
+
+@pytest.mark.parametrize("net_extra, truth", [("", STRETCHED), ("letter_box=1", LETTERBOXED)])
+def test_keypoint_ground_truth_in_input_pixels(tmp_path, net_extra, truth):
+    model, _ = kp_model(tmp_path, net_extra)
+    paths = kp_images(tmp_path)
+    got = V.collect_keypoints(fake_head(model, [[t] for t in truth]), paths, batch=1)
+    for g, t in zip(got.gts, truth):
+        np.testing.assert_allclose(g, np.asarray(t, float).reshape(-1, 3), atol=1e-9)
+    # the predictions are decode's positions, here the same points
+    for d, t in zip(got.dets, truth):
+        np.testing.assert_allclose(d[:, [0, 1, 3]][np.lexsort((d[:, 1], d[:, 0]))],
+                                   np.asarray(sorted(t), float).reshape(-1, 3), atol=1e-4)
+    if truth is LETTERBOXED:                      # 50x100 letterboxed: 32x64 at x0 = 16
+        np.testing.assert_allclose(V.points_to_input(np.array([[0, .5, .25, 0, 0]]), (50, 100),
+                                                     (64, 64), True), [[16 + 16, 16, 0]])
+
+
+def test_keypoint_metric_of_a_model_by_hand(tmp_path):
+    """Every prediction 1 px right of its gt: all match within the default radius (one stride,
+    4 px) with error 1; within 0.5 px none does."""
+    paths = kp_images(tmp_path)
+    model, _ = kp_model(tmp_path)
+    assert V.default_radius(model.net) == 4
+    r = V.evaluate_keypoints(fake_head(model, [STRETCHED], shift=(1, 0)), paths)
+    assert r.map == 1.0 and (r.total_tp, r.total_fp, r.total_fn) == (3, 0, 0)
+    assert r.loc_error == pytest.approx(1.0, abs=1e-4) and r.radius == 4
+    model, _ = kp_model(tmp_path)
+    r = V.evaluate_keypoints(fake_head(model, [STRETCHED], shift=(1, 0)), paths, radius=0.5)
+    assert r.map == 0.0 and r.total_fp == 3
+    # evaluate_model (what training's -map calls) gives the same for a keypoint model
+    model, _ = kp_model(tmp_path)
+    r2 = V.evaluate_model(fake_head(model, [STRETCHED], shift=(1, 0)), paths)
+    assert r2.map == 1.0
+
+
+def test_keypoint_main_map_text_json_plots(tmp_path, monkeypatch):
+    paths = kp_images(tmp_path)
+    model, cfg = kp_model(tmp_path)
+    (tmp_path / "v.txt").write_text("\n".join(paths) + "\n")
+    (tmp_path / "n.names").write_text("dot\ncross\n")
+    data = tmp_path / "kp.data"
+    data.write_text(f"classes=2\nvalid={tmp_path}/v.txt\nnames={tmp_path}/n.names\n")
+
+    def loaded(*a, **k):
+        m, _ = kp_model(tmp_path)
+        return fake_head(m, [STRETCHED], shift=(0, 2))
+    monkeypatch.setattr(V, "load_model", loaded)
+    text = V.main_map(str(data), cfg, "x.pt", progress=False)
+    assert "class_id = 0, name = dot, ap = 100.00%" in text
+    assert "mean localisation error = 2.00 px" in text and "mAP@4px) = 1.000000" in text
+    text = V.main_map(str(data), cfg, "x.pt", progress=False, radius=1.5)
+    assert "mAP@1.5px) = 0.000000" in text
+    doc = json.loads(V.main_map(str(data), cfg, "x.pt", progress=False, as_json=True,
+                                plot=str(tmp_path / "plots"),
+                                save_detections=str(tmp_path / "kp.json")))
+    assert doc["keypoints"]["map"] == 1.0 and doc["keypoints"]["radius"] == 4
+    assert doc["detections_file"]["detections"] == 3
+    saved = json.loads((tmp_path / "kp.json").read_text())
+    assert sorted((d["x"], d["y"]) for d in saved) == pytest.approx(
+        [(16, 34), (32, 34), (48, 18)], abs=1e-3)
+    assert os.path.exists(tmp_path / "plots" / "pr_curve.png")
+    with pytest.raises(DarkcfgError, match="--coco scores boxes"):
+        V.main_map(str(data), cfg, "x.pt", progress=False, coco=True)
+    with pytest.raises(DarkcfgError, match="--radius must be a positive"):
+        V.main_map(str(data), cfg, "x.pt", progress=False, radius=-1)
+
+
+def test_radius_on_a_box_cfg_is_refused(tmp_path):
+    model, _ = make_model(tmp_path)
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.zeros((32, 32, 3), np.uint8))
+    (tmp_path / "l.txt").write_text(f"{img}\n")
+    (tmp_path / "b.data").write_text(f"classes=2\nvalid={tmp_path}/l.txt\n")
+    pt = tmp_path / "m.pt"
+    from darkcfg import weights as W
+    W.save_pt(model, str(pt))
+    with pytest.raises(DarkcfgError, match="--radius is the match radius of a \\[keypoint\\]"):
+        V.main_map(str(tmp_path / "b.data"), None, str(pt), progress=False, radius=4)
