@@ -141,11 +141,13 @@ def cpu_features(flags: set | None = None) -> list:
 def auto_dtype(device=None, flags: set | None = None):
     """(torch dtype, why) that ``dtype="auto"`` picks for ``device`` (default cpu).
 
-    bfloat16 where measured faster (bench/forward.py): a CPU with AMX (a Xeon: yolov3 at 416
-    3.7x faster than float32) or AVX512_BF16 (an AMD EPYC: 2.2x on yolov3, 3.5x on
-    yolov3-tiny); a CUDA GPU of compute capability >= 8.0 (Ampere and later: bf16 tensor
-    cores).  float32 elsewhere: an older CPU has no bf16 arithmetic (oneDNN emulates it,
-    slower than float32), MPS and other devices were never measured."""
+    bfloat16 where measured faster (bench/forward.py, 416x416, the fused channels_last model in
+    bf16 against the same in float32): a CPU with AVX512_BF16 (this project's 2-core AMD
+    EPYC: yolov3 2.0x at batch 1, 2.4x at batch 8; yolov3-tiny 1.7x and 2.4x) or AMX (the
+    2-core Xeon of issue #15: yolov3 3.7x at batch 1); a CUDA GPU of compute capability >= 8.0
+    (Ampere and later: bf16 tensor cores; not measured here, no GPU was lent).  float32
+    elsewhere: a CPU without those instructions has no bf16 dot products (oneDNN emulates
+    them, slower than float32); MPS, ARM and other devices were never measured."""
     import torch
     dev = torch.device(device or "cpu")
     if dev.type == "cpu":
