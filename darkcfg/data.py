@@ -566,6 +566,9 @@ def _check_split(rep, d, name, net, keypoints, decode, pool, seen):
             stats.per_class[int(k)] = stats.per_class.get(int(k), 0) + 1
         if net is not None and not keypoints:
             sizes.append(rows[~pts, 3:5].astype(np.float64) * (net.width, net.height))
+    if keypoints and stats.boxes:
+        rep.warnings.append(f"{name}: {_n(stats.boxes, 'box line')} with a [keypoint] cfg: each "
+                            f"trains (and is scored) as its centre")
     if sizes and len(np.concatenate(sizes)):
         wh = np.concatenate(sizes)
         stats.sizes = {"w": _spread(wh[:, 0]), "h": _spread(wh[:, 1])}

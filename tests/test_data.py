@@ -440,3 +440,67 @@ def test_check_missing_list_and_folder_split(tmp_path):
     assert rep.errors == [f"{data}:2: valid=nowhere.txt: no such list file or folder"]
     rep = D.check(write(d / "g.data", "classes=1\n"))
     assert rep.errors == [f"{d}/g.data: no 'train=' list"]
+
+
+KP_CFG = TINY_CFG.replace("[yolo]", "[keypoint]").replace("mask=0,1,2\n", "").replace(
+    "anchors=10,14, 23,27, 37,58\n", "").replace("num=3\n", "").replace("filters=21", "filters=8")
+
+
+def test_check_a_keypoint_set(tmp_path):
+    d = tmp_path / "kp"
+    jpeg(d / "a.jpg")
+    write(d / "a.txt", "0 0.5 0.5\n1 0.25 0.75\n1 0.5 0.5 0.2 0.2\n")
+    jpeg(d / "b.jpg")
+    write(d / "b.txt", "2 0.5 0.5\n0 1.5 0.5\n")
+    write(d / "list.txt", "a.jpg\nb.jpg\n")
+    data = write(d / "kp.data", "train=list.txt\nclasses=2\n")
+    cfg = write(tmp_path / "kp.cfg", KP_CFG)
+    rep = D.check(data, cfg)
+    assert sorted(rep.errors) == [
+        f"{d}/b.txt:1: class 2 is outside 0..1 (the cfg's last [keypoint])",
+        f"{d}/b.txt:2: x=1.5 is outside [0, 1]: '0 1.5 0.5'"]
+    (train, _) = rep.splits
+    assert (train.points, train.boxes) == (2, 1)
+    assert "train: 1 box line with a [keypoint] cfg: each trains (and is scored) as its centre" \
+        in rep.warnings
+    assert "2 keypoints" in rep.format()
+
+
+def test_loader_keypoints_sit_on_their_dots_through_mosaic_jitter_and_flip(tmp_path):
+    """The real loader on a keypoint cfg with mosaic, jitter and flip:
+    every point of every batch is on a dot of its class's colour in the batch image."""
+    from darkcfg import shapes
+    rng = np.random.default_rng(3)
+    paths = []
+    yy, xx = np.mgrid[0:72, 0:96] + 0.5
+    for i in range(6):
+        img = np.full((72, 96, 3), 20.0)
+        lines = []
+        for c in range(2):
+            x, y = rng.uniform(6, 90), rng.uniform(6, 66)
+            img[:, :, c] += 235 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5 ** 2))
+            lines.append(f"{c} {x / 96:.7f} {y / 72:.7f}")
+        p = tmp_path / f"{i}.png"
+        cv2.imwrite(str(p), np.clip(np.rint(img), 0, 255).astype(np.uint8)[:, :, ::-1])
+        write(tmp_path / f"{i}.txt", "\n".join(lines) + "\n")
+        paths.append(str(p))
+    # (with [keypoint] resize=1.5 on top, 2 of 39 points land off their dots in a mosaic:
+    # an open bug in the mosaic shifts of a padded crop, see the H16 report)
+    cfg = KP_CFG.replace("channels=3", "channels=3\nmosaic=1\nflip=1")
+    loader = D.TrainLoader(paths, shapes.network(cfg), mini_batch=4, subdivisions=1, seed=1)
+    checked = 0
+    for _ in range(4):
+        b = next(loader)
+        w, h = b.size
+        for img, pts, cls in zip(b.images, b.boxes, b.classes):
+            img = img.numpy()
+            for (x, y, bw, bh), c in zip(pts.tolist(), cls.tolist()):
+                assert bw == bh == 0
+                px, py = int(x * w), int(y * h)              # the pixel holding the point
+                win = img[c, max(0, py - 1):py + 2, max(0, px - 1):px + 2]
+                assert win.max() > 0.35, (c, x * w, y * h)   # on the dot (peak ~0.9-1.0)
+                other = img[1 - c, max(0, py - 1):py + 2, max(0, px - 1):px + 2]
+                assert other.max() < 0.35 or win.max() > other.max() - 0.5
+                checked += 1
+    loader.close()
+    assert checked > 10
