@@ -810,12 +810,15 @@ def data_demo(folder, n_train, n_valid, seed):
               help="Write precision-recall curves and a confusion matrix (PNGs) to this folder.")
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per forward pass.")
+@click.option("--radius", type=click.FloatRange(min=0, min_open=True),
+              help="[keypoint] cfgs: a point matches a gt of its class within this many input "
+                   "pixels (default: one stride of the finest head).")
 @click.option("--device", help="torch device: cpu, cuda, cuda:N, mps (default: cpu).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @FORCE
 def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
-         save_detections, plot, batch, device, as_json, quiet, force):
+         save_detections, plot, batch, radius, device, as_json, quiet, force):
     """mAP of WEIGHTS (.weights, .pt or .safetensors) for CFG on the valid list of DATA, as
     `darknet detector map DATA CFG WEIGHTS` computes and prints it: detection threshold .005,
     NMS .45 of the cfg's nms_kind, a line per class (ap, TP, FP), precision / recall / F1 and
@@ -832,6 +835,7 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
     text = V.main_map(data_file, cfg, weights, thresh=thresh, iou_thresh=iou_thresh,
                       points=points, letter_box=letter_box, as_json=as_json, coco=coco,
                       save_detections=save_detections, plot=plot, batch=batch, device=device,
+                      **({"radius": radius} if radius is not None else {}),
                       progress=not quiet and not as_json, force=force)
     click.echo(text, nl=not text.endswith("\n"))
 
