@@ -32,6 +32,7 @@ from .errors import CfgError, DarkcfgError
 F32 = np.float32
 POLICIES = ("constant", "step", "steps", "exp", "poly", "sigmoid", "random", "sgdr")
 BN_MOMENTUM = 0.01          # cudnnBatchNormalizationForwardTraining's exponentialAverageFactor
+DIST_TIMEOUT = 900.0        # s a rank waits for the others (rank 0's --map must fit in it)
 NAN_LIMIT = 5               # non-finite steps in a row before training stops
 
 
@@ -485,24 +486,61 @@ def _restore_buffers(model, saved) -> None:
             b.copy_(s)
 
 
-def step(model, opt, passes, subdivisions: int, loss_fn, device="cpu") -> tuple:
+def _autocast(device, amp):
+    import contextlib
+    import torch
+    if not amp:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype={"bf16": torch.bfloat16,
+                                                            "fp16": torch.float16}[amp])
+
+
+def _reduce_mean(values: list, device) -> list:
+    """The mean over the DDP ranks of a few floats (one all-reduce), so every rank takes the
+    same skip decision and rank 0 logs the global batch's loss."""
+    import torch
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return (t / dist.get_world_size()).tolist()
+
+
+def step(model, opt, passes, subdivisions: int, loss_fn, device="cpu", *, amp=None,
+         scaler=None, channels_last=False) -> tuple:
     """One iteration: forward/backward each of the ``subdivisions`` batches of ``passes``,
     accumulating gradients, then one optimizer step - unless the loss or a gradient is not
     finite, when the step is skipped and the batch-norm statistics are put back.
     ``loss_fn(outputs, batch) -> (loss averaged over the batch, parts)``.
     Returns (loss, parts, stepped), loss and parts averaged over the iteration's images."""
+    import contextlib
+    import torch
     opt.zero_grad(set_to_none=True)
     buffers = _bn_buffers(model)
     total, parts = 0.0, {}
+    ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
     try:
-        for b in passes:
-            outs = model(b.images.to(device, non_blocking=True))
-            loss, p = loss_fn(outs, b)
-            # the loss is the mean over this forward's mini images: L_s = (1/mini) sum_i L_i.
-            # darknet's update uses the mean gradient over all mini*S images,
-            # (1/(mini*S)) sum_i dL_i = sum_s (1/S) dL_s: each subdivision adds loss/S
-            # (TRAINING-FACTS 1.4: SGD on that mean gradient is darknet's update).
-            (loss / subdivisions).backward()
+        for s, b in enumerate(passes):
+            x = b.images.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            # gradients are all-reduced on the last subdivision only (DDP's no_sync)
+            sync = contextlib.nullcontext() if not ddp or s == subdivisions - 1 else \
+                model.no_sync()
+            with sync:
+                with _autocast(device, amp):
+                    outs = model(x)
+                loss, p = loss_fn([o.float() for o in outs] if amp else outs, b)
+                # the loss is the mean over this forward's images (mini/W of them under DDP
+                # with W ranks, the rank's share): L_rs = (W/mini) sum_{i in rank r} L_i.
+                # darknet's update uses the mean gradient over all mini*S images,
+                # (1/(mini*S)) sum_i dL_i = sum_s (1/S) (1/W) sum_r dL_rs: each rank adds
+                # loss/S and DDP's all-reduce divides the sum over ranks by W - exactly the
+                # mean over the GLOBAL batch (TRAINING-FACTS 1.4: SGD on that mean is
+                # darknet's update).  W = 1 without DDP.
+                scaled = loss / subdivisions
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
             total += float(loss.detach()) / subdivisions
             for name, v in p.items():
                 parts[name] = parts.get(name, 0.0) + float(v.detach()) / subdivisions
@@ -510,9 +548,23 @@ def step(model, opt, passes, subdivisions: int, loss_fn, device="cpu") -> tuple:
         _restore_buffers(model, buffers)     # a half iteration leaves nothing behind
         opt.zero_grad(set_to_none=True)
         raise
+    names = sorted(parts)
+    total, *vals = _reduce_mean([total] + [parts[n] for n in names], device)
+    parts = dict(zip(names, vals))
+    if scaler is not None:
+        scaler.unscale_(opt)
     if math.isfinite(total) and _grads_finite(model):
-        opt.step()
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
         return total, parts, True
+    if scaler is not None and math.isfinite(total):
+        scaler.step(opt)          # fp16 overflow: the scaler skips and lowers its scale
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        return total, parts, None  # skipped, but not a non-finite loss
     _restore_buffers(model, buffers)
     opt.zero_grad(set_to_none=True)
     return total, parts, False
@@ -523,7 +575,11 @@ class _Run:
     :meth:`loop` runs darknet's ``while (iteration < max_batches)``."""
 
     def __init__(self, folder, base, sched, model, opt, net, *, seed, assign, device,
-                 nan_limit=NAN_LIMIT):
+                 nan_limit=NAN_LIMIT, forward=None, amp=None, scaler=None,
+                 channels_last=False, master=True):
+        self.forward = forward if forward is not None else model   # DDP / compiled wrapper
+        self.amp, self.scaler, self.channels_last = amp, scaler, channels_last
+        self.master = master      # rank 0 (or no DDP): the only rank that writes files
         self.folder, self.base, self.sched = folder, base, sched
         self.model, self.opt, self.net = model, opt, net
         self.seed, self.assign, self.device, self.nan_limit = seed, assign, device, nan_limit
@@ -538,6 +594,8 @@ class _Run:
         """<cfg>_<tag>.weights with darknet's seen = iteration * mini * S."""
         from . import weights as W
         p = os.path.join(self.folder, f"{self.base}_{tag}.weights")
+        if not self.master:
+            return p
         W.save_darknet(self.model, p,
                        W.Header(seen=self.iteration * self.sched.images_per_iteration))
         return p
@@ -548,7 +606,11 @@ class _Run:
     def save_last(self, plot=False) -> None:
         self.files["last"] = self.weights("last")
         self.files["state"] = os.path.join(self.folder, f"{self.base}_last.state")
+        if not self.master:
+            return
         run = {k: getattr(self, k) for k in self.COUNTERS}
+        if self.scaler is not None:
+            run["scaler"] = self.scaler.state_dict()
         save_state(self.files["state"], self.model, self.opt,
                    {**run, "cfg": self.net.cfg.to_text()})
         self.results(plot)
@@ -559,11 +621,13 @@ class _Run:
             setattr(self, k, state[k])
         self.rows, self.saved = list(self.rows), list(self.saved)
         _set_rng_state(state["rng"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
     def results(self, plot=True) -> None:
         """results.csv at every save; results.png (about a second of matplotlib) at the
         <cfg>_<iteration>, _best and _final saves and on Ctrl-C."""
-        if self.rows:
+        if self.rows and self.master:
             self.files["csv"], png = write_results(self.rows, self.folder, self.base, plot)
             if png:
                 self.files["png"] = png
@@ -592,11 +656,14 @@ class _Run:
         for g in self.opt.param_groups:
             g["lr"] = lr * g["lr_scale"]
         S = self.sched.subdivisions
-        total, parts, ok = step(self.model, self.opt, (next(batches) for _ in range(S)), S,
+        total, parts, ok = step(self.forward, self.opt, (next(batches) for _ in range(S)), S,
                                 lambda outs, b: compute_loss(outs, b, self.model, self.assign),
-                                self.device)
-        self.bad_run = 0 if ok else self.bad_run + 1
-        if not ok:
+                                self.device, amp=self.amp, scaler=self.scaler,
+                                channels_last=self.channels_last)
+        if ok is None:              # fp16 overflow: the grad scaler skipped the update
+            self.skipped += 1
+        self.bad_run = 0 if ok or ok is None else self.bad_run + 1
+        if ok is False:
             self.skipped += 1
             if self.bad_run >= self.nan_limit:
                 self.stop_non_finite(k)
@@ -625,6 +692,9 @@ class _Run:
         """darknet's -map: at next_map (max(last + every, burn_in)) and at max_batches."""
         it = self.iteration
         if self.next_map is None or not (it >= self.next_map or it == self.sched.max_batches):
+            return
+        if not self.master:     # rank 0 evaluates; the others wait at the next all-reduce
+            self.next_map = max(it + self.map_every, self.sched.burn_in)
             return
         row["map"] = evaluate(self.model, self.valid, self.num_classes)
         best = self.best_map is None or row["map"] >= self.best_map
@@ -667,7 +737,7 @@ def _check_data(data_path, cfg_obj, splits) -> None:
                            + report.format(limit=20))
 
 
-def _make_loader(dc, net, sched, seed, start, workers, device):
+def _make_loader(dc, net, sched, seed, start, workers, device, rank=0, world_size=1):
     from . import data as D
     if dc.train is None:
         raise DarkcfgError(f"{dc.path}: no train= list")
@@ -675,6 +745,7 @@ def _make_loader(dc, net, sched, seed, start, workers, device):
     return D.TrainLoader(paths, net, mini_batch=sched.mini_batch,
                          subdivisions=sched.subdivisions, seed=seed, start_iteration=start,
                          workers=workers, pin_memory=str(device).startswith("cuda"),
+                         rank=rank, world_size=world_size,
                          max_batches=sched.max_batches)
 
 
@@ -724,7 +795,8 @@ def _check_classes(net, dc, data_path, cfg_name) -> int:
 def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, freeze=None,
           classes=None, assign="best_of_all", map=False, map_every=None, seed=0, workers=0,
           device="cpu", quiet=False, max_batches=None, loader=None, valid_paths=None,
-          callback=None, nan_limit=NAN_LIMIT, check_data=True) -> TrainResult:
+          callback=None, nan_limit=NAN_LIMIT, check_data=True, sync_bn=False, amp=None,
+          channels_last=False, compile=False, dist_timeout=DIST_TIMEOUT) -> TrainResult:
     """Train as ``darknet detector train DATA CFG [WEIGHTS]`` does; see the module docstring.
 
     * ``weights``: a .weights file (full, or a prefix such as darknet53.conv.74: the layers it
@@ -739,6 +811,14 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     * ``loader``: an iterator of batches to use instead of darkcfg.data's (tests); ``callback``:
       called as ``callback(iteration, model)`` after each iteration.
 
+    * Under ``torchrun`` (WORLD_SIZE in the environment): DistributedDataParallel, gloo on
+      CPU, NCCL on CUDA (``device`` cuda -> cuda:LOCAL_RANK); the cfg's batch is the GLOBAL
+      batch, each rank reading mini_batch/W images of every forward pass; rank 0 alone writes.
+      ``sync_bn``: SyncBatchNorm (CUDA only: PyTorch's SyncBatchNorm refuses CPU tensors).
+      ``dist_timeout``: seconds a rank waits for the others before it stops with an error.
+    * ``amp``: "bf16" or "fp16" autocast (fp16 with a grad scaler); ``channels_last``;
+      ``compile``: torch.compile of the model's training forward.
+
     Ctrl-C saves ``_last.weights`` and the state, then re-raises KeyboardInterrupt.
     """
     import torch
@@ -748,6 +828,72 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     if resume and (weights is not None or clear):
         raise DarkcfgError("--resume continues from the training state: give no WEIGHTS and "
                            "no --clear")
+    if amp not in (None, "bf16", "fp16"):
+        raise DarkcfgError(f"--amp must be bf16 or fp16, got {amp!r}")
+    rank, world, device = _init_distributed(device, dist_timeout)
+    try:
+        return _train(data_path, cfg, weights, out, clear, resume, freeze, classes, assign,
+                      map, map_every, seed, workers, device, quiet or rank > 0, max_batches,
+                      loader, valid_paths, callback, nan_limit, check_data, sync_bn, amp,
+                      channels_last, compile, rank, world, dist_timeout, t_start)
+    except RuntimeError as e:
+        if world > 1 and _is_comm_error(e):
+            raise DarkcfgError(
+                f"rank {rank} of {world}: lost contact with the other ranks ({_first_line(e)}); "
+                f"another rank died or stalled for over {dist_timeout:.0f} s: training "
+                f"stopped (rank 0's last _last.weights/.state are the newest; --resume "
+                f"continues)") from None
+        raise
+    finally:
+        _end_distributed(world)
+
+
+
+def _first_line(e) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+def _is_comm_error(e) -> bool:
+    import torch.distributed as dist
+    kinds = tuple(k for k in (getattr(dist, "DistError", None),) if k is not None)
+    text = str(e).lower()
+    return isinstance(e, kinds) or any(w in text for w in ("gloo", "nccl", "connection",
+                                                           "timed out", "timeout", "peer"))
+
+
+def _init_distributed(device, timeout):
+    """torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) -> one process
+    group: gloo on CPU, NCCL on CUDA, each CUDA rank on cuda:LOCAL_RANK.  Returns (rank,
+    world size, device); (0, 1, device) outside torchrun."""
+    import datetime
+    import torch.distributed as dist
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or "RANK" not in os.environ:
+        return 0, 1, device
+    dev = _device(device)
+    if dev.type == "cuda":
+        dev = _device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+        import torch
+        torch.cuda.set_device(dev)
+    elif dev.type != "cpu":
+        raise DarkcfgError(f"--device {device}: DDP runs on cpu (gloo) or cuda (NCCL)")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=timeout))
+    return dist.get_rank(), dist.get_world_size(), str(dev)
+
+
+def _end_distributed(world) -> None:
+    import torch.distributed as dist
+    if world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _train(data_path, cfg, weights, out, clear, resume, freeze, classes, assign, map,
+           map_every, seed, workers, device, quiet, max_batches, loader, valid_paths,
+           callback, nan_limit, check_data, sync_bn, amp, channels_last, compile, rank,
+           world, dist_timeout, t_start):
+    import torch
     dc = _read_data(data_path)
     src_cfg = _load_cfg(cfg)
     cfg_obj = cfgmod.rewrite(src_cfg, classes=classes) if classes else src_cfg
@@ -762,6 +908,11 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
         raise net.cfg.net.error(f"batch={sched.batch} subdivisions={sched.subdivisions} trains "
                                 f"on one image per iteration (darknet refuses it too): set e.g. "
                                 f"batch=64 subdivisions=16", "batch")
+    if sched.mini_batch % world:
+        raise net.cfg.net.error(
+            f"batch={sched.batch} subdivisions={sched.subdivisions}: the forward pass of "
+            f"{sched.mini_batch} images does not split over {world} ranks: make "
+            f"batch/subdivisions a multiple of {world}", "batch")
     if check_data and loader is None:
         _check_data(data_path, cfg_obj, ("train", "valid") if map and dc.valid else ("train",))
     folder = out or (dc.resolve("backup") if dc.backup else "backup")
@@ -776,19 +927,35 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     if freeze:
         model.freeze(freeze)
     dev = _device(device)
+    if sync_bn and world > 1:
+        if dev.type != "cuda":
+            raise DarkcfgError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm refuses CPU "
+                               "tensors (without it each rank's batch norms see its share)")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     set_bn_training(model)
     model.train()
     opt = make_optimizer(model, sched)
+    forward = model
+    if world > 1:
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if compile:
+        forward = torch.compile(forward)
+    scaler = torch.amp.GradScaler(dev.type) if amp == "fp16" else None
     run = _Run(folder, base, sched, model, opt, net, seed=seed, assign=assign, device=dev,
-               nan_limit=nan_limit)
+               nan_limit=nan_limit, forward=forward, amp=amp, scaler=scaler,
+               channels_last=channels_last, master=rank == 0)
     run.iteration = run.iter_save = run.iter_save_last = iteration
     run.saveweights = int(dc.options.get("saveweights", 1000 if sched.max_batches < 10000
                                          else 10000))
     run.savelast = int(dc.options.get("savelast", 100))
     if classes:        # the weights belong to the rewritten cfg: keep it beside them
         run.files["cfg"] = os.path.join(folder, f"{base}_train.cfg")
-        cfgmod.save(cfg_obj, run.files["cfg"])
+        if rank == 0:
+            cfgmod.save(cfg_obj, run.files["cfg"])
     if state is not None:
         run.restore(state)
     if run.iteration >= sched.max_batches:
@@ -798,7 +965,7 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
         run.files["final"] = run.weights("final")
         return _result(run, t_start)
     if loader is None:
-        loader = _make_loader(dc, net, sched, run.seed, run.iteration, workers, dev)
+        loader = _make_loader(dc, net, sched, run.seed, run.iteration, workers, dev, rank, world)
     if map:
         _setup_map(run, valid_paths or _valid_paths(data_path), map_every, num_classes,
                    len(getattr(getattr(loader, "samples", None), "paths", ())), state)

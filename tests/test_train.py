@@ -728,3 +728,22 @@ def test_a_layers_learning_rate_scales_its_groups():
     decayed = {id(p) for g in groups if g["weight_decay"] for p in g["params"]}
     assert decayed == {id(model.layers[0].conv.weight), id(model.layers[1].conv.weight),
                        id(model.layers[2].fc.weight)}
+
+
+def test_bf16_autocast_losses_follow_fp32(tmp_path):
+    """--amp bf16 (+ channels_last): the first iterations' losses within 2 % of fp32's (seen:
+    0.01 %, 0.3 %, 1.0 % at iterations 1-3 of this run; bf16 keeps 8 bits of mantissa)."""
+    from darkcfg import demo
+    paths = demo.shapes(str(tmp_path / "img"), 8, seed=1)
+    (tmp_path / "t.txt").write_text("\n".join(paths) + "\n")
+    (tmp_path / "o.data").write_text(f"classes=2\ntrain={tmp_path}/t.txt\n")
+    cfg = demo.small_cfg(os.path.join(os.path.dirname(__file__), "..", "cfgs",
+                                      "yolov3-tiny.cfg"), str(tmp_path / "c.cfg"), size=64,
+                         width_scale=0.25, batch=8, subdivisions=1, burn_in=0, max_batches=3)
+    losses = {}
+    for amp in (None, "bf16"):
+        r = T.train(str(tmp_path / "o.data"), cfg, out=str(tmp_path / str(amp)), quiet=True,
+                    amp=amp, channels_last=amp is not None, check_data=False)
+        losses[amp] = np.array([row["loss"] for row in r.rows])
+    assert np.all(np.abs(losses["bf16"] / losses[None] - 1) < 0.02), losses
+    assert not np.array_equal(losses["bf16"], losses[None])     # bf16 really ran
