@@ -31,10 +31,10 @@ SCHEDULE = dict(batch=16, subdivisions=2, learning_rate=0.005, burn_in=30, max_b
 
 def shapes(folder: str, n: int, seed: int, classes: int = 2, prefix: str = "img") -> list:
     """Write ``n`` generated images with YOLO labels beside them into ``folder``; returns
-    their paths.  ``classes`` 1 or 2 (rectangles, discs)."""
+    their paths.  Class 0 is drawn as rectangles, every other class as discs."""
     import cv2
-    if classes not in (1, 2):
-        raise DarkcfgError(f"the demo draws 1 or 2 classes, not {classes}")
+    if classes < 1:
+        raise DarkcfgError(f"the demo needs at least 1 class, not {classes}")
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     paths = []

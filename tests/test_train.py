@@ -300,34 +300,10 @@ def test_a_non_finite_step_is_skipped_and_leaves_the_model():
 
 def make_images(folder, n, seed, classes=2, prefix="img"):
     """n images of 64..128 px: noise with 1-3 bright filled rectangles (class 0) and circles
-    (class 1), YOLO labels beside them."""
-    import cv2
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    paths = []
-    for i in range(n):
-        w, h = int(rng.integers(64, 129)), int(rng.integers(64, 129))
-        img = rng.integers(0, 90, (h, w, 3)).astype(np.uint8)
-        lines = []
-        for _ in range(int(rng.integers(1, 4))):
-            c = int(rng.integers(0, classes))
-            s = int(rng.uniform(0.2, 0.5) * min(w, h))
-            cx, cy = rng.uniform(s / 2, w - s / 2), rng.uniform(s / 2, h - s / 2)
-            col = tuple(int(v) for v in rng.integers(170, 256, 3))
-            if c == 0:
-                bw, bh = s, int(s * rng.uniform(0.6, 1.0))
-                cv2.rectangle(img, (int(cx - bw / 2), int(cy - bh / 2)),
-                              (int(cx + bw / 2), int(cy + bh / 2)), col, -1)
-            else:
-                bw = bh = s
-                cv2.circle(img, (int(cx), int(cy)), s // 2, col, -1)
-            lines.append(f"{c} {cx / w:.6f} {cy / h:.6f} {bw / w:.6f} {bh / h:.6f}")
-        p = os.path.join(folder, f"{prefix}{i:03d}.png")
-        cv2.imwrite(p, img)
-        with open(p[:-4] + ".txt", "w") as f:
-            f.write("\n".join(lines) + "\n")
-        paths.append(p)
-    return paths
+    (class 1), YOLO labels beside them (darkcfg.demo's generator; its labels are checked
+    against the pixels in tests/test_demo.py)."""
+    from darkcfg import demo
+    return demo.shapes(str(folder), n, seed, classes, prefix)
 
 
 def make_data(tmp, ntrain=8, nvalid=8, classes=2, extra=""):
@@ -347,23 +323,13 @@ def make_data(tmp, ntrain=8, nvalid=8, classes=2, extra=""):
 
 
 def make_cfg(path, size=64, classes=2, width_scale=0.25, **net):
-    """yolov3-tiny rewritten small: anchors scaled to the input, no multi-scale, light jitter,
-    and the given [net] schedule."""
-    cfg = C.rewrite(C.load(TINY), classes=classes, width=size, height=size,
-                    width_scale=width_scale)
+    """yolov3-tiny rewritten small (darkcfg.demo.small_cfg: anchors scaled to the input, no
+    multi-scale, light jitter) with a short default schedule updated by ``net``."""
+    from darkcfg import demo
     opts = dict(batch=4, subdivisions=2, learning_rate=0.005, burn_in=3, max_batches=6,
                 policy="steps", steps="200,260", scales=".1,.1", momentum=0.9, decay=0.0005)
     opts.update(net)
-    for k, v in opts.items():
-        cfg.net.set(k, v)
-    anchors = [10, 14, 23, 27, 37, 58, 81, 82, 135, 169, 344, 319]
-    for sec in cfg.layers:
-        if sec.type == "yolo":
-            sec.set("anchors", ", ".join(str(max(1, round(a * size / 416))) for a in anchors))
-            sec.set("random", 0)
-            sec.set("jitter", 0.1)
-    C.save(cfg, str(path))
-    return str(path)
+    return demo.small_cfg(TINY, str(path), size, classes, width_scale, **opts)
 
 
 @pytest.fixture
