@@ -1,5 +1,6 @@
 """Images in, detections out: darknet's letterbox, the model, decode, NMS, boxes back in image
-pixels (darknet's correct_yolo_boxes), and drawing.  Pillow reads and draws the images."""
+pixels (darknet's correct_yolo_boxes), and drawing.  Pillow reads and draws the images; the
+letterbox is darknet's resize_image, the one ``darkcfg map`` uses (darkcfg.validate)."""
 from __future__ import annotations
 
 import numpy as np
@@ -37,19 +38,14 @@ def open_image(path: str):
 
 
 def letterbox(img, width: int, height: int):
-    """darknet's letterbox_image: fit inside (width, height) keeping the aspect ratio (integer
-    sizes as darknet computes them), centred on grey 0.5.  Returns (CHW float array in [0, 1],
-    (new_w, new_h)).  Pillow's bilinear resize stands in for darknet's resize_image."""
+    """darknet's letterbox_image on a Pillow RGB image, by the path ``darkcfg map`` takes
+    (validate.prepare: darknet's own resize_image, align-corners bilinear in float32, embedded
+    at the integer centre on grey 0.5; validate.letterbox_size for the new size).  Returns (CHW
+    float32 array in [0, 1], (new_w, new_h))."""
+    from . import validate as V
     w, h = img.size
-    if width / w < height / h:
-        nw, nh = width, (h * width) // w
-    else:
-        nw, nh = (w * height) // h, height
-    resized = np.asarray(img.resize((nw, nh), 2), dtype=np.float32) / 255.0   # 2 = BILINEAR
-    out = np.full((height, width, 3), 0.5, dtype=np.float32)
-    x0, y0 = (width - nw) // 2, (height - nh) // 2
-    out[y0:y0 + nh, x0:x0 + nw] = resized
-    return out.transpose(2, 0, 1), (nw, nh)
+    x = V.prepare(np.asarray(img, dtype=np.uint8), width, height, letter_box=True)
+    return x, V.letterbox_size(w, h, width, height)
 
 
 def unletterbox(box, net_size, new_size, img_size):
