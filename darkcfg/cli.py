@@ -606,7 +606,7 @@ def anchors(labels, num, width, height, seed, write_cfg):
 
 # ----- detect ---------------------------------------------------------------------------------
 
-@main.command(short_help="Detect objects in images; print and draw them.")
+@main.command(short_help="Detect objects (or keypoints) in images; print and draw them.")
 @click.argument("images", nargs=-1, required=True, type=IN_FILE)
 @click.option("--weights", required=True, type=IN_FILE,
               help="darknet .weights (with --cfg), or a .pt/.safetensors (which carries its cfg).")
@@ -617,14 +617,15 @@ def anchors(labels, num, width, height, seed, write_cfg):
               help="The cfg whose layer order --weights follows (default: --cfg).")
 @click.option("--names", type=IN_FILE, help="Class names, one per line (darknet's coco.names).")
 @click.option("--thresh", type=click.FloatRange(0, 1), default=0.25, show_default=True,
-              help="Keep class j when objectness * p(j) exceeds this.")
+              help="Keep class j when objectness * p(j) exceeds this ([keypoint]: when "
+                   "centerness * p(j) at a 3x3 peak does).")
 @click.option("--nms", "nms_thresh", type=click.FloatRange(0, 1), default=0.45, show_default=True,
-              help="NMS IoU threshold (per class).")
+              help="NMS IoU threshold (per class; boxes only).")
 @click.option("--max-det", type=click.IntRange(min=1),
               help="Print and draw at most N detections per image (the highest scores).")
 @click.option("-o", "--output", type=click.Path(file_okay=False),
-              help="Write each image with its boxes drawn into this folder (an existing "
-                   "drawing needs --force).")
+              help="Write each image with its boxes (or points) drawn into this folder (an "
+                   "existing drawing needs --force).")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32",
               show_default=True, help="Compute in this type (batch norms folded first); auto: "
               "bf16 on a CPU with AMX or AVX512_BF16 or a CUDA GPU of capability 8.0+.")
@@ -633,26 +634,35 @@ def anchors(labels, num, width, height, seed, write_cfg):
 @FORCE
 def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, max_det, output, dtype,
            device, force):
-    """Detect objects in IMAGES with a [yolo] or [region] network.
+    """Detect objects in IMAGES with a [yolo] or [region] network, or keypoints with a
+    [keypoint] one.
 
-    Letterbox to the network's size (as darknet), run, decode, NMS; print one line per
-    detection: class, score, box x1 y1 x2 y2 in image pixels (clipped to the image).
+    Letterbox to the network's size (darknet's resize, as `map`), run, decode, NMS; print one
+    line per detection: class, score, box x1 y1 x2 y2 in image pixels (clipped to the image).
+    A [keypoint] network prints (and draws) points: class, score, x y in image pixels.
 
     \b
     Example:
       darkcfg detect dog.jpg --cfg cfgs/yolov3.cfg --weights yolov3.weights --names coco.names -o out/
+      darkcfg detect a.jpg --cfg cfgs/yolo_kp.cfg --weights kp.weights --names obj.names -o out/
     """
     from . import detect as D
     from . import model as M
     drawn = _drawings(images, output)
     io.check_outputs(drawn, list(images) + [weights, cfg, weights_cfg, names], force)
     model, _, _ = open_model(weights, cfg, weights_cfg)
-    D.check_detector(model)
+    points = D.head_kind(model) == "points"
+    if points and click.get_current_context().get_parameter_source("nms_thresh").name != "DEFAULT":
+        click.echo("warning: --nms is for boxes; keypoints of one class closer than half the "
+                   "coarsest stride merge instead", err=True)
     model = M.for_inference(model, dtype, device)
     if dtype == "auto":
         click.echo(f"dtype: {M.describe_dtype(dtype, device)}", err=True)
     labels = D.read_names(names) if names else None
     for path, dst in zip(images, drawn or [None] * len(images)):
+        if points:
+            _detect_points(model, path, dst, output, thresh, max_det, labels)
+            continue
         dets, img = D.detect_image(model, path, thresh, nms_thresh, max_det)
         click.echo(f"{path}: {len(dets)} detections ({img.size[0]} x {img.size[1]})")
         for d in dets:
@@ -662,6 +672,19 @@ def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, max_det
         if dst:
             os.makedirs(output, exist_ok=True)
             D.draw(img, dets, labels, dst)
+
+
+def _detect_points(model, path, dst, output, thresh, max_det, labels) -> None:
+    """detect on a [keypoint] network: print the image's points, draw them into ``dst``."""
+    from . import keypoint as K
+    kps, img = K.detect_keypoints(model, path, thresh, max_det=max_det)
+    click.echo(f"{path}: {len(kps)} points ({img.size[0]} x {img.size[1]})")
+    for k in kps:
+        name = labels[k.cls] if labels and k.cls < len(labels) else f"class {k.cls}"
+        click.echo(f"  {name}: {k.score * 100:.1f}%  {k.x:.1f} {k.y:.1f}")
+    if dst:
+        os.makedirs(output, exist_ok=True)
+        K.draw_points(img, kps, labels, dst)
 
 
 def _drawings(images, output) -> list:

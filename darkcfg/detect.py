@@ -60,11 +60,22 @@ def unletterbox(box, net_size, new_size, img_size):
 DETECTORS = ("yolo", "region")
 
 
-def check_detector(model) -> None:
+def head_kind(model) -> str:
+    """What detect finds with ``model``: "boxes" ([yolo] or [region] heads) or "points" (only
+    [keypoint] heads); a DarkcfgError for anything else (no head, other heads, a mix)."""
     heads = sorted({l.type for l in model.net.layers if l.head})
-    if not heads or any(t not in DETECTORS for t in heads):
-        raise DarkcfgError(f"{model.net.cfg.name}: detect needs [yolo] or [region] heads, found "
-                           f"{', '.join(f'[{t}]' for t in heads) or 'none'}")
+    if heads == ["keypoint"]:
+        return "points"
+    if heads and all(t in DETECTORS for t in heads):
+        return "boxes"
+    raise DarkcfgError(f"{model.net.cfg.name}: detect needs [yolo] or [region] heads, or only "
+                       f"[keypoint] heads; found {', '.join(f'[{t}]' for t in heads) or 'none'}")
+
+
+def check_detector(model) -> None:
+    if head_kind(model) != "boxes":
+        raise DarkcfgError(f"{model.net.cfg.name}: detect_image needs [yolo] or [region] heads "
+                           f"(keypoint.detect_keypoints finds [keypoint] points)")
 
 
 def region_detections(outputs: list, model, thresh: float = 0.25,

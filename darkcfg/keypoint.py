@@ -217,10 +217,14 @@ def decode(raw: list, model_or_net, thresh: float = 0.3, top_k: int = 100,
 # ----- images in, points out (what `darkcfg detect` runs for a [keypoint] cfg) -----------------
 
 
-def detect_keypoints(model, path: str, thresh: float = 0.3, top_k: int = 100):
+def detect_keypoints(model, path: str, thresh: float = 0.3, top_k: int = 100,
+                     max_det: int | None = None):
     """(keypoints of one image with x, y in image pixels, the RGB image as read): detect's
-    letterbox (darkcfg.detect.letterbox, as for box models), the model, :func:`decode` above
-    ``thresh``, each point moved back out of the letterbox and clipped to the image."""
+    letterbox (darkcfg.detect.letterbox, darknet's resize as for box models and map), the
+    model, :func:`decode` above ``thresh``, each point moved back out of the letterbox (from
+    the integer offset where the letterbox put the image, as validate.points_to_input moves
+    labels in), those that fall outside the image (on the grey border) dropped - never clamped
+    to the edge - and of the rest the best ``max_det`` by score."""
     from .detect import decodable, letterbox, open_image
     from .errors import DarkcfgError
     net = model.net
@@ -230,13 +234,15 @@ def detect_keypoints(model, path: str, thresh: float = 0.3, top_k: int = 100):
     x, (nw, nh) = letterbox(img, net.width, net.height)
     with torch.no_grad():
         raw = decodable(model(torch.from_numpy(x)[None].to(**model.placement())))
-    kps = decode(raw, net, thresh=thresh, top_k=top_k)[0]
     w, h = img.size
-    x0, y0 = (net.width - nw) / 2, (net.height - nh) / 2     # darknet's correct_yolo_boxes
-    for k in kps:
-        k.x = min(max((k.x - x0) / nw * w, 0.0), float(w))
-        k.y = min(max((k.y - y0) / nh * h, 0.0), float(h))
-    return kps, img
+    x0, y0 = (net.width - nw) // 2, (net.height - nh) // 2
+    kps = []
+    for k in decode(raw, net, thresh=thresh, top_k=top_k)[0]:
+        k.x, k.y = (k.x - x0) / nw * w, (k.y - y0) / nh * h
+        if 0 <= k.x <= w and 0 <= k.y <= h:
+            kps.append(k)
+    kps.sort(key=lambda k: -k.score)
+    return kps[:max_det] if max_det is not None else kps, img
 
 
 def draw_points(img, points: list, names: list | None, dst: str) -> None:

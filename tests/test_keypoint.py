@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -231,8 +232,123 @@ def test_detect_keypoints_maps_back_and_draws(tmp_path):
     assert out.shape == (64, 128, 3) and (out[50:, :20] == 0).all()    # the rest untouched
 
 
+def test_detect_keypoints_drops_points_on_the_border(tmp_path):
+    """The same 128x64 image (64x32 at input rows 16..48): a point found at input (40, 8), on
+    the grey border above the image, is dropped, not clamped to (80, 0) on the image's edge."""
+    from PIL import Image
+    model = darkcfg.build_model(small("shared"))
+    t = K.encode([torch.tensor([[16 / 64, 32 / 64], [40 / 64, 8 / 64]])],
+                 [torch.tensor([0, 1])], (16, 16), 3, sigma=1.0)
+    model.forward = lambda x: [K.raw_from_targets(t).float()]
+    src = tmp_path / "a.png"
+    Image.new("RGB", (128, 64), (0, 0, 0)).save(src)
+    kps, _ = K.detect_keypoints(model, str(src), thresh=0.5)
+    assert [(k.cls, round(k.x, 3), round(k.y, 3)) for k in kps] == [(0, 32.0, 32.0)]
+
+
 def test_detect_keypoints_refuses_a_box_model():
     from darkcfg.errors import DarkcfgError
     model = darkcfg.build_model(os.path.join(CFGS, "yolov3-tiny.cfg"), width=64, height=64)
     with pytest.raises(DarkcfgError, match=r"needs \[keypoint\] heads"):
         K.detect_keypoints(model, "nothing.png")
+
+
+# --- `darkcfg detect` on a [keypoint] cfg ----------------------------------------------------------
+
+POINT_CFG = "[net]\nwidth=64\nheight=64\nchannels=3\n[keypoint]\nclasses=2\nhead=shared\n"
+
+
+def _point_model(tmp_path):
+    """A stride-1 [keypoint] head on the input, its darknet .weights written here by hand
+    (header 0.2.0, seen 0; the 1x1 conv's 5 biases, then its 5x3 weights): reg offsets
+    sigmoid(logit .2) = .2 and .7 in every cell; class 0 logit 20 (R - G - B) - 10 (red),
+    class 1 20 (G - R - B) - 10 (green), centerness 20 (R + G + B) - 10.  On black the score is
+    sigmoid(-10)^2; on a red (255, 0, 0) pixel class 0 scores sigmoid(10)^2 = 99.99%, on a
+    (0, 200, 0) pixel class 1 scores sigmoid(20 * 200/255 - 10)^2 = 99.3%."""
+    cfg = tmp_path / "kp.cfg"
+    cfg.write_text(POINT_CFG)
+    bias = [math.log(.2 / .8), math.log(.7 / .3), -10, -10, -10]
+    weight = [[0, 0, 0], [0, 0, 0], [20, -20, -20], [-20, 20, -20], [20, 20, 20]]
+    w = tmp_path / "kp.weights"
+    w.write_bytes(np.array([0, 2, 0], np.int32).tobytes() + np.array([0], np.int64).tobytes()
+                  + np.array(bias + sum(weight, []), np.float32).tobytes())
+    (tmp_path / "kp.names").write_text("red\ngreen\n")
+    return str(cfg), str(w), str(tmp_path / "kp.names")
+
+
+def _dots(path):
+    """64x31 black with a red pixel at (10, 5) and a (0, 200, 0) one at (40, 20).  Letterboxed
+    into 64x64 it is not resized, only embedded at row (64 - 31) // 2 = 16: the pixels are
+    input cells (10, 21) and (40, 36), decoded at cell + offset (.2, .7), back in the image at
+    (10.2, 5.7) and (40.2, 20.7).  (darknet's continuous box offset, 16.5, would put them
+    half a pixel higher.)"""
+    from PIL import Image
+    a = np.zeros((31, 64, 3), np.uint8)
+    a[5, 10] = (255, 0, 0)
+    a[20, 40] = (0, 200, 0)
+    Image.fromarray(a).save(path)
+    return str(path)
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+    from darkcfg.cli import main
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _printed_points(output):
+    return [(name, float(s), float(x), float(y)) for name, s, x, y in
+            re.findall(r"^  (.+?): ([\d.]+)%  ([\d.]+) ([\d.]+)$", output, re.M)]
+
+
+def test_detect_cli_prints_and_draws_keypoints(tmp_path):
+    from PIL import Image
+    cfg, w, names = _point_model(tmp_path)
+    img = _dots(tmp_path / "dots.png")
+    r = _cli("detect", img, "--cfg", cfg, "--weights", w, "--names", names, "-o", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    assert f"{img}: 2 points (64 x 31)" in r.output
+    assert _printed_points(r.output) == [("red", 100.0, 10.2, 5.7), ("green", 99.3, 40.2, 20.7)]
+    out = np.asarray(Image.open(tmp_path / "o" / "dots.png").convert("RGB"))
+    assert out.shape == (31, 64, 3)
+    assert tuple(out[5, 10]) == (0, 255, 0)               # class 0: hue 0 -> (0, 255, 0)
+    assert tuple(out[20, 40]) == (67, 188, 201)           # class 1: hue 67
+    assert (out[26:, :30] == 0).all()                     # away from points and labels: black
+    # --thresh between the two scores, --max-det 1: the red point alone; --nms is for boxes
+    for extra in (["--thresh", .995], ["--max-det", 1, "--nms", .3]):
+        r = _cli("detect", img, "--cfg", cfg, "--weights", w, *extra)
+        assert r.exit_code == 0, r.output
+        assert f"{img}: 1 points (64 x 31)" in r.output
+        assert _printed_points(r.output) == [("class 0", 100.0, 10.2, 5.7)]
+    assert "warning: --nms is for boxes" in r.output
+
+
+def test_detect_cli_keypoint_bad_inputs(tmp_path):
+    cfg, w, names = _point_model(tmp_path)
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    r = _cli("detect", bad, "--cfg", cfg, "--weights", w, "-o", tmp_path / "never")
+    assert r.exit_code == 1 and "Error: " in r.output and "not an image" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "never").exists()
+    r = _cli("detect", tmp_path / "missing.png", "--cfg", cfg, "--weights", w, "-o",
+             tmp_path / "never")
+    assert r.exit_code == 2 and "does not exist" in r.output            # a bad argument
+    assert not (tmp_path / "never").exists()
+    # a good image, then a bad one: the first is drawn, the bad one stops with exit 1
+    good = _dots(tmp_path / "good.png")
+    r = _cli("detect", good, bad, "--cfg", cfg, "--weights", w, "-o", tmp_path / "o")
+    assert r.exit_code == 1 and "not an image" in r.output
+    assert os.listdir(tmp_path / "o") == ["good.png"]
+
+
+def test_detect_refuses_mixed_or_missing_heads():
+    from darkcfg import detect as D
+    from darkcfg.errors import DarkcfgError
+    conv = "[convolutional]\nfilters={}\nsize=1\nactivation=linear\n"
+    mixed = ("[net]\nwidth=8\nheight=8\nchannels=3\n" + conv.format(4)
+             + "[keypoint]\nclasses=2\nhead=shared\n[route]\nlayers=-2\n" + conv.format(7)
+             + "[yolo]\nclasses=2\nnum=1\nmask=0\nanchors=4,4\n")
+    for text, found in ((mixed, "found [keypoint], [yolo]"),
+                        ("[net]\nwidth=8\nheight=8\nchannels=3\n[maxpool]\n", "found none")):
+        with pytest.raises(DarkcfgError, match=re.escape(found)):
+            D.head_kind(darkcfg.build_model(text))
