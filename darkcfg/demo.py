@@ -13,6 +13,9 @@ discs (class 1); the label of each shape is the box it was drawn in, so the grou
 exact by construction.  The schedule is the one the learning test uses (tests/test_train.py):
 300 iterations of 16 images reach mAP@0.5 about 0.3 on the valid images; an untrained model
 scores about 0.0002.
+
+:func:`dots` writes the keypoint counterpart (coloured dots, labels ``class x y``), the images
+tests/test_keypoint_train.py trains the [keypoint] model on.
 """
 from __future__ import annotations
 
@@ -54,6 +57,39 @@ def shapes(folder: str, n: int, seed: int, classes: int = 2, prefix: str = "img"
             else:
                 cv2.circle(img, (int(cx), int(cy)), s // 2, colour, -1)
             lines.append(f"{c} {cx / w:.6f} {cy / h:.6f} {bw / w:.6f} {bh / h:.6f}")
+        path = os.path.join(folder, f"{prefix}{i:03d}.png")
+        cv2.imwrite(path, img)
+        with open(path[:-4] + ".txt", "w") as f:
+            f.write("\n".join(lines) + "\n")
+        paths.append(path)
+    return paths
+
+
+DOT_COLOURS = ((255, 60, 60), (60, 255, 60), (80, 80, 255))      # RGB of point classes 0, 1, 2
+
+
+def dots(folder: str, n: int, seed: int, classes: int = 3, prefix: str = "img") -> list:
+    """Write ``n`` generated images for a [keypoint] model into ``folder``: 56..96 px a side,
+    dark noise, 1-3 anti-aliased discs of radius 3 px at sub-pixel centres, each of a class
+    colour (DOT_COLOURS), with keypoint labels ``class x y`` (the disc centres, normalized)
+    beside them; returns their paths.  The keypoint learning test trains on these."""
+    import cv2
+    if not 1 <= classes <= len(DOT_COLOURS):
+        raise DarkcfgError(f"the dot demo draws 1 to {len(DOT_COLOURS)} classes, not {classes}")
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(n):
+        w, h = int(rng.integers(56, 97)), int(rng.integers(56, 97))
+        img = rng.integers(0, 80, (h, w, 3)).astype(np.uint8)
+        lines = []
+        for _ in range(int(rng.integers(1, 4))):
+            c = int(rng.integers(classes))
+            x, y = rng.uniform(4, w - 4), rng.uniform(4, h - 4)
+            # 4 fractional bits; OpenCV puts pixel (i, j)'s centre at (i, j), labels at +.5
+            cv2.circle(img, (int(round((x - .5) * 16)), int(round((y - .5) * 16))), 3 * 16,
+                       DOT_COLOURS[c][::-1], -1, cv2.LINE_AA, 4)
+            lines.append(f"{c} {x / w:.6f} {y / h:.6f}")
         path = os.path.join(folder, f"{prefix}{i:03d}.png")
         cv2.imwrite(path, img)
         with open(path[:-4] + ".txt", "w") as f:
