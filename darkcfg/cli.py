@@ -893,15 +893,18 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
               help="Data-loader worker processes (the batches do not depend on it).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")
 @click.option("--sync-bn", is_flag=True,
-              help="Under torchrun: SyncBatchNorm (batch norms see the global forward pass; CUDA).")
+              help="Under torchrun: batch norms see the global forward pass, not the rank's share.")
+@click.option("--dist-timeout", type=click.FloatRange(min=1), default=900, show_default=True,
+              help="Under torchrun: seconds a rank waits for the others before it stops with "
+                   "an error (a dead or stalled rank; rank 0's --map must fit in it).")
 @click.option("--amp", type=click.Choice(["bf16", "fp16"]),
               help="Mixed precision (torch.autocast; fp16 with a grad scaler).")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the training forward.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train(data_file, cfg, weights, out, clear, resume, freeze, classes, assign, with_map,
-          map_every, max_batches, seed, workers, device, sync_bn, amp, channels_last, compile_,
-          quiet):
+          map_every, max_batches, seed, workers, device, sync_bn, dist_timeout, amp,
+          channels_last, compile_, quiet):
     """Train CFG on DATA, starting from WEIGHTS (a full .weights/.pt, a partial file such as
     darknet53.conv.74, or none: darknet's initialisation), the way
     `darknet detector train DATA CFG WEIGHTS` does: the cfg's [net] batch, subdivisions,
@@ -921,7 +924,8 @@ def train(data_file, cfg, weights, out, clear, resume, freeze, classes, assign, 
         r = T.train(data_file, cfg, weights, out=out, clear=clear, resume=resume, freeze=freeze,
                     classes=classes, assign=assign, map=with_map, map_every=map_every, seed=seed,
                     workers=workers, device=device, quiet=quiet, max_batches=max_batches,
-                    sync_bn=sync_bn, amp=amp, channels_last=channels_last, compile=compile_)
+                    sync_bn=sync_bn, amp=amp, channels_last=channels_last, compile=compile_,
+                    dist_timeout=dist_timeout)
     except KeyboardInterrupt:
         click.echo("interrupted: <cfg>_last.weights and the state are saved; continue with "
                    "--resume", err=True)

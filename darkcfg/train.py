@@ -814,7 +814,9 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     * Under ``torchrun`` (WORLD_SIZE in the environment): DistributedDataParallel, gloo on
       CPU, NCCL on CUDA (``device`` cuda -> cuda:LOCAL_RANK); the cfg's batch is the GLOBAL
       batch, each rank reading mini_batch/W images of every forward pass; rank 0 alone writes.
-      ``sync_bn``: SyncBatchNorm (CUDA only: PyTorch's SyncBatchNorm refuses CPU tensors).
+      ``sync_bn``: batch norms over the global forward pass (PyTorch's SyncBatchNorm on
+      CUDA, darkcfg.syncbn's on CPU, where PyTorch's refuses CPU tensors); without it each
+      rank's batch norms see only its share.
       ``dist_timeout``: seconds a rank waits for the others before it stops with an error.
     * ``amp``: "bf16" or "fp16" autocast (fp16 with a grad scaler); ``channels_last``;
       ``compile``: torch.compile of the model's training forward.
@@ -928,10 +930,8 @@ def _train(data_path, cfg, weights, out, clear, resume, freeze, classes, assign,
         model.freeze(freeze)
     dev = _device(device)
     if sync_bn and world > 1:
-        if dev.type != "cuda":
-            raise DarkcfgError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm refuses CPU "
-                               "tensors (without it each rank's batch norms see its share)")
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        from . import syncbn
+        model = syncbn.convert(model, dev)
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
