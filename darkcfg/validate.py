@@ -407,7 +407,7 @@ def _run(model, out, truth, heads, batch, letter_box, resize, kind, beta, bar):
         x = np.stack([prepare(im, size[0], size[1], letter_box, resize) for im in images])
         with torch.no_grad():
             raw = model(torch.from_numpy(x).to(**place))
-            parts = [dec(r) for r, (_, dec) in zip(raw, heads)]
+            parts = [dec(r.float()) for r, (_, dec) in zip(raw, heads)]   # bf16: decode in fp32
             boxes, obj, cls = (torch.cat([p[j] for p in parts], 1) for j in range(3))
             keep = obj > DETECTION_THRESH
         for i, p in enumerate(paths):        # only the boxes darknet keeps leave the device
@@ -568,13 +568,14 @@ class MapSetup:
     notes: list
 
 
-def load_model(cfg, weights, device=None):
+def load_model(cfg, weights, device=None, dtype=None):
     """A fused, eval-mode model from .weights (+ cfg) or a .pt / .safetensors (its own cfg; a
-    cfg given beside it must describe the same network)."""
+    cfg given beside it must describe the same network), in ``dtype`` ("fp32" default, "bf16",
+    "fp16", "auto": see darkcfg.model.load)."""
     from . import model as M
     from . import shapes
     if str(weights).endswith((".pt", ".safetensors")):
-        model = M.load(weights, device=device, fuse=True)
+        model = M.load(weights, device=device, fuse=True, dtype=dtype)
         if cfg is not None:
             given = shapes.network(cfg)
             if len(given.layers) != len(model.net.layers) or \
@@ -585,7 +586,7 @@ def load_model(cfg, weights, device=None):
         return model
     if cfg is None:
         raise DarkcfgError(f"{weights}: a .weights file needs its cfg")
-    return M.load(weights, cfg, device=device, fuse=True)
+    return M.load(weights, cfg, device=device, fuse=True, dtype=dtype)
 
 
 def _classes_of(net) -> int | None:
@@ -593,7 +594,8 @@ def _classes_of(net) -> int | None:
     return heads[-1].opts["classes"] if heads else None
 
 
-def setup(data_path: str, cfg, weights, *, letter_box=None, device=None) -> MapSetup:
+def setup(data_path: str, cfg, weights, *, letter_box=None, device=None,
+          dtype=None) -> MapSetup:
     """Read the .data, its valid list and names, load the model, check classes agree."""
     d = D.read_data(data_path)
     notes = []
@@ -603,7 +605,7 @@ def setup(data_path: str, cfg, weights, *, letter_box=None, device=None) -> MapS
     if key == "train":
         notes.append(f"{data_path}: no valid=, evaluating the train= list")
     paths = D.image_list(d.resolve(key))
-    model = load_model(cfg, weights, device)
+    model = load_model(cfg, weights, device, dtype)
     classes = model_classes(model)
     where = cfg if cfg is not None else weights
     if d.classes is not None and d.classes != classes:
@@ -629,9 +631,9 @@ def setup(data_path: str, cfg, weights, *, letter_box=None, device=None) -> MapS
 
 def run_map(data_path: str, cfg, weights, *, iou_thresh: float = 0.5, thresh: float = 0.25,
             points: int = 0, letter_box=None, batch: int = 8, progress: bool = False,
-            device=None):
+            device=None, dtype=None):
     """What ``darkcfg map DATA CFG WEIGHTS`` computes -> evaluate.MapResult."""
-    s = setup(data_path, cfg, weights, letter_box=letter_box, device=device)
+    s = setup(data_path, cfg, weights, letter_box=letter_box, device=device, dtype=dtype)
     return evaluate_model(s.model, s.paths, num_classes=s.classes, iou_thresh=iou_thresh,
                           thresh=thresh, points=points, letter_box=s.letter_box, batch=batch,
                           progress=progress, names=s.names)
@@ -654,7 +656,7 @@ def main_map(data_path: str, cfg, weights, *, thresh: float = 0.25, iou_thresh: 
              points: int = 0, letter_box: bool = False, as_json: bool = False,
              coco: bool = False, save_detections: str | None = None, plot: str | None = None,
              batch: int = 8, device=None, progress: bool = True, force: bool = True,
-             radius: float | None = None) -> str:
+             radius: float | None = None, dtype=None) -> str:
     """Everything ``darkcfg map`` does but parsing arguments: returns the text to print
     (darknet's lines, then COCO's summary with ``coco``; or one JSON document).  A [keypoint]
     cfg is scored by :func:`main_map_keypoints` (``radius``: the match radius in input
@@ -664,7 +666,8 @@ def main_map(data_path: str, cfg, weights, *, thresh: float = 0.25, iou_thresh: 
                            f"{points}")
     if radius is not None and not (radius > 0 and math.isfinite(radius)):
         raise DarkcfgError(f"--radius must be a positive number of pixels, got {radius}")
-    s = setup(data_path, cfg, weights, letter_box=True if letter_box else None, device=device)
+    s = setup(data_path, cfg, weights, letter_box=True if letter_box else None, device=device,
+              dtype=dtype)
     if is_keypoint(s.model.net):
         if coco:
             raise DarkcfgError("--coco scores boxes; a [keypoint] model has points (drop --coco)")
