@@ -623,6 +623,10 @@ def anchors(labels, num, width, height, seed, write_cfg):
               help="NMS IoU threshold (per class; boxes only).")
 @click.option("--max-det", type=click.IntRange(min=1),
               help="Print and draw at most N detections per image (the highest scores).")
+@click.option("--letter-box", is_flag=True,
+              help="Letterbox the images (aspect kept, grey border), as darknet's detector test "
+                   "-letter_box; default: stretch them to the network's size, unless the cfg's "
+                   "[net] letter_box=1.")
 @click.option("-o", "--output", type=click.Path(file_okay=False),
               help="Write each image with its boxes (or points) drawn into this folder (an "
                    "existing drawing needs --force).")
@@ -632,13 +636,14 @@ def anchors(labels, num, width, height, seed, write_cfg):
 @click.option("--device", default="cpu", show_default=True, callback=_device,
               help="cpu, cuda, cuda:N or mps.")
 @FORCE
-def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, max_det, output, dtype,
-           device, force):
+def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, max_det, letter_box,
+           output, dtype, device, force):
     """Detect objects in IMAGES with a [yolo] or [region] network, or keypoints with a
     [keypoint] one.
 
-    Letterbox to the network's size (darknet's resize, as `map`), run, decode, NMS; print one
-    line per detection: class, score, box x1 y1 x2 y2 in image pixels (clipped to the image).
+    Resize to the network's size (darknet's resize, as `map`: stretched, or letterboxed with
+    --letter-box or the cfg's [net] letter_box=1), run, decode, NMS; print one line per
+    detection: class, score, box x1 y1 x2 y2 in image pixels (clipped to the image).
     A [keypoint] network prints (and draws) points: class, score, x y in image pixels.
 
     \b
@@ -659,11 +664,12 @@ def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, max_det
     if dtype == "auto":
         click.echo(f"dtype: {M.describe_dtype(dtype, device)}", err=True)
     labels = D.read_names(names) if names else None
+    letter_box = True if letter_box else None                 # None: the cfg's letter_box
     for path, dst in zip(images, drawn or [None] * len(images)):
         if points:
-            _detect_points(model, path, dst, output, thresh, max_det, labels)
+            _detect_points(model, path, dst, output, thresh, max_det, labels, letter_box)
             continue
-        dets, img = D.detect_image(model, path, thresh, nms_thresh, max_det)
+        dets, img = D.detect_image(model, path, thresh, nms_thresh, max_det, letter_box)
         click.echo(f"{path}: {len(dets)} detections ({img.size[0]} x {img.size[1]})")
         for d in dets:
             name = labels[d.cls] if labels and d.cls < len(labels) else f"class {d.cls}"
@@ -674,10 +680,10 @@ def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, max_det
             D.draw(img, dets, labels, dst)
 
 
-def _detect_points(model, path, dst, output, thresh, max_det, labels) -> None:
+def _detect_points(model, path, dst, output, thresh, max_det, labels, letter_box) -> None:
     """detect on a [keypoint] network: print the image's points, draw them into ``dst``."""
     from . import keypoint as K
-    kps, img = K.detect_keypoints(model, path, thresh, max_det=max_det)
+    kps, img = K.detect_keypoints(model, path, thresh, max_det=max_det, letter_box=letter_box)
     click.echo(f"{path}: {len(kps)} points ({img.size[0]} x {img.size[1]})")
     for k in kps:
         name = labels[k.cls] if labels and k.cls < len(labels) else f"class {k.cls}"

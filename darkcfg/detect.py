@@ -1,6 +1,9 @@
-"""Images in, detections out: darknet's letterbox, the model, decode, NMS, boxes back in image
-pixels (darknet's correct_yolo_boxes), and drawing.  Pillow reads and draws the images; the
-letterbox is darknet's resize_image, the one ``darkcfg map`` uses (darkcfg.validate)."""
+"""Images in, detections out: darknet's resize or letterbox, the model, decode, NMS, boxes back
+in image pixels (darknet's correct_yolo_boxes), and drawing.  Pillow reads and draws the images;
+the network input is made by the path ``darkcfg map`` takes (validate.prepare: darknet's
+resize_image, stretched unless letterboxing).  As darknet's ``detector test``, images are
+stretched by default and letterboxed on request (its ``-letter_box``) - here also when the cfg's
+[net] letter_box=1, the value ``map`` and training follow."""
 from __future__ import annotations
 
 import numpy as np
@@ -37,19 +40,38 @@ def open_image(path: str):
         raise DarkcfgError(f"{path}: not an image Pillow can read ({e})") from None
 
 
-def letterbox(img, width: int, height: int):
-    """darknet's letterbox_image on a Pillow RGB image, by the path ``darkcfg map`` takes
-    (validate.prepare: darknet's own resize_image, align-corners bilinear in float32, embedded
-    at the integer centre on grey 0.5; validate.letterbox_size for the new size).  Returns (CHW
-    float32 array in [0, 1], (new_w, new_h))."""
+def letter_boxed(net, letter_box=None) -> bool:
+    """Whether detect letterboxes ``net``'s input: ``letter_box`` when given (True or False),
+    else - None - the cfg's [net] letter_box (validate.cfg_letter_box, which map's and
+    training's images follow; 0 when unset: stretched, as darknet's detector test without
+    ``-letter_box``)."""
+    from . import validate as V
+    return V.cfg_letter_box(net)[0] if letter_box is None else bool(letter_box)
+
+
+def network_input(img, width: int, height: int, letter_box: bool):
+    """A Pillow RGB image as the network sees it, by the path ``darkcfg map`` takes
+    (validate.prepare): darknet's resize_image (align-corners bilinear in float32) stretching
+    it to width x height, or with ``letter_box`` darknet's letterbox_image (resized to
+    validate.letterbox_size, embedded at the integer centre on grey 0.5).  Returns (CHW float32
+    array in [0, 1], (new_w, new_h)): the size of the image inside the input, which
+    :func:`unletterbox` maps back from - (width, height) when stretched."""
     from . import validate as V
     w, h = img.size
-    x = V.prepare(np.asarray(img, dtype=np.uint8), width, height, letter_box=True)
-    return x, V.letterbox_size(w, h, width, height)
+    x = V.prepare(np.asarray(img, dtype=np.uint8), width, height, letter_box=bool(letter_box))
+    return x, V.letterbox_size(w, h, width, height) if letter_box else (width, height)
+
+
+def letterbox(img, width: int, height: int):
+    """darknet's letterbox_image on a Pillow RGB image: ``network_input(img, width, height,
+    True)``."""
+    return network_input(img, width, height, True)
 
 
 def unletterbox(box, net_size, new_size, img_size):
-    """darknet's correct_yolo_boxes (letter=1): normalized network box -> image pixels."""
+    """darknet's correct_yolo_boxes: normalized network box -> image pixels.  ``new_size`` is
+    the image's size inside the input: letter=1 takes the letterbox's, letter=0 (stretched)
+    the network's own, and then x only scales by image w, y by image h."""
     (nw_, nh_), (nw, nh), (w, h) = net_size, new_size, img_size
     x1, y1, x2, y2 = box
     ox, oy = (nw_ - nw) / 2 / nw_, (nh_ - nh) / 2 / nh_
@@ -112,13 +134,14 @@ def decodable(outputs: list) -> list:
 
 
 def detect_image(model, path: str, thresh: float = 0.25, nms_thresh: float = 0.45,
-                 max_det: int | None = None):
+                 max_det: int | None = None, letter_box=None):
     """(detections with boxes in image pixels, clipped to the image, best ``max_det`` by score;
-    the RGB image as read)."""
+    the RGB image as read).  The image is stretched to the network's size, or letterboxed when
+    ``letter_box`` (None: the cfg's [net] letter_box decides, see :func:`letter_boxed`)."""
     check_detector(model)
     net = model.net
     img = open_image(path)
-    x, new = letterbox(img, net.width, net.height)
+    x, new = network_input(img, net.width, net.height, letter_boxed(net, letter_box))
     with torch.no_grad():
         outs = decodable(model(torch.from_numpy(x)[None].to(**model.placement())))
     if any(l.type == "region" for l in net.layers if l.head):

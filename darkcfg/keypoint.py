@@ -218,20 +218,22 @@ def decode(raw: list, model_or_net, thresh: float = 0.3, top_k: int = 100,
 
 
 def detect_keypoints(model, path: str, thresh: float = 0.3, top_k: int = 100,
-                     max_det: int | None = None):
+                     max_det: int | None = None, letter_box=None):
     """(keypoints of one image with x, y in image pixels, the RGB image as read): detect's
-    letterbox (darkcfg.detect.letterbox, darknet's resize as for box models and map), the
-    model, :func:`decode` above ``thresh``, each point moved back out of the letterbox (from
-    the integer offset where the letterbox put the image, as validate.points_to_input moves
-    labels in), those that fall outside the image (on the grey border) dropped - never clamped
-    to the edge - and of the rest the best ``max_det`` by score."""
-    from .detect import decodable, letterbox, open_image
+    network input (darkcfg.detect.network_input, darknet's resize as for box models and map:
+    stretched, or letterboxed when ``letter_box`` - None: the cfg's [net] letter_box decides,
+    detect.letter_boxed), the model, :func:`decode` above ``thresh``, each point moved back to
+    the image (stretched: scaled by image / network size; letterboxed: from the integer offset
+    where the letterbox put the image, as validate.points_to_input moves labels in), those that
+    fall outside the image (on the letterbox's grey border) dropped - never clamped to the edge
+    - and of the rest the best ``max_det`` by score."""
+    from .detect import decodable, letter_boxed, network_input, open_image
     from .errors import DarkcfgError
     net = model.net
     if not heads_of(net):
         raise DarkcfgError(f"{net.cfg.name}: detect_keypoints needs [keypoint] heads")
     img = open_image(path)
-    x, (nw, nh) = letterbox(img, net.width, net.height)
+    x, (nw, nh) = network_input(img, net.width, net.height, letter_boxed(net, letter_box))
     with torch.no_grad():
         raw = decodable(model(torch.from_numpy(x)[None].to(**model.placement())))
     w, h = img.size

@@ -102,57 +102,175 @@ def test_bf16_detections_pair_with_opencvs(name, darknet_at, tmp_path):
     assert _paired(ours, theirs) >= 0.97 * len(theirs)
 
 
+def _darknet_resize_by_hand(pixels, w, h):
+    """darknet's resize_image written here: align-corners bilinear (PyTorch's, in double:
+    darknet's resize_image to float32 rounding, as tests/test_validate.py shows); CHW."""
+    im = torch.from_numpy(pixels.transpose(2, 0, 1)[None] / 255.0)
+    return torch.nn.functional.interpolate(im, size=(h, w), mode="bilinear",
+                                           align_corners=True)[0].numpy()
+
+
 def _darknet_letterbox_by_hand(pixels, size):
     """darknet's letterbox_image written here: the new size as its integer arithmetic gives it,
-    align-corners bilinear (PyTorch's, in double: darknet's resize_image to float32 rounding, as
-    tests/test_validate.py shows), embedded at the integer centre on grey 0.5."""
+    the resize above, embedded at the integer centre on grey 0.5."""
     h, w = pixels.shape[:2]
     nw, nh = (size, h * size // w) if size / w < size / h else (w * size // h, size)
-    im = torch.from_numpy(pixels.transpose(2, 0, 1)[None] / 255.0)
-    r = torch.nn.functional.interpolate(im, size=(nh, nw), mode="bilinear",
-                                        align_corners=True)[0].numpy()
     x = np.full((1, 3, size, size), 0.5, np.float32)
     x0, y0 = (size - nw) // 2, (size - nh) // 2
-    x[0, :, y0:y0 + nh, x0:x0 + nw] = r
+    x[0, :, y0:y0 + nh, x0:x0 + nw] = _darknet_resize_by_hand(pixels, nw, nh)
     return x, (nw, nh)
+
+
+def _opencv_in_image_pixels(path, weights, pixels, letter_box, size=128):
+    """OpenCV's detections on darknet's input written here - the letterbox, or the image
+    stretched to size x size - boxes mapped back to image pixels by darknet's
+    correct_yolo_boxes (written here: letter=1 removes the letterbox's continuous offset and
+    scale; letter=0 only scales x by image w, y by image h) and clipped to the image."""
+    h, w = pixels.shape[:2]
+    if letter_box:
+        x, (nw, nh) = _darknet_letterbox_by_hand(pixels, size)
+    else:
+        x, (nw, nh) = _darknet_resize_by_hand(pixels, size, size)[None].astype(np.float32), \
+            (size, size)
+    theirs = []
+    for c, s, (x1, y1, x2, y2) in _opencv_detections(path, weights, x):
+        bx = [np.clip((v * size - (size - nw) / 2) / nw * w, 0, w) for v in (x1, x2)]
+        by = [np.clip((v * size - (size - nh) / 2) / nh * h, 0, h) for v in (y1, y2)]
+        theirs.append((c, s, (bx[0], by[0], bx[1], by[1])))
+    return theirs
+
+
+def _twins(ours, theirs, px=0.02, score=1e-4):
+    """How many of ours have a twin of their class among theirs (the nearest box, each of
+    theirs used once) within ``px`` pixels and ``score``."""
+    left = {}
+    for t in theirs:
+        left.setdefault(t[0], []).append(t)
+    n = 0
+    for d in ours:
+        same = left.get(d.cls, [])
+        best = min(same, key=lambda t: np.abs(np.subtract(t[2], d.box)).max(), default=None)
+        if best is not None and np.abs(np.subtract(best[2], d.box)).max() < px and \
+                abs(best[1] - d.score) < score:
+            same.remove(best)
+            n += 1
+    return n
+
+
+def _same_detections(ours, theirs, px=0.02, score=1e-4):
+    """The same number of detections, each of ours with a twin among theirs (:func:`_twins`)."""
+    assert len(ours) == len(theirs) > 1000
+    assert _twins(ours, theirs, px, score) == len(ours)
+
+
+def _plain_nms(model):
+    for l in model.net.layers:     # NMSBoxes is plain IoU NMS: darknet's default for both
+        l.opts.pop("nms_kind", None)
+    return model
+
+
+def _random_png(tmp_path, w, h):
+    from PIL import Image
+    pixels = np.random.default_rng(w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "x.png")
+    return str(tmp_path / "x.png"), pixels
+
+
+SIZES = pytest.mark.parametrize("w, h", [(200, 120), (90, 150)], ids=["wide-down", "tall-up"])
 
 
 @needs_shared
 @pytest.mark.parametrize("name", TINY)
-@pytest.mark.parametrize("w, h", [(200, 120), (90, 150)], ids=["wide-down", "tall-up"])
+@SIZES
 def test_letterboxed_detections_are_opencvs(name, w, h, darknet_at, tmp_path):
-    """detect_image on an image that must be resized (float32 model) vs OpenCV's network on the
-    letterbox written above, its boxes mapped back by darknet's correct_yolo_boxes (written
-    here) and clipped: the same number of detections, each of ours with an OpenCV twin of its
-    class within 0.02 px and a score within 1e-4.  Measured over the 4 cases: 0.0024 px and
-    9.2e-6 at most.  With Pillow's resize (detect's letterbox before) the counts differed
-    (yolov3-tiny 200x120: 7,919 vs 7,776) and at most 5 of ours per case were within these
-    tolerances (box differences up to 186 px, scores up to 0.32)."""
+    """detect_image(letter_box=True) on an image that must be resized (float32 model) vs
+    OpenCV's network on the letterbox written above, its boxes mapped back by darknet's
+    correct_yolo_boxes (written here) and clipped: the same number of detections, each of ours
+    with an OpenCV twin of its class within 0.02 px and a score within 1e-4.  Measured over the
+    4 cases: 0.0024 px and 9.2e-6 at most.  With Pillow's resize (detect's letterbox before)
+    the counts differed (yolov3-tiny 200x120: 7,919 vs 7,776) and at most 5 of ours per case
+    were within these tolerances (box differences up to 186 px, scores up to 0.32)."""
     pytest.importorskip("cv2")
-    from PIL import Image
     path, weights = darknet_at(name)
-    pixels = np.random.default_rng(w).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(tmp_path / "x.png")
-    x, (nw, nh) = _darknet_letterbox_by_hand(pixels, 128)
-    theirs = []
-    for c, s, (x1, y1, x2, y2) in _opencv_detections(path, weights, x):
-        bx = [np.clip((v * 128 - (128 - nw) / 2) / nw * w, 0, w) for v in (x1, x2)]
-        by = [np.clip((v * 128 - (128 - nh) / 2) / nh * h, 0, h) for v in (y1, y2)]
-        theirs.append((c, s, (bx[0], by[0], bx[1], by[1])))
-    model = darkcfg.load(weights, path)
-    for l in model.net.layers:     # NMSBoxes is plain IoU NMS: darknet's default for both
-        l.opts.pop("nms_kind", None)
-    ours, _ = detect_image(model, str(tmp_path / "x.png"))
-    assert len(ours) == len(theirs) > 1000
-    left = {}
-    for t in theirs:
-        left.setdefault(t[0], []).append(t)
-    for d in ours:
-        same = left.get(d.cls, [])
-        assert same, f"class {d.cls} at {d.box} has no OpenCV twin"
-        best = min(same, key=lambda t: np.abs(np.subtract(t[2], d.box)).max())
-        same.remove(best)
-        assert np.abs(np.subtract(best[2], d.box)).max() < 0.02 and abs(best[1] - d.score) < 1e-4
+    png, pixels = _random_png(tmp_path, w, h)
+    model = _plain_nms(darkcfg.load(weights, path))
+    ours, _ = detect_image(model, png, letter_box=True)
+    _same_detections(ours, _opencv_in_image_pixels(path, weights, pixels, letter_box=True))
+
+
+@needs_shared
+@pytest.mark.parametrize("name", TINY)
+@SIZES
+def test_stretched_detections_are_opencvs(name, w, h, darknet_at, tmp_path):
+    """detect_image's default on a cfg without letter_box - darknet's detector test without
+    -letter_box: the image stretched to 128x128 by darknet's resize (written above), x mapped
+    back by w / 128 and y by h / 128.  Against OpenCV on that input, the same tolerances as the
+    letterbox: measured over the 4 cases 0.0020 px and 9.7e-6 at most (counts 6,353-7,679).
+    The letterboxed detections fail this comparison: at most 1 of them per case has a twin
+    (asserted: under 1%)."""
+    pytest.importorskip("cv2")
+    path, weights = darknet_at(name)
+    png, pixels = _random_png(tmp_path, w, h)
+    model = _plain_nms(darkcfg.load(weights, path))
+    ours, _ = detect_image(model, png)
+    theirs = _opencv_in_image_pixels(path, weights, pixels, letter_box=False)
+    _same_detections(ours, theirs)
+    boxed, _ = detect_image(model, png, letter_box=True)
+    assert _twins(boxed, theirs) < 0.01 * len(theirs)
+    _same_detections(detect_image(model, png, letter_box=False)[0], theirs)
+
+
+@needs_shared
+def test_cfg_letter_box_letterboxes_without_the_flag(darknet_at, tmp_path):
+    """A cfg with [net] letter_box=1 (the value map and training follow) letterboxes in
+    detect_image with no letter_box given, and in `darkcfg detect` without --letter-box: the
+    detections are OpenCV's on darknet's letterbox (OpenCV reads the cfg without the line);
+    letter_box=False still stretches."""
+    pytest.importorskip("cv2")
+    path, weights = darknet_at("yolov3-tiny")
+    text = open(path).read()
+    assert "letter_box" not in text
+    boxed_cfg = tmp_path / "boxed.cfg"
+    boxed_cfg.write_text(text.replace("[net]\n", "[net]\nletter_box=1\n", 1))
+    png, pixels = _random_png(tmp_path, 200, 120)
+    model = _plain_nms(darkcfg.load(weights, str(boxed_cfg)))
+    ours, _ = detect_image(model, png)
+    _same_detections(ours, _opencv_in_image_pixels(path, weights, pixels, letter_box=True))
+    stretched, _ = detect_image(model, png, letter_box=False)
+    _same_detections(stretched, _opencv_in_image_pixels(path, weights, pixels, letter_box=False))
+
+
+def _printed_boxes(output):
+    return [(int(c), float(s), tuple(float(v) for v in box)) for c, s, *box in
+            re.findall(r"  class (\d+): ([\d.]+)%  (\d+) (\d+) (\d+) (\d+)", output)]
+
+
+@needs_shared
+def test_detect_cli_stretches_or_letterboxes(darknet_at, tmp_path):
+    """`darkcfg detect` on a 200x120 image: by default its printed boxes are OpenCV's on the
+    stretched image, with --letter-box OpenCV's on the letterbox (and a cfg with [net]
+    letter_box=1 letterboxes without the flag): each printed box (whole pixels, scores to
+    0.1%) has a twin within 0.5 px + rounding."""
+    pytest.importorskip("cv2")
+    path, weights = darknet_at("yolov3-tiny")
+    text = open(path).read().replace("[net]\n", "[net]\nletter_box=1\n", 1)
+    (tmp_path / "boxed.cfg").write_text(text)
+    png, pixels = _random_png(tmp_path, 200, 120)
+    for cfg, extra, letter_box in ((path, [], False), (path, ["--letter-box"], True),
+                                   (tmp_path / "boxed.cfg", [], True)):
+        r = run("detect", png, "--cfg", cfg, "--weights", weights, *extra)
+        assert r.exit_code == 0, r.output
+        rows = _printed_boxes(r.output)
+        theirs = _opencv_in_image_pixels(path, weights, pixels, letter_box)
+        assert len(rows) == len(theirs) > 1000
+        left = {}
+        for t in theirs:
+            left.setdefault(t[0], []).append(t)
+        for c, s, box in rows:
+            best = min(left[c], key=lambda t: np.abs(np.subtract(t[2], box)).max())
+            left[c].remove(best)
+            assert np.abs(np.subtract(best[2], box)).max() <= 0.51 and \
+                abs(best[1] * 100 - s) <= 0.051
 
 
 # --- the CLI's --dtype and --device -------------------------------------------------------------

@@ -211,9 +211,9 @@ def test_encode_rejects_what_it_cannot_place(pts, cls, words):
 # --- detect: points back in the image, drawn -------------------------------------------------------
 
 def test_detect_keypoints_maps_back_and_draws(tmp_path):
-    """A 128x64 image letterboxed into 64x64 (64x32 at y 16): a head output with keypoints at
-    input (16, 32) class 0 and (50, 20) class 2 gives image points (32, 32) and (100, 8); the
-    drawing has each point's class colour at its place."""
+    """A 128x64 image letterboxed (letter_box=True) into 64x64 (64x32 at y 16): a head output
+    with keypoints at input (16, 32) class 0 and (50, 20) class 2 gives image points (32, 32)
+    and (100, 8); the drawing has each point's class colour at its place."""
     from PIL import Image
     model = darkcfg.build_model(small("shared"))
     t = K.encode([torch.tensor([[16 / 64, 32 / 64], [50 / 64, 20 / 64]])],
@@ -221,7 +221,7 @@ def test_detect_keypoints_maps_back_and_draws(tmp_path):
     model.forward = lambda x: [K.raw_from_targets(t).float()]
     src = tmp_path / "a.png"
     Image.new("RGB", (128, 64), (0, 0, 0)).save(src)
-    kps, img = K.detect_keypoints(model, str(src), thresh=0.5)
+    kps, img = K.detect_keypoints(model, str(src), thresh=0.5, letter_box=True)
     got = sorted((k.cls, round(k.x, 3), round(k.y, 3)) for k in kps)
     assert got == [(0, 32.0, 32.0), (2, 100.0, 8.0)]
     K.draw_points(img, kps, ["dot", "ring", "star"], str(tmp_path / "out.png"))
@@ -233,8 +233,11 @@ def test_detect_keypoints_maps_back_and_draws(tmp_path):
 
 
 def test_detect_keypoints_drops_points_on_the_border(tmp_path):
-    """The same 128x64 image (64x32 at input rows 16..48): a point found at input (40, 8), on
-    the grey border above the image, is dropped, not clamped to (80, 0) on the image's edge."""
+    """The same 128x64 image letterboxed (64x32 at input rows 16..48): a point found at input
+    (40, 8), on the grey border above the image, is dropped, not clamped to (80, 0) on the
+    image's edge.  Stretched - the default for a cfg without letter_box, as darknet's detector
+    test without -letter_box - the image fills the input: x scales by 128 / 64, y by 64 / 64,
+    and both points are in it."""
     from PIL import Image
     model = darkcfg.build_model(small("shared"))
     t = K.encode([torch.tensor([[16 / 64, 32 / 64], [40 / 64, 8 / 64]])],
@@ -242,7 +245,16 @@ def test_detect_keypoints_drops_points_on_the_border(tmp_path):
     model.forward = lambda x: [K.raw_from_targets(t).float()]
     src = tmp_path / "a.png"
     Image.new("RGB", (128, 64), (0, 0, 0)).save(src)
-    kps, _ = K.detect_keypoints(model, str(src), thresh=0.5)
+    kps, _ = K.detect_keypoints(model, str(src), thresh=0.5, letter_box=True)
+    assert [(k.cls, round(k.x, 3), round(k.y, 3)) for k in kps] == [(0, 32.0, 32.0)]
+    for letter_box in (None, False):
+        kps, _ = K.detect_keypoints(model, str(src), thresh=0.5, letter_box=letter_box)
+        assert sorted((k.cls, round(k.x, 3), round(k.y, 3)) for k in kps) == \
+            [(0, 32.0, 32.0), (1, 80.0, 8.0)]
+    # a cfg with [net] letter_box=1 letterboxes when letter_box is not given
+    boxed = darkcfg.build_model(small("shared").replace("[net]\n", "[net]\nletter_box=1\n"))
+    boxed.forward = model.forward
+    kps, _ = K.detect_keypoints(boxed, str(src), thresh=0.5)
     assert [(k.cls, round(k.x, 3), round(k.y, 3)) for k in kps] == [(0, 32.0, 32.0)]
 
 
@@ -305,7 +317,8 @@ def test_detect_cli_prints_and_draws_keypoints(tmp_path):
     from PIL import Image
     cfg, w, names = _point_model(tmp_path)
     img = _dots(tmp_path / "dots.png")
-    r = _cli("detect", img, "--cfg", cfg, "--weights", w, "--names", names, "-o", tmp_path / "o")
+    r = _cli("detect", img, "--cfg", cfg, "--weights", w, "--names", names, "-o", tmp_path / "o",
+             "--letter-box")
     assert r.exit_code == 0, r.output
     assert f"{img}: 2 points (64 x 31)" in r.output
     assert _printed_points(r.output) == [("red", 100.0, 10.2, 5.7), ("green", 99.3, 40.2, 20.7)]
@@ -316,11 +329,42 @@ def test_detect_cli_prints_and_draws_keypoints(tmp_path):
     assert (out[26:, :30] == 0).all()                     # away from points and labels: black
     # --thresh between the two scores, --max-det 1: the red point alone; --nms is for boxes
     for extra in (["--thresh", .995], ["--max-det", 1, "--nms", .3]):
-        r = _cli("detect", img, "--cfg", cfg, "--weights", w, *extra)
+        r = _cli("detect", img, "--cfg", cfg, "--weights", w, "--letter-box", *extra)
         assert r.exit_code == 0, r.output
         assert f"{img}: 1 points (64 x 31)" in r.output
         assert _printed_points(r.output) == [("class 0", 100.0, 10.2, 5.7)]
     assert "warning: --nms is for boxes" in r.output
+
+
+def test_detect_cli_stretches_unless_letterboxing(tmp_path):
+    """A 22x64 image with a red pixel at (15, 10) and a (0, 200, 0) one at (3, 40).  Stretched
+    into 64x64 (the default: no letter_box in the cfg) darknet's resize scales x by
+    (22 - 1) / (64 - 1) = 1/3 exactly and leaves y alone: the pixels land whole on input
+    columns 45 and 9 (the columns beside them get 2/3 of them), are decoded at (45.2, 10.7) and
+    (9.2, 40.7), and come back at x * 22 / 64: (15.5375, 10.7) and (3.1625, 40.7).
+    Letterboxed (--letter-box, or the cfg's [net] letter_box=1) the image is not resized, only
+    embedded at column (64 - 22) // 2 = 21: back at (15.2, 10.7) and (3.2, 40.7)."""
+    from PIL import Image
+    cfg, w, _ = _point_model(tmp_path)
+    a = np.zeros((64, 22, 3), np.uint8)
+    a[10, 15] = (255, 0, 0)
+    a[40, 3] = (0, 200, 0)
+    img = str(tmp_path / "tall.png")
+    Image.fromarray(a).save(img)
+    r = _cli("detect", img, "--cfg", cfg, "--weights", w)
+    assert r.exit_code == 0, r.output
+    assert _printed_points(r.output) == [("class 0", 100.0, 15.5, 10.7),
+                                         ("class 1", 99.3, 3.2, 40.7)]
+    (tmp_path / "boxed.cfg").write_text(POINT_CFG.replace("[net]\n", "[net]\nletter_box=1\n"))
+    for args in (["--cfg", cfg, "--letter-box"], ["--cfg", tmp_path / "boxed.cfg"]):
+        r = _cli("detect", img, "--weights", w, *args)
+        assert r.exit_code == 0, r.output
+        assert _printed_points(r.output) == [("class 0", 100.0, 15.2, 10.7),
+                                             ("class 1", 99.3, 3.2, 40.7)]
+    model = darkcfg.load(w, cfg)
+    kps, _ = K.detect_keypoints(model, img, thresh=0.5)
+    assert [(k.cls, round(k.x, 4), round(k.y, 4)) for k in kps] == [(0, 15.5375, 10.7),
+                                                                     (1, 3.1625, 40.7)]
 
 
 def test_detect_cli_keypoint_bad_inputs(tmp_path):
