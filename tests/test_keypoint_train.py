@@ -108,25 +108,32 @@ def test_keypoint_model_learns_the_dots(dataset, tmp_path, head, iterations):
     # `darkcfg detect` with the trained weights finds the drawn dots, in image pixels
     recall, precision, error = _detect_against_labels(cfg, r.files["final"], valid)
     print(f"detect: recall {recall:.3f}, precision {precision:.3f}, error {error:.2f} px")
-    assert recall > DETECT_RECALL and precision > DETECT_PRECISION and error < 2.5
+    boxed = _detect_against_labels(cfg, r.files["final"], valid, "--letter-box")
+    print("detect --letter-box: recall {:.3f}, precision {:.3f}, error {:.2f} px".format(*boxed))
+    print(f"map at .25: recall {res.recall:.3f}, precision {res.precision:.3f}")
+    assert recall > DETECT_RECALL and precision > DETECT_PRECISION and error < 2.2
+    assert recall > boxed[0] + LETTERBOX_LOSS
 
 
 # `darkcfg detect` at --thresh .25 on the 32 held-out images, a printed point matching an
-# unmatched label of its class within 4 image pixels.  Measured: separate recall .525, precision
-# .886, error 1.77 px; shared .542, 1.0, 1.22 px.  Recall is below map's (.73, .83 at .25)
-# because detect letterboxes and these cfgs train and score stretched (no letter_box): map with
-# letter_box=True gives the same .54 for the shared head.
-DETECT_RECALL, DETECT_PRECISION = 0.4, 0.75
+# unmatched label of its class within 4 image pixels.  These cfgs set no letter_box, so detect
+# stretches the images as training and map do (darknet's detector test without -letter_box).
+# Measured: separate recall .695, precision .932, error 1.71 px; shared .831, 1.0, 1.10 px -
+# map's recall at .25 is .729 and .831 (its 4 px are input pixels).  With --letter-box, which
+# these models never saw in training: .525, .886, 1.77 px and .542, 1.0, 1.22 px (detect's
+# figures before it stretched by default).
+DETECT_RECALL, DETECT_PRECISION = 0.6, 0.85
+LETTERBOX_LOSS = 0.1           # stretched recall above the letterboxed: measured .170 and .289
 
 
-def _detect_against_labels(cfg, weights, images, radius=4.0):
+def _detect_against_labels(cfg, weights, images, *extra, radius=4.0):
     """(recall, precision, mean distance of the matches in image pixels) of the points that
     `darkcfg detect` prints against each image's label file (``class x y`` times its size)."""
     import re
     from click.testing import CliRunner
     from PIL import Image
     from darkcfg.cli import main
-    r = CliRunner().invoke(main, ["detect", *images, "--cfg", cfg, "--weights", weights])
+    r = CliRunner().invoke(main, ["detect", *images, "--cfg", cfg, "--weights", weights, *extra])
     assert r.exit_code == 0, r.output
     found = {p: [] for p in images}
     for block in re.split(r"(?m)^(?=\S)", r.output.strip()):
