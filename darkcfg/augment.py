@@ -438,29 +438,36 @@ def mosaic_cut(rng, size: tuple) -> tuple:
     return int(rng.integers(lo_x, hi_x + 1)), int(rng.integers(lo_y, hi_y + 1))
 
 
-def _cdiv(a: int, b: int) -> int:
-    """C's integer division (toward zero)."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b > 0) else -q
-
-
 def mosaic_shifts(crop: Crop, flipped: bool, size: tuple, cut: tuple) -> tuple:
-    """(left, top, right, bottom) shifts of a piece: how far its padding pushes the visible
-    part in (darknet's left_shift...; pleft/pright swapped for a flipped piece)."""
+    """(left, top, right, bottom) shifts of a piece: the width of its padding in network
+    pixels (C ints), each at most the quadrant's side (darknet's left_shift...; left and right
+    swapped for a flipped piece).
+
+    darknet computes them as ``-pleft * w / ow``: the padding scaled by the network-to-image
+    ratio, which equals the padding's width in the resized piece only when the crop is as wide
+    as the image (``swidth == ow``).  The jitter crop (and [yolo] ``resize=``) makes it up to
+    twice as wide, and then darknet's shift overshoots the padding: the strip between the true
+    edge of the picture and the shifted one is cut from the pixels, while its boxes are moved
+    across the cut onto the neighbouring piece's pixels (kept there unless mosaic_bound).
+    darkcfg takes the padding's true width, ``-pleft * w / swidth`` (and nothing for darknet's
+    "invalid resize" crop, which has no padding), so every box and point stays on its own
+    picture; with ``swidth == ow`` the two formulas agree."""
     w, h = size
     cx, cy = cut
-    pl, pr = (crop.pright, crop.pleft) if flipped else (crop.pleft, crop.pright)
-    return (min(cx, max(0, _cdiv(-pl * w, crop.ow))),
-            min(cy, max(0, _cdiv(-crop.ptop * h, crop.oh))),
-            min(w - cx, max(0, _cdiv(-pr * w, crop.ow))),
-            min(h - cy, max(0, _cdiv(-crop.pbot * h, crop.oh))))
+    lpad, rpad = max(0, -crop.pleft), max(0, crop.pleft + crop.swidth - crop.ow)
+    tpad, bpad = max(0, -crop.ptop), max(0, crop.ptop + crop.sheight - crop.oh)
+    if flipped:
+        lpad, rpad = rpad, lpad
+    return (min(cx, lpad * w // crop.swidth), min(cy, tpad * h // crop.sheight),
+            min(w - cx, rpad * w // crop.swidth), min(h - cy, bpad * h // crop.sheight))
 
 
 def mosaic_paste(canvas: np.ndarray, piece: np.ndarray, boxes: np.ndarray, quadrant: int,
                  cut: tuple, shifts: tuple, bound: bool) -> tuple:
     """Paste a piece's part into its quadrant of ``canvas`` (in place) and move its boxes with
     it (blend_truth_mosaic): clipped to the canvas, or to the quadrant with ``bound``; kept only
-    if they then lie inside with 0 < w, h < 1 and over one pixel.  Returns (canvas, boxes)."""
+    if they then lie inside with 0 < w, h < 1 and over one pixel.  A point is kept only inside
+    the quadrant, the one part of its picture that is pasted.  Returns (canvas, boxes)."""
     h, w = canvas.shape[:2]
     cx, cy = cut
     ls, ts, rs, bs = shifts
@@ -474,17 +481,18 @@ def mosaic_paste(canvas: np.ndarray, piece: np.ndarray, boxes: np.ndarray, quadr
     b = boxes.copy()
     b[:, 1] += (qx0 - sx) / w
     b[:, 2] += (qy0 - sy) / h
-    return canvas, _mosaic_keep(b, (w, h), (qx0, qy0, qx1, qy1) if bound else None)
+    return canvas, _mosaic_keep(b, (w, h), (qx0, qy0, qx1, qy1), bound)
 
 
-def _mosaic_keep(b: np.ndarray, size: tuple, quad) -> np.ndarray:
+def _mosaic_keep(b: np.ndarray, size: tuple, qd: tuple, bound: bool) -> np.ndarray:
     w, h = size
+    quad = qd if bound else None
     keep = []
     for row in b:
         xb, yb, wb, hb = row[1:5]
-        if wb == 0 and hb == 0:                 # a point: inside the canvas (or quadrant)
-            x0, y0, x1, y1 = quad or (0, 0, w, h)
-            if x0 / w < xb < x1 / w and y0 / h < yb < y1 / h:
+        if wb == 0 and hb == 0:                 # a point: inside its own quadrant, the
+            x0, y0, x1, y1 = qd                 # only part of its picture that is pasted
+            if x0 / w <= xb < x1 / w and y0 / h <= yb < y1 / h and xb > 0 and yb > 0:
                 keep.append(row)
             continue
         left, right = _trunc((xb - wb / 2) * w), _trunc((xb + wb / 2) * w)

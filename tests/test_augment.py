@@ -4,6 +4,7 @@ compares that with where the step says the box went.  Expected numbers are darkn
 src/image_opencv.cpp image_data_augmentation; src/detector.c multi-scale) worked by hand."""
 from __future__ import annotations
 
+import math
 import numpy as np
 import pytest
 
@@ -296,12 +297,23 @@ def test_mosaic_paste_quadrants_and_shifts():
     assert found(c) == (45, 36, 65, 46)
 
 
-def test_mosaic_shifts_darknet_formula():
-    # -pleft*w/ow in C ints: 3300/160 = 20 (20.6 truncated), 800/120 = 6, 4000/120 = 33
+def test_mosaic_shifts_are_the_padding_width():
+    # the padding in network pixels, C ints: left 33 of 186 source columns -> 33*100/186 = 17
+    # (17.7 truncated), top 10*80/180 = 4, bottom 50*80/180 = 22; pright = 7 pads nothing.
+    # (darknet's -pleft*w/ow would say 20, 6, 33: more than the padding of this wide crop)
     c = A.Crop(160, 120, -33, -10, 7, -50, 186, 180)
-    assert A.mosaic_shifts(c, False, (100, 80), (40, 30)) == (20, 6, 0, 33)
-    # flipped: pleft and pright swap
-    assert A.mosaic_shifts(c, True, (100, 80), (40, 30)) == (0, 6, 20, 33)
+    assert A.mosaic_shifts(c, False, (100, 80), (40, 30)) == (17, 4, 0, 22)
+    # flipped: left and right swap
+    assert A.mosaic_shifts(c, True, (100, 80), (40, 30)) == (0, 4, 17, 22)
+    # a crop as wide as the image, the case darknet's formula is right: 20*100/160 = 12
+    c = A.Crop(160, 120, -20, 0, 20, 0, 160, 120)
+    assert A.mosaic_shifts(c, False, (100, 80), (40, 30)) == (12, 0, 0, 0)
+    # each at most the quadrant's side: 90 of 200 -> 45 left, capped at the cut (40)
+    c = A.Crop(160, 120, -90, 0, 50, 0, 200, 120)
+    assert A.mosaic_shifts(c, False, (100, 80), (40, 30))[0] == 40
+    # darknet's "invalid resize" crop is the whole image: no padding, whatever pright was
+    c = A.Crop(160, 120, 0, 0, -400, -300, 160, 120, reset=True)
+    assert A.mosaic_shifts(c, False, (100, 80), (40, 30)) == (0, 0, 0, 0)
 
 
 def test_mosaic_corner_moves_padding_toward_the_centre():
@@ -337,6 +349,96 @@ def test_mosaic_boxes_cover_the_pasted_rectangles(seed):
     assert (white & ~mask).sum() <= 3 * 96
     # and boxes are bright inside (clipped to the quadrant with mosaic_bound)
     assert (mask & ~white).sum() <= 3 * 96
+
+
+# ----- every box and point on its own picture's pixels (the pixels are the witness) ----------
+
+SOURCE = (60, 110, 160, 210)          # channel 0 of source image k, everywhere (padding too)
+RECTS = [(x, y, x + 24, y + 18) for x in (10, 63, 116) for y in (8, 48, 88)]
+
+
+def source(k, points=False):
+    """Source image k (160x120): channel 0 says which image a pixel came from, channel 1 is
+    250 inside nine 24x18 rectangles; labels of class k: the rectangles, or their centres."""
+    img, rows = canvas(160, 120, RECTS, bg=0, fg=250)
+    img[:, :, 0], img[:, :, 2] = SOURCE[k], 0
+    rows[:, 0] = k
+    if points:
+        rows[:, 3:] = 0
+    return img, rows
+
+
+def mine(out, k):
+    """Pixels of source k's rectangles in an augmented image."""
+    return (np.abs(out[:, :, 0].astype(int) - SOURCE[k]) <= 2) & (out[:, :, 1] > 200)
+
+
+def assert_labels_on_their_pixels(out, b, edges=()):
+    """Each box's inside (1.5 px in from its edges) is its source's rectangle, each point is on
+    one; and every rectangle of 4x4 px or more has its box (every whole one, its point).
+    ``edges``: the canvas columns / rows where a piece's picture may end (the mosaic cut)."""
+    h, w = out.shape[:2]
+    pts = A.is_point(b)
+    for k, x, y, bw, bh in b[~pts]:
+        x0, x1 = math.ceil((x - bw / 2) * w + 1.5), math.floor((x + bw / 2) * w - 1.5)
+        y0, y1 = math.ceil((y - bh / 2) * h + 1.5), math.floor((y + bh / 2) * h - 1.5)
+        if x1 > x0 and y1 > y0:
+            assert mine(out[y0:y1, x0:x1], int(k)).all(), ("box", k, x * w, y * h)
+    for k, x, y, _, _ in b[pts]:
+        assert mine(out[int(y * h):int(y * h) + 1, int(x * w):int(x * w) + 1], int(k)).all(), \
+            ("point", k, x * w, y * h)
+    xs, ys = (0, w) + tuple(edges[:1]), (0, h) + tuple(edges[1:])
+    for k in range(len(SOURCE)):
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mine(out, k).astype(np.uint8))
+        for x0, y0, cw, ch, _ in stats[1:n]:
+            if cw < 4 or ch < 4:
+                continue
+            near = [(r[1] - r[3] / 2) * w - 1.5 <= x0 and x0 + cw <= (r[1] + r[3] / 2) * w + 1.5
+                    and (r[2] - r[4] / 2) * h - 1.5 <= y0 and y0 + ch <= (r[2] + r[4] / 2) * h
+                    + 1.5 if r[3] else x0 <= r[1] * w <= x0 + cw and y0 <= r[2] * h <= y0 + ch
+                    for r in b if r[0] == k and (r[3] > 0) != pts.all()]
+            whole = all(abs(x0 - e) > 1 and abs(x0 + cw - e) > 1 for e in xs) and \
+                all(abs(y0 - e) > 1 and abs(y0 + ch - e) > 1 for e in ys)
+            if not pts.all() or whole:
+                assert any(near), ("no label", k, x0, y0, cw, ch)
+
+
+def cut_of(out):
+    """The mosaic centre, read from the pixels: where source 0's picture ends."""
+    top = np.abs(out[0, :, 0].astype(int) - SOURCE[0]) <= 2
+    left = np.abs(out[:, 0, 0].astype(int) - SOURCE[0]) <= 2
+    return int(np.argmin(top)), int(np.argmin(left))
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("resize", [.7, 1.0, 1.5])
+@pytest.mark.parametrize("bound", [False, True])
+@pytest.mark.parametrize("points", [False, True])
+def test_mosaic_labels_stay_on_their_own_picture(seed, resize, bound, points):
+    """[yolo]/[keypoint] resize= with mosaic: darknet's shift (-pleft * w / ow) overshoots the
+    padding of a crop wider than the image, and moved boxes (points) onto the neighbouring
+    picture; the shift is the padding's true width, so every label stays on its pixels."""
+    opt = A.Options(96, 96, 4, jitter=.3, resize=resize, flip=True, mosaic=True,
+                    mosaic_bound=bound, keypoints=points)
+
+    def load(rng, k=[0]):
+        k[0] += 1
+        return (*source((k[0] - 1) % 4, points), f"{k[0]}.png")
+    out, b, _ = A.mosaic(load, np.random.default_rng(seed), opt, (96, 96))
+    assert len(b)
+    assert_labels_on_their_pixels(out, b, cut_of(out))
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("resize", [.7, 1.5])
+@pytest.mark.parametrize("letter_box", [False, True])
+@pytest.mark.parametrize("points", [False, True])
+def test_jitter_resize_letter_box_labels_stay_on_their_pixels(seed, resize, letter_box, points):
+    opt = A.Options(96, 64, 4, jitter=.3, resize=resize, flip=True, letter_box=letter_box,
+                    keypoints=points)
+    img, rows = source(2, points)
+    out, b, _, _ = A.augment_image(img, rows, np.random.default_rng(seed), opt, (96, 64))
+    assert_labels_on_their_pixels(out, b)
 
 
 # ----- multi-scale ------------------------------------------------------------------------------
