@@ -239,40 +239,44 @@ def _cut(image, x0, y0, sw, sh):
     ih, iw = image.shape[:2]
     ix0, iy0 = max(0, x0), max(0, y0)
     ix1, iy1 = min(iw, x0 + sw), min(ih, y0 + sh)
+    top, left = iy0 - y0, ix0 - x0
+    bottom, right = sh - top - (iy1 - iy0), sw - left - (ix1 - ix0)
+    if ix1 > ix0 and iy1 > iy0 and top == bottom == left == right == 0:
+        return image[iy0:iy1, ix0:ix1]
     # cv::mean (darknet's fill) as sum / count: cv2.sumElems is 30x faster than cv2.mean here
     mean = tuple(v / (ih * iw) for v in cv2.sumElems(image))
     if ix1 <= ix0 or iy1 <= iy0:                       # the crop misses the image
         out = np.empty((sh, sw, image.shape[2]), np.uint8)
         out[:] = np.round(mean[:image.shape[2]]).astype(np.uint8)
         return out
-    inner = image[iy0:iy1, ix0:ix1]
-    top, left = iy0 - y0, ix0 - x0
-    bottom, right = sh - top - (iy1 - iy0), sw - left - (ix1 - ix0)
-    if top == bottom == left == right == 0:
-        return inner
-    return cv2.copyMakeBorder(inner, top, bottom, left, right, cv2.BORDER_CONSTANT, value=mean)
+    return cv2.copyMakeBorder(image[iy0:iy1, ix0:ix1], top, bottom, left, right,
+                              cv2.BORDER_CONSTANT, value=mean)
 
 
 def _correct(boxes: np.ndarray, crop: Crop) -> np.ndarray:
     if not len(boxes):
         return boxes
-    b = boxes.astype(np.float64, copy=True)
-    pts = is_point(b)
+    b = np.array(boxes, np.float64)
     x, y, bw, bh = b[:, 1], b[:, 2], b[:, 3], b[:, 4]
-    invalid = ((x == 0) & (y == 0)) | (x + bw / 2 < 0) | (y + bh / 2 < 0) | \
-        (x - bw / 2 > 1) | (y - bh / 2 > 1)
+    pts = (bw == 0) & (bh == 0)
+    edges = np.stack((x - bw / 2, x + bw / 2, y - bh / 2, y + bh / 2))     # l, r, t, b
+    invalid = ((x == 0) & (y == 0)) | (edges[1] < 0) | (edges[3] < 0) | (edges[0] > 1) | \
+        (edges[2] > 1)
     sx, sy = crop.ow / crop.swidth, crop.oh / crop.sheight
     dx, dy = crop.pleft / crop.swidth, crop.ptop / crop.sheight
-    l, r = (x - bw / 2) * sx - dx, (x + bw / 2) * sx - dx
-    t, btm = (y - bh / 2) * sy - dy, (y + bh / 2) * sy - dy
-    px, py = x * sx - dx, y * sy - dy                   # points: moved, not clipped
-    l, r, t, btm = (np.clip(v, 0, 1) for v in (l, r, t, btm))
-    b[:, 1] = np.where(pts, px, (l + r) / 2)
-    b[:, 2] = np.where(pts, py, (t + btm) / 2)
-    b[:, 3] = np.where(pts, 0, r - l)
-    b[:, 4] = np.where(pts, 0, btm - t)
-    inside = (b[:, 1] >= 0) & (b[:, 1] <= 1) & (b[:, 2] >= 0) & (b[:, 2] <= 1)
-    return b[~invalid & (~pts | inside)]
+    scale = np.array([[sx], [sx], [sy], [sy]])
+    shift = np.array([[dx], [dx], [dy], [dy]])
+    l, r, t, btm = np.minimum(np.maximum(edges * scale - shift, 0), 1)
+    if pts.any():                                       # points: moved, not clipped
+        px, py = x * sx - dx, y * sy - dy
+        b[:, 1] = np.where(pts, px, (l + r) / 2)
+        b[:, 2] = np.where(pts, py, (t + btm) / 2)
+        b[:, 3] = np.where(pts, 0, r - l)
+        b[:, 4] = np.where(pts, 0, btm - t)
+        inside = (b[:, 1] >= 0) & (b[:, 1] <= 1) & (b[:, 2] >= 0) & (b[:, 2] <= 1)
+        return b[~invalid & (~pts | inside)]
+    b[:, 1], b[:, 2], b[:, 3], b[:, 4] = (l + r) / 2, (t + btm) / 2, r - l, btm - t
+    return b[~invalid]
 
 
 def flip(image: np.ndarray, boxes: np.ndarray) -> tuple:
@@ -307,13 +311,13 @@ def fill_truth(boxes: np.ndarray, classes: int, size: tuple) -> tuple:
     if not len(boxes):
         return boxes, 0
     w, h = size
-    pts = is_point(boxes)
-    keep = (boxes[:, 0] < classes) & (boxes[:, 0] >= 0)
-    keep &= pts | ((boxes[:, 3] >= 1.0 / w) & (boxes[:, 4] >= 1.0 / h))
-    keep &= (boxes[:, 1] > 0) & (boxes[:, 1] <= 1) & (boxes[:, 2] > 0) & (boxes[:, 2] <= 1)
+    c, x, y, bw, bh = boxes.T
+    pts = (bw == 0) & (bh == 0)
+    keep = (c < classes) & (c >= 0) & (pts | ((bw >= 1.0 / w) & (bh >= 1.0 / h))) & \
+        (x > 0) & (x <= 1) & (y > 0) & (y <= 1)
     b = boxes[keep]
-    b[:, 3:5] = np.minimum(b[:, 3:5], 1)
-    real = b[~is_point(b)]
+    np.minimum(b[:, 3:5], 1, out=b[:, 3:5])
+    real = b[~pts[keep]]
     min_w_h = int(min((real[:, 3] * w).min(), (real[:, 4] * h).min())) if len(real) else 0
     return b, min_w_h
 
@@ -328,6 +332,9 @@ def shuffle_truncate(boxes: np.ndarray, rng, max_boxes: int) -> np.ndarray:
 # ----- pixel steps --------------------------------------------------------------------------------
 
 
+_RAMP = np.arange(256, dtype=np.float32)[:, None]
+
+
 def hsv(image: np.ndarray, boxes: np.ndarray, dhue: float, dsat: float, dexp: float,
         bgr: bool = False) -> tuple:
     """darknet's HSV step on the 8-bit image: RGB -> HSV (OpenCV, hue 0..179), S *= dsat,
@@ -337,7 +344,7 @@ def hsv(image: np.ndarray, boxes: np.ndarray, dhue: float, dsat: float, dexp: fl
     ``bgr``: the image is BGR (as decoded); the result is RGB all the same."""
     if dsat == 1 and dexp == 1 and dhue == 0:
         return to_rgb(image, bgr), boxes
-    x = np.arange(256, dtype=np.float32)[:, None]
+    x = _RAMP
     if image.shape[2] < 3:
         table = np.clip(np.rint(x * np.float32(dexp)), 0, 255).astype(np.uint8)
         return cv2.LUT(image, table.T).reshape(image.shape), boxes
