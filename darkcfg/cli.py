@@ -940,8 +940,9 @@ def train(data_file, cfg, weights, out, clear, resume, freeze, classes, assign, 
                     sync_bn=sync_bn, amp=amp, channels_last=channels_last, compile=compile_,
                     dist_timeout=dist_timeout)
     except KeyboardInterrupt:
-        click.echo("interrupted: <cfg>_last.weights and the state are saved; continue with "
-                   "--resume", err=True)
+        if quiet:      # otherwise train() has said where it saved, once
+            click.echo("interrupted: <cfg>_last.weights and the state are saved; continue "
+                       "with --resume", err=True)
         sys.exit(130)
     done = r.files.get("final") or r.files.get("last")
     click.echo(f"trained {r.iteration} iterations in {r.seconds:.0f} s"
