@@ -1,11 +1,27 @@
-"""Training speed and what the learning recipe reaches.
+"""Training speed, its floor, the loader, and what the learning recipe reaches.
 
-    python bench/train.py [--threads 2] [--size 416] [--batch 8] [--iterations 5]
+    python bench/train.py [--threads 2] [--iterations 3] [--models tiny,ref]
+                          [--bf16 auto|yes|no] [--loader] [--compile]
     python bench/train.py --learn [--assign best_of_all|per_scale|both]
 
-Default: images/s of one darkcfg.train.step (forward + backward of the summed loss of
-yolov3-tiny, 80 classes, random boxes, SGD update) at --size, batch --batch in one subdivision,
-median of --iterations after one untimed step.  With a CUDA GPU the same on it, in fp32.
+Default: images/s of one training iteration on preloaded batches (data excluded), 80 classes,
+3 random boxes an image, in one subdivision, median of --iterations after one untimed step,
+for yolov3-tiny at 416 batch 16 and cfgs/yolo_ref.cfg at 416 batch 4, each side by side in the
+same run with:
+
+* floor   - the same model's forward + backward of a trivial loss (the sum of the outputs) and
+            an SGD step, a plain PyTorch loop;
+* darkcfg - darkcfg.train.step with darkcfg's targets + loss (encode_targets, yolo_loss), the
+            non-finite check and the batch-norm bookkeeping that step does;
+* targets + loss alone - encode_targets + yolo_loss forward and backward on the heads' outputs
+            (what darkcfg adds on top of the floor, measured by itself).
+
+Rows in fp32 and under bf16 autocast (--amp bf16) where the processor has bf16 dot products
+(AVX512_BF16 or AMX; --bf16 yes measures it anyway); the processor's instruction sets are
+printed first.  --loader adds the loader: yolov3-tiny's full augmentation
+at 416 from 2 workers on generated 640x480 JPEGs, alone and feeding the step, and says which
+of the two is the bottleneck.  --compile adds a torch.compile row (the compile time apart).
+With a CUDA GPU the same rows on it.
 
 --learn: the recipe of tests/test_train.py's learning test (yolov3-tiny at 96x96, half width,
 2 classes, 300 iterations of 16 images, 256 generated training images) with each assignment
@@ -25,19 +41,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+MODELS = {"tiny": ("yolov3-tiny.cfg", 16), "ref": ("yolo_ref.cfg", 4)}
+
 
 class _Batch:
     def __init__(self, images, boxes, classes, size):
         self.images, self.boxes, self.classes, self.size = images, boxes, classes, size
 
 
-def step_speed(size, batch, iterations, device):
+def _setup(cfg, size, batch, device):
     import torch
     from darkcfg import model as M
     from darkcfg import shapes
     from darkcfg import train as T
-    net = shapes.network(os.path.join(ROOT, "cfgs", "yolov3-tiny.cfg"), width=size,
-                         height=size)
+    net = shapes.network(os.path.join(ROOT, "cfgs", cfg), width=size, height=size)
     model = M.Darknet(net)
     T.darknet_init_(model)
     model.to(device).train()
@@ -47,20 +64,123 @@ def step_speed(size, batch, iterations, device):
     b = _Batch(torch.rand(batch, 3, size, size, generator=g).to(device),
                [torch.rand(3, 4, generator=g) * 0.5 + 0.25 for _ in range(batch)],
                [torch.randint(0, 80, (3,), generator=g) for _ in range(batch)], (size, size))
+    return model, opt, b
 
-    def one():
-        T.step(model, opt, [b], 1, lambda o, x: T.compute_loss(o, x, model, "best_of_all"),
-               device)
-        if device != "cpu":
-            torch.cuda.synchronize()
 
-    one()
-    times = []
+def _median_rates(fns: dict, batch, iterations, device) -> dict:
+    """{name: (images/s, median s)}; the functions take turns each iteration, so a machine
+    whose load drifts slows them alike."""
+    import torch
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    times = {k: [] for k in fns}
+    for k, fn in fns.items():          # one untimed call each
+        fn()
+    sync()
     for _ in range(iterations):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            sync()
+            times[k].append(time.perf_counter() - t)
+    return {k: (batch / statistics.median(v), statistics.median(v)) for k, v in times.items()}
+
+
+def speed_rows(cfg, size, batch, iterations, device, amp=None, compiled=False):
+    """{"floor": (img/s, s), "darkcfg": ..., "loss": ...} for one model and precision."""
+    import torch
+    from darkcfg import train as T
+    model, opt, b = _setup(cfg, size, batch, device)
+    forward = model
+    if compiled:
         t = time.perf_counter()
-        one()
-        times.append(time.perf_counter() - t)
-    return batch / statistics.median(times)
+        forward = torch.compile(model)
+        with T._autocast(device, amp):
+            forward(b.images)              # the compile itself, outside the timing
+        print(f"    (torch.compile: first call {time.perf_counter() - t:.1f} s)", flush=True)
+
+    def floor():
+        opt.zero_grad(set_to_none=True)
+        with T._autocast(device, amp):
+            outs = forward(b.images)
+        sum(o.float().sum() for o in outs).backward()
+        opt.step()
+
+    def darkcfg():
+        T.step(forward, opt, [b], 1, lambda o, x: T.compute_loss(o, x, model, "best_of_all"),
+               device, amp=amp)
+
+    with torch.no_grad(), T._autocast(device, amp):
+        outs = [o.float().detach() for o in forward(b.images)]
+
+    def loss_alone():
+        leaves = [o.clone().requires_grad_(True) for o in outs]
+        loss, _ = T.compute_loss(leaves, b, model, "best_of_all")
+        loss.backward()
+
+    return _median_rates({"floor": floor, "darkcfg": darkcfg, "loss": loss_alone}, batch,
+                         iterations, device)
+
+
+def print_rows(label, rows):
+    f, d, l = rows["floor"], rows["darkcfg"], rows["loss"]
+    over = (d[1] / f[1] - 1) * 100
+    print(f"  {label:24s} floor {f[0]:7.2f} img/s ({f[1]:.3f} s)   darkcfg {d[0]:7.2f} img/s "
+          f"({d[1]:.3f} s)   {over:+5.1f} % over the floor   targets+loss alone "
+          f"{l[1] * 1000:.1f} ms ({l[1] / f[1] * 100:.1f} % of the floor)", flush=True)
+
+
+def loader_rows(size, iterations, workers, device):
+    """The loader alone, the step alone and the two together (yolov3-tiny, batch 16)."""
+    import cv2
+    import numpy as np
+    from darkcfg import data as D
+    from darkcfg import shapes
+    from darkcfg import train as T
+    batch = 16
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        paths = []
+        for i in range(64):
+            img = cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), (0, 0), 3)
+            p = os.path.join(tmp, f"{i}.jpg")
+            cv2.imwrite(p, img)
+            with open(os.path.join(tmp, f"{i}.txt"), "w") as fh:
+                fh.write("0 0.5 0.5 0.3 0.4\n1 0.3 0.6 0.2 0.2\n")
+            paths.append(p)
+        net = shapes.network(os.path.join(ROOT, "cfgs", "yolov3-tiny.cfg"), width=size,
+                             height=size)
+        model, opt, b = _setup("yolov3-tiny.cfg", size, batch, device)
+
+        def step(b):
+            T.step(model, opt, [b], 1, lambda o, x: T.compute_loss(o, x, model, "best_of_all"),
+                   device)
+        step(b)                  # the model alone first: no loader worker is alive yet
+        t = time.perf_counter()
+        for _ in range(iterations):
+            step(b)
+        model_only = batch * iterations / (time.perf_counter() - t)
+        loader = D.TrainLoader(paths, net, mini_batch=batch, subdivisions=1, seed=0,
+                               workers=workers, warn=False)
+        it = iter(loader)
+        next(it)
+        t = time.perf_counter()
+        for _ in range(4 * iterations):
+            next(it)
+        alone = batch * 4 * iterations / (time.perf_counter() - t)
+        t = time.perf_counter()
+        for _ in range(iterations):
+            step(next(it))
+        both = batch * iterations / (time.perf_counter() - t)
+        loader.close()
+    slow = "the loader" if alone < model_only else "the model"
+    print(f"  loader ({workers} workers, full augmentation) {alone:6.1f} img/s alone; model step "
+          f"{model_only:5.2f} img/s alone; together {both:5.2f} img/s -> the bottleneck is "
+          f"{slow}", flush=True)
+
+
+def step_speed(size, batch, iterations, device):
+    """images/s of darkcfg.train.step for yolov3-tiny (kept for older callers)."""
+    return speed_rows("yolov3-tiny.cfg", size, batch, iterations, device)["darkcfg"][0]
 
 
 def learn(assign):
@@ -90,21 +210,45 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=416)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--iterations", type=int, default=5)
+    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--models", default="tiny,ref", help="tiny (yolov3-tiny, batch 16), "
+                    "ref (yolo_ref, batch 4), comma-separated; '' for none (e.g. --loader only)")
+    ap.add_argument("--bf16", choices=("auto", "yes", "no"), default="auto",
+                    help="bf16 autocast rows (auto: on a CPU with AVX512_BF16/AMX or on CUDA; "
+                         "without them oneDNN emulates bf16, about 10x slower than fp32)")
+    ap.add_argument("--loader", action="store_true")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--compile", action="store_true")
     ap.add_argument("--learn", action="store_true")
     ap.add_argument("--assign", default="both", choices=("best_of_all", "per_scale", "both"))
     a = ap.parse_args()
     import torch
+    from darkcfg import speed
     torch.set_num_threads(a.threads)
     if a.learn:
         for rule in (("best_of_all", "per_scale") if a.assign == "both" else (a.assign,)):
             learn(rule)
         return
-    print(f"yolov3-tiny {a.size}x{a.size}, batch {a.batch}, {a.threads} threads: "
-          f"{step_speed(a.size, a.batch, a.iterations, 'cpu'):.1f} images/s (CPU)")
-    if torch.cuda.is_available():
-        print(f"  cuda: {step_speed(a.size, a.batch, a.iterations, 'cuda'):.1f} images/s")
+    print(f"torch {torch.__version__}, {a.threads} threads; CPU instruction sets: "
+          f"{', '.join(speed.cpu_features()) or 'none of ' + ', '.join(speed.CPU_FEATURES)}")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        for key in filter(None, a.models.split(",")):
+            cfg, batch = MODELS[key]
+            print(f"{cfg} {a.size}x{a.size} batch {batch} on {device}:", flush=True)
+            print_rows("fp32", speed_rows(cfg, a.size, batch, a.iterations, device))
+            native = device != "cpu" or bool(set(speed.BF16_FLAGS) & speed.cpu_flags())
+            if a.bf16 == "yes" or (a.bf16 == "auto" and native):
+                print_rows("bf16 autocast", speed_rows(cfg, a.size, batch, a.iterations,
+                                                       device, amp="bf16"))
+            elif a.bf16 == "auto":
+                print("  bf16 autocast            skipped: this CPU has no AVX512_BF16/AMX "
+                      "(--bf16 yes measures it anyway)")
+            if a.compile:
+                print_rows("fp32 torch.compile", speed_rows(cfg, a.size, batch, a.iterations,
+                                                            device, compiled=True))
+        if a.loader:
+            loader_rows(a.size, a.iterations, a.workers, device)
 
 
 if __name__ == "__main__":
