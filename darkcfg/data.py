@@ -373,8 +373,16 @@ class CheckReport:
         return {"data": self.data, "cfg": self.cfg, "classes": self.classes,
                 "classes_from": self.classes_from,
                 "network": list(self.network) if self.network else None, "names": self.names,
-                "ok": self.ok, "splits": {s.name: s.as_dict() for s in self.splits},
+                "ok": self.ok, "splits": {s.name: self._split_dict(s) for s in self.splits},
                 "errors": self.errors, "warnings": self.warnings}
+
+    def _split_dict(self, s: SplitStats) -> dict:
+        """A split with every class's count, zeros included (the text folds those)."""
+        d = s.as_dict()
+        if not s.same_as:
+            ids = sorted(set(s.per_class) | set(range(self.classes or 0)))
+            d["per_class"] = {str(k): s.per_class.get(k, 0) for k in ids}
+        return d
 
     def format(self, limit: int | None = None) -> str:
         """The human report; ``limit`` keeps the first errors (and says how many were left)."""
@@ -416,11 +424,22 @@ class CheckReport:
         if not ids:
             return []
         out = ["boxes per class (" + " / ".join(s.name for s in splits) + "):"]
+        empty = []
         for k in ids:
-            name = self.names[k] if 0 <= k < len(self.names) else ""
+            if not any(s.per_class.get(k, 0) for s in splits):
+                empty.append(k)
+                continue
             counts = " / ".join(str(s.per_class.get(k, 0)) for s in splits)
-            out.append(f"  {k:>3} {name:<20} {counts}")
+            out.append(f"  {k:>3} {self._name(k):<20} {counts}")
+        if empty:                       # one line, not a row per empty class
+            n = len(empty)
+            which = (", ".join(f"{k} {self._name(k)}".rstrip() for k in empty) if n <= 8
+                     else _id_ranges(empty))
+            out.append(f"  {n} class{'es have' if n != 1 else ' has'} no boxes: {which}")
         return out
+
+    def _name(self, k: int) -> str:
+        return self.names[k] if 0 <= k < len(self.names) else ""
 
     def _size_lines(self) -> list:
         out = []
@@ -437,6 +456,17 @@ class CheckReport:
                 out.append(f"  {_n(s.tiny, 'box')} under one network pixel: darknet drops "
                            f"{'it' if s.tiny == 1 else 'them'}")
         return out
+
+
+def _id_ranges(ids: list) -> str:
+    """[1, 2, 4, 6, 7, 8] -> '1-2, 4, 6-8'."""
+    runs = []
+    for k in ids:
+        if runs and k == runs[-1][1] + 1:
+            runs[-1][1] = k
+        else:
+            runs.append([k, k])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
 
 
 def _n(k: int, word: str) -> str:

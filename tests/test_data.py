@@ -288,6 +288,44 @@ def test_check_without_cfg_and_a_clean_set(tmp_path):
     assert any("classes=1 but the cfg's heads have 2" in w for w in rep.warnings)
 
 
+def test_check_folds_the_classes_without_boxes_into_one_line(tmp_path):
+    d = tmp_path / "coco"
+    for name, text in (("a", "0 0.5 0.5 0.2 0.2\n3 0.3 0.3 0.1 0.1\n0 0.6 0.6 0.2 0.2\n"),
+                       ("b", "5 0.5 0.5 0.2 0.2\n")):
+        jpeg(d / f"{name}.jpg")
+        write(d / f"{name}.txt", text)
+    write(d / "train.txt", "a.jpg\n")
+    write(d / "valid.txt", "b.jpg\n")
+    write(d / "coco.names", "".join(f"name{k}\n" for k in range(80)))
+    data = write(d / "coco.data", "classes=80\ntrain=train.txt\nvalid=valid.txt\n"
+                 "names=coco.names\n")
+    rep = D.check(data)
+    assert rep.ok, rep.errors
+    lines = rep.format().splitlines()
+    i = lines.index("boxes per class (train / valid):")
+    # the classes with a box (in any split), then one line for the 77 others: 1-2, 4, 6-79
+    assert [ln.split() for ln in lines[i + 1:i + 5]] == [
+        ["0", "name0", "2", "/", "0"], ["3", "name3", "1", "/", "0"],
+        ["5", "name5", "0", "/", "1"], ["77", "classes", "have", "no", "boxes:", "1-2,", "4,",
+                                        "6-79"]]
+    assert not lines[i + 5].startswith("  ")
+    # --json keeps every class, zeros too
+    js = json.loads(json.dumps(rep.as_dict()))
+    train = js["splits"]["train"]["per_class"]
+    assert len(train) == 80 and (train["0"], train["3"], train["5"], train["79"]) == (2, 1, 0, 0)
+    assert sum(js["splits"]["valid"]["per_class"].values()) == 1
+    # a few empty classes are named
+    write(d / "few.names", "cat\ndog\nbird\n")
+    data = write(d / "few.data", "classes=3\ntrain=train.txt\nnames=few.names\n")
+    write(d / "train.txt", "c.jpg\n")
+    jpeg(d / "c.jpg")
+    write(d / "c.txt", "1 0.5 0.5 0.2 0.2\n")
+    assert "  2 classes have no boxes: 0 cat, 2 bird" in D.check(data).format().splitlines()
+    write(d / "few.names", "cat\ndog\n")                 # class 2 has no name
+    write(d / "c.txt", "1 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n")
+    assert "  1 class has no boxes: 2" in D.check(data).format().splitlines()
+
+
 # ----- the loader -------------------------------------------------------------------------------
 
 
