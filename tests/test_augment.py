@@ -5,25 +5,14 @@ src/image_opencv.cpp image_data_augmentation; src/detector.c multi-scale) worked
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import pytest
 
 cv2 = pytest.importorskip("cv2")
 
 from darkcfg import augment as A  # noqa: E402
-
-BG, FG = 60, 250
-
-
-def canvas(w, h, rects=(), bg=BG, fg=FG):
-    """A uniform image with filled rectangles given in pixels (x0, y0, x1, y1), x1/y1
-    exclusive, and their labels [0, cx, cy, w, h]."""
-    img = np.full((h, w, 3), bg, np.uint8)
-    rows = []
-    for x0, y0, x1, y1 in rects:
-        img[y0:y1, x0:x1] = fg
-        rows.append([0, (x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h])
-    return img, np.asarray(rows, np.float64).reshape(-1, 5)
+from _images import BG, DOT_SIGMA, FG, canvas, dots  # noqa: E402
 
 
 def found(img, thresh=(BG + FG) / 2):
@@ -547,20 +536,6 @@ def test_bgr_input_gives_the_rgb_result():
 
 
 # ----- keypoints: draw dots, find where they went -------------------------------------------------
-
-DOT_SIGMA = 1.5
-
-
-def dots(w, h, points, bg=20):
-    """An image with a Gaussian dot (sigma DOT_SIGMA, peak 235 over ``bg``) in channel
-    ``class`` at each (class, x, y) given in continuous pixels (pixel i covers [i, i + 1)),
-    and the keypoint label rows [class, x / w, y / h, 0, 0]."""
-    yy, xx = np.mgrid[0:h, 0:w] + 0.5
-    img = np.full((h, w, 3), float(bg))
-    for c, x, y in points:
-        img[:, :, c] += 235 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * DOT_SIGMA ** 2))
-    rows = [[c, x / w, y / h, 0, 0] for c, x, y in points]
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8), np.asarray(rows, np.float64).reshape(-1, 5)
 
 
 def dot_at(img, c, near, r=4, bg=None):

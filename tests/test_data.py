@@ -13,6 +13,8 @@ import pytest
 from darkcfg import data as D
 from darkcfg.errors import DarkcfgError
 
+from _images import canvas, dots, write_sample
+
 cv2 = pytest.importorskip("cv2")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -333,15 +335,13 @@ def small_set(tmp_path, n=12):
     rng = np.random.default_rng(0)
     paths = []
     for i in range(n):
-        img = np.full((48, 64, 3), 40 + 10 * i, np.uint8)
-        img[10:30, 20:44] = 250
-        p = str(tmp_path / "imgs" / f"{i}.jpg")
-        os.makedirs(os.path.dirname(p), exist_ok=True)
-        cv2.imwrite(p, img)
-        lines = "" if i % 5 == 4 else f"{i % 2} {32 / 64} {20 / 48} {24 / 64} {20 / 48}\n"
-        lines += f"1 {rng.uniform(.2, .8):.4f} {rng.uniform(.2, .8):.4f} .1 .1\n" if i % 3 else ""
-        write(p[:-4] + ".txt", lines)
-        paths.append(p)
+        img, rows = canvas(64, 48, [(20, 10, 44, 30)], bg=40 + 10 * i, fg=250)
+        rows[:, 0] = i % 2
+        rows = rows[:0] if i % 5 == 4 else rows
+        if i % 3:
+            x, y = (round(v, 4) for v in rng.uniform(.2, .8, 2))
+            rows = np.vstack([rows, [1, x, y, .1, .1]])
+        paths.append(write_sample(tmp_path / "imgs" / f"{i}.jpg", img, rows))
     return paths
 
 
@@ -510,18 +510,9 @@ def test_loader_keypoints_sit_on_their_dots_through_mosaic_jitter_and_flip(tmp_p
     from darkcfg import shapes
     rng = np.random.default_rng(3)
     paths = []
-    yy, xx = np.mgrid[0:72, 0:96] + 0.5
     for i in range(6):
-        img = np.full((72, 96, 3), 20.0)
-        lines = []
-        for c in range(2):
-            x, y = rng.uniform(6, 90), rng.uniform(6, 66)
-            img[:, :, c] += 235 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5 ** 2))
-            lines.append(f"{c} {x / 96:.7f} {y / 72:.7f}")
-        p = tmp_path / f"{i}.png"
-        cv2.imwrite(str(p), np.clip(np.rint(img), 0, 255).astype(np.uint8)[:, :, ::-1])
-        write(tmp_path / f"{i}.txt", "\n".join(lines) + "\n")
-        paths.append(str(p))
+        pts = [(c, rng.uniform(6, 90), rng.uniform(6, 66)) for c in range(2)]
+        paths.append(write_sample(tmp_path / f"{i}.png", *dots(96, 72, pts)))
     cfg = KP_CFG.replace("channels=3", "channels=3\nmosaic=1\nflip=1").replace(
         "[keypoint]", "[keypoint]\nresize=1.5")
     loader = D.TrainLoader(paths, shapes.network(cfg), mini_batch=4, subdivisions=1, seed=1)
