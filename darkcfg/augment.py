@@ -253,9 +253,16 @@ def _cut(image, x0, y0, sw, sh):
                               cv2.BORDER_CONSTANT, value=mean)
 
 
+# Up to this many labels an image's box math runs on Python floats (the same IEEE doubles, the
+# same operations, so the same results): numpy's per-call overhead outweighs a few boxes.
+_FEW = 32
+
+
 def _correct(boxes: np.ndarray, crop: Crop) -> np.ndarray:
     if not len(boxes):
         return boxes
+    if len(boxes) <= _FEW:
+        return _correct_rows(boxes, crop)
     b = np.array(boxes, np.float64)
     x, y, bw, bh = b[:, 1], b[:, 2], b[:, 3], b[:, 4]
     pts = (bw == 0) & (bh == 0)
@@ -277,6 +284,26 @@ def _correct(boxes: np.ndarray, crop: Crop) -> np.ndarray:
         return b[~invalid & (~pts | inside)]
     b[:, 1], b[:, 2], b[:, 3], b[:, 4] = (l + r) / 2, (t + btm) / 2, r - l, btm - t
     return b[~invalid]
+
+
+def _correct_rows(boxes: np.ndarray, crop: Crop) -> np.ndarray:
+    """_correct, a row at a time."""
+    sx, sy = crop.ow / crop.swidth, crop.oh / crop.sheight
+    dx, dy = crop.pleft / crop.swidth, crop.ptop / crop.sheight
+    out = []
+    for c, x, y, bw, bh in boxes.tolist():
+        l0, r0, t0, b0 = x - bw / 2, x + bw / 2, y - bh / 2, y + bh / 2
+        if (x == 0 and y == 0) or r0 < 0 or b0 < 0 or l0 > 1 or t0 > 1:
+            continue
+        if bw == 0 and bh == 0:                         # a point: moved, kept only inside
+            px, py = x * sx - dx, y * sy - dy
+            if 0 <= px <= 1 and 0 <= py <= 1:
+                out.append((c, px, py, 0.0, 0.0))
+            continue
+        l, r = min(max(l0 * sx - dx, 0.0), 1.0), min(max(r0 * sx - dx, 0.0), 1.0)
+        t, b = min(max(t0 * sy - dy, 0.0), 1.0), min(max(b0 * sy - dy, 0.0), 1.0)
+        out.append((c, (l + r) / 2, (t + b) / 2, r - l, b - t))
+    return np.array(out, np.float64).reshape(-1, 5)
 
 
 def flip(image: np.ndarray, boxes: np.ndarray) -> tuple:
@@ -311,6 +338,8 @@ def fill_truth(boxes: np.ndarray, classes: int, size: tuple) -> tuple:
     if not len(boxes):
         return boxes, 0
     w, h = size
+    if len(boxes) <= _FEW:
+        return _fill_truth_rows(boxes, classes, w, h)
     c, x, y, bw, bh = boxes.T
     pts = (bw == 0) & (bh == 0)
     keep = (c < classes) & (c >= 0) & (pts | ((bw >= 1.0 / w) & (bh >= 1.0 / h))) & \
@@ -320,6 +349,20 @@ def fill_truth(boxes: np.ndarray, classes: int, size: tuple) -> tuple:
     real = b[~pts[keep]]
     min_w_h = int(min((real[:, 3] * w).min(), (real[:, 4] * h).min())) if len(real) else 0
     return b, min_w_h
+
+
+def _fill_truth_rows(boxes: np.ndarray, classes: int, w: int, h: int) -> tuple:
+    """fill_truth, a row at a time."""
+    kept, side = [], math.inf
+    for c, x, y, bw, bh in boxes.tolist():
+        point = bw == 0 and bh == 0
+        if (0 <= c < classes and (point or (bw >= 1.0 / w and bh >= 1.0 / h))
+                and 0 < x <= 1 and 0 < y <= 1):
+            bw, bh = min(bw, 1.0), min(bh, 1.0)
+            kept.append((c, x, y, bw, bh))
+            if not point:
+                side = min(side, bw * w, bh * h)
+    return np.array(kept, np.float64).reshape(-1, 5), int(side) if side < math.inf else 0
 
 
 def shuffle_truncate(boxes: np.ndarray, rng, max_boxes: int) -> np.ndarray:

@@ -60,14 +60,19 @@ def test_crop_with_padding_fills_the_mean_colour():
     assert (out[5, 5] == mean).all() and (out[115, 235] == mean).all()
 
 
-def test_crop_clips_and_drops_boxes_as_correct_boxes():
+@pytest.mark.parametrize("copies", [1, A._FEW + 1])     # Python floats / numpy (A._FEW)
+def test_crop_clips_and_drops_boxes_as_correct_boxes(copies):
     img, boxes = canvas(200, 100, [(0, 0, 40, 40), (150, 60, 190, 90)])
     boxes = np.vstack([boxes, [0, 0, 0, .1, .1],                  # x = y = 0: invalid
-                       [0, 1.2, .5, .1, .1]])                     # wholly outside
-    out, b = A.crop_resize(img, boxes, crop(200, 100, 20, 0, 0, 0), (180, 100))
-    assert len(b) == 2
+                       [0, 1.2, .5, .1, .1],                      # wholly outside
+                       [2, .05, .5, 0, 0], [2, .5, .25, 0, 0]])   # points: out, in
+    out, b = A.crop_resize(img, np.tile(boxes, (copies, 1)), crop(200, 100, 20, 0, 0, 0),
+                           (180, 100))
+    assert len(b) == 3 * copies
+    b = b[:3]
     np.testing.assert_allclose(pixels(b[0], (180, 100)), (0, 0, 20, 40), atol=1e-9)  # clipped
     np.testing.assert_allclose(pixels(b[1], (180, 100)), (130, 60, 170, 90), atol=1e-9)
+    np.testing.assert_allclose(b[2], [2, (100 - 20) / 180, .25, 0, 0], rtol=0, atol=1e-12)
     mask = out[:, :, 0] > (BG + FG) / 2
     assert mask[:40, :20].all() and mask[60:90, 130:170].all()
     assert mask.sum() == 20 * 40 + 40 * 30
@@ -120,16 +125,19 @@ def test_flip_mirrors_pixels_and_boxes():
 # ----- the truth filter -------------------------------------------------------------------------
 
 
-def test_fill_truth_drops_as_darknet():
+@pytest.mark.parametrize("copies", [1, A._FEW + 1])     # Python floats / numpy (A._FEW)
+def test_fill_truth_drops_as_darknet(copies):
     boxes = np.array([[0, .5, .5, .2, .2],
                       [3, .5, .5, .2, .2],              # class 3 >= classes 2
                       [1, .5, .5, .009, .2],            # under one pixel of a 100-wide net
                       [1, .5, .5, 0, 0],                # a keypoint: no size rule
                       [1, 0, .5, .2, .2],               # x = 0 is outside (0, 1]
-                      [1, .5, 1, .2, .2]])              # y = 1 is inside (0, 1]
-    b, min_w_h = A.fill_truth(boxes, 2, (100, 50))
-    np.testing.assert_array_equal(b[:, 0], [0, 1, 1])
+                      [1, .5, 1, 1.5, .2]])             # y = 1 is inside (0, 1]; w 1.5 -> 1
+    b, min_w_h = A.fill_truth(np.tile(boxes, (copies, 1)), 2, (100, 50))
+    np.testing.assert_array_equal(b, np.tile([[0, .5, .5, .2, .2], [1, .5, .5, 0, 0],
+                                              [1, .5, 1, 1, .2]], (copies, 1)))
     assert min_w_h == 10                                 # .2 * 50 px
+    assert A.fill_truth(np.tile(boxes[3:4], (copies, 1)), 2, (100, 50))[1] == 0   # points only
 
 
 def test_shuffle_then_truncate_to_max():
