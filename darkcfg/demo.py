@@ -32,16 +32,31 @@ SCHEDULE = dict(batch=16, subdivisions=2, learning_rate=0.005, burn_in=30, max_b
                 policy="steps", steps="200,260", scales=".1,.1", momentum=0.9, decay=0.0005)
 
 
+def _write_set(folder: str, n: int, seed: int, prefix: str, draw) -> list:
+    """``n`` images ``draw(rng) -> (BGR image, label lines)`` from one seeded generator, each
+    written as ``folder/<prefix>NNN.png`` with its label file beside it; returns the paths."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(n):
+        img, lines = draw(rng)
+        path = os.path.join(folder, f"{prefix}{i:03d}.png")
+        cv2.imwrite(path, img)
+        with open(path[:-4] + ".txt", "w") as f:
+            f.write("\n".join(lines) + "\n")
+        paths.append(path)
+    return paths
+
+
 def shapes(folder: str, n: int, seed: int, classes: int = 2, prefix: str = "img") -> list:
     """Write ``n`` generated images with YOLO labels beside them into ``folder``; returns
     their paths.  Class 0 is drawn as rectangles, every other class as discs."""
     import cv2
     if classes < 1:
         raise DarkcfgError(f"the demo needs at least 1 class, not {classes}")
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    paths = []
-    for i in range(n):
+
+    def draw(rng):
         w, h = int(rng.integers(64, 129)), int(rng.integers(64, 129))
         img = rng.integers(0, 90, (h, w, 3)).astype(np.uint8)
         lines = []
@@ -57,12 +72,8 @@ def shapes(folder: str, n: int, seed: int, classes: int = 2, prefix: str = "img"
             else:
                 cv2.circle(img, (int(cx), int(cy)), s // 2, colour, -1)
             lines.append(f"{c} {cx / w:.6f} {cy / h:.6f} {bw / w:.6f} {bh / h:.6f}")
-        path = os.path.join(folder, f"{prefix}{i:03d}.png")
-        cv2.imwrite(path, img)
-        with open(path[:-4] + ".txt", "w") as f:
-            f.write("\n".join(lines) + "\n")
-        paths.append(path)
-    return paths
+        return img, lines
+    return _write_set(folder, n, seed, prefix, draw)
 
 
 DOT_COLOURS = ((255, 60, 60), (60, 255, 60), (80, 80, 255))      # RGB of point classes 0, 1, 2
@@ -76,10 +87,8 @@ def dots(folder: str, n: int, seed: int, classes: int = 3, prefix: str = "img") 
     import cv2
     if not 1 <= classes <= len(DOT_COLOURS):
         raise DarkcfgError(f"the dot demo draws 1 to {len(DOT_COLOURS)} classes, not {classes}")
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    paths = []
-    for i in range(n):
+
+    def draw(rng):
         w, h = int(rng.integers(56, 97)), int(rng.integers(56, 97))
         img = rng.integers(0, 80, (h, w, 3)).astype(np.uint8)
         lines = []
@@ -90,12 +99,8 @@ def dots(folder: str, n: int, seed: int, classes: int = 3, prefix: str = "img") 
             cv2.circle(img, (int(round((x - .5) * 16)), int(round((y - .5) * 16))), 3 * 16,
                        DOT_COLOURS[c][::-1], -1, cv2.LINE_AA, 4)
             lines.append(f"{c} {x / w:.6f} {y / h:.6f}")
-        path = os.path.join(folder, f"{prefix}{i:03d}.png")
-        cv2.imwrite(path, img)
-        with open(path[:-4] + ".txt", "w") as f:
-            f.write("\n".join(lines) + "\n")
-        paths.append(path)
-    return paths
+        return img, lines
+    return _write_set(folder, n, seed, prefix, draw)
 
 
 def small_cfg(base: str, dst: str, size: int = 96, classes: int = 2, width_scale: float = 0.5,
