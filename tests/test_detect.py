@@ -57,15 +57,21 @@ def test_bf16_decoded_heads_near_opencv(name, fuse, darknet_at):
 def _paired(ours, theirs):
     """How many of OpenCV's detections have one of ours of the same class with IoU >= 0.9 and
     a score within 1e-2 (each of ours used once)."""
+    return _matched(ours, theirs, lambda t, d: -_corner_iou(t[2], d.box),
+                    lambda t, d: _corner_iou(t[2], d.box) >= 0.9 and abs(t[1] - d.score) <= 1e-2)
+
+
+def _matched(ours, theirs, distance, close):
+    """Greedy pairing: each of ours takes the nearest (``distance``) unused one of theirs of its
+    class; counts the pairs that are ``close``."""
     left = {}
     for t in theirs:
         left.setdefault(t[0], []).append(t)
     n = 0
     for d in ours:
         same = left.get(d.cls, [])
-        best = max(same, key=lambda t: _corner_iou(t[2], d.box), default=None)
-        if best is not None and _corner_iou(best[2], d.box) >= 0.9 and \
-                abs(best[1] - d.score) <= 1e-2:
+        best = min(same, key=lambda t: distance(t, d), default=None)
+        if best is not None and close(best, d):
             same.remove(best)
             n += 1
     return n
@@ -143,18 +149,9 @@ def _opencv_in_image_pixels(path, weights, pixels, letter_box, size=128):
 def _twins(ours, theirs, px=0.02, score=1e-4):
     """How many of ours have a twin of their class among theirs (the nearest box, each of
     theirs used once) within ``px`` pixels and ``score``."""
-    left = {}
-    for t in theirs:
-        left.setdefault(t[0], []).append(t)
-    n = 0
-    for d in ours:
-        same = left.get(d.cls, [])
-        best = min(same, key=lambda t: np.abs(np.subtract(t[2], d.box)).max(), default=None)
-        if best is not None and np.abs(np.subtract(best[2], d.box)).max() < px and \
-                abs(best[1] - d.score) < score:
-            same.remove(best)
-            n += 1
-    return n
+    def gap(t, d):
+        return np.abs(np.subtract(t[2], d.box)).max()
+    return _matched(ours, theirs, gap, lambda t, d: gap(t, d) < px and abs(t[1] - d.score) < score)
 
 
 def _same_detections(ours, theirs, px=0.02, score=1e-4):

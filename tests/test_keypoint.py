@@ -210,17 +210,25 @@ def test_encode_rejects_what_it_cannot_place(pts, cls, words):
 
 # --- detect: points back in the image, drawn -------------------------------------------------------
 
+def _points_at(tmp_path, points, classes):
+    """The small shared-head model whose output is the encoding of ``points`` (input pixels of
+    its 64x64 input) of ``classes``, and a black 128x64 image to run it on."""
+    from PIL import Image
+    model = darkcfg.build_model(small("shared"))
+    t = K.encode([torch.tensor(points, dtype=torch.float32) / 64], [torch.tensor(classes)],
+                 (16, 16), 3, sigma=1.0)
+    model.forward = lambda x: [K.raw_from_targets(t).float()]
+    src = tmp_path / "a.png"
+    Image.new("RGB", (128, 64), (0, 0, 0)).save(src)
+    return model, src
+
+
 def test_detect_keypoints_maps_back_and_draws(tmp_path):
     """A 128x64 image letterboxed (letter_box=True) into 64x64 (64x32 at y 16): a head output
     with keypoints at input (16, 32) class 0 and (50, 20) class 2 gives image points (32, 32)
     and (100, 8); the drawing has each point's class colour at its place."""
     from PIL import Image
-    model = darkcfg.build_model(small("shared"))
-    t = K.encode([torch.tensor([[16 / 64, 32 / 64], [50 / 64, 20 / 64]])],
-                 [torch.tensor([0, 2])], (16, 16), 3, sigma=1.0)
-    model.forward = lambda x: [K.raw_from_targets(t).float()]
-    src = tmp_path / "a.png"
-    Image.new("RGB", (128, 64), (0, 0, 0)).save(src)
+    model, src = _points_at(tmp_path, [[16, 32], [50, 20]], [0, 2])
     kps, img = K.detect_keypoints(model, str(src), thresh=0.5, letter_box=True)
     got = sorted((k.cls, round(k.x, 3), round(k.y, 3)) for k in kps)
     assert got == [(0, 32.0, 32.0), (2, 100.0, 8.0)]
@@ -238,13 +246,7 @@ def test_detect_keypoints_drops_points_on_the_border(tmp_path):
     image's edge.  Stretched - the default for a cfg without letter_box, as darknet's detector
     test without -letter_box - the image fills the input: x scales by 128 / 64, y by 64 / 64,
     and both points are in it."""
-    from PIL import Image
-    model = darkcfg.build_model(small("shared"))
-    t = K.encode([torch.tensor([[16 / 64, 32 / 64], [40 / 64, 8 / 64]])],
-                 [torch.tensor([0, 1])], (16, 16), 3, sigma=1.0)
-    model.forward = lambda x: [K.raw_from_targets(t).float()]
-    src = tmp_path / "a.png"
-    Image.new("RGB", (128, 64), (0, 0, 0)).save(src)
+    model, src = _points_at(tmp_path, [[16, 32], [40, 8]], [0, 1])
     kps, _ = K.detect_keypoints(model, str(src), thresh=0.5, letter_box=True)
     assert [(k.cls, round(k.x, 3), round(k.y, 3)) for k in kps] == [(0, 32.0, 32.0)]
     for letter_box in (None, False):
