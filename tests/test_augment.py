@@ -164,6 +164,16 @@ def test_hsv_is_opencv_8bit_arithmetic(rgb, dhue, dsat, dexp, expect):
     assert tuple(out[0, 0]) == expect
 
 
+def test_hsv_shift_is_rounded_before_the_add():
+    # cv::add(hsv[0], 179 * dhue) rounds the scalar first (half to even), then adds: with a
+    # shift of exactly 2.5 (float32), hue 1 (RGB 255, 9, 0: 60 * 9/255 / 2 = 1.06 -> 1) becomes
+    # 1 + 2 = 3 (6 degrees: G = 255 * 6/60 = 25.5), not rint(1 + 2.5) = 4 (8 degrees: G = 34)
+    dhue = float(np.float32(2.5 / 179))
+    assert np.float32(179) * np.float32(dhue) == 2.5
+    out, _ = A.hsv(one((255, 9, 0)), np.zeros((0, 5)), dhue, 1, 1)
+    assert out[0, 0, 0] == 255 and out[0, 0, 2] == 0 and abs(int(out[0, 0, 1]) - 25.5) <= .5
+
+
 def test_hsv_matches_darknets_per_channel_mat_ops():
     # darknet: split the HSV image, hsv[1] *= dsat, hsv[2] *= dexp (Mat::convertTo with a
     # scale: cv2.convertScaleAbs on these non-negative values), hsv[0] += 179 * dhue (cv::add
