@@ -659,9 +659,21 @@ class Batch:
     sources: list = field(default_factory=list)     # every image of each slot (4 for a mosaic)
 
     def pin_memory(self) -> "Batch":
-        return Batch(self.images.pin_memory(), [b.pin_memory() for b in self.boxes],
-                     [c.pin_memory() for c in self.classes], self.iteration, self.subdivision,
-                     self.size, self.paths, self.sources)
+        b = self.tensors()
+        return Batch(b.images.pin_memory(), [x.pin_memory() for x in b.boxes],
+                     [c.pin_memory() for c in b.classes], b.iteration, b.subdivision,
+                     b.size, b.paths, b.sources)
+
+    def tensors(self) -> "Batch":
+        """The batch with numpy boxes/classes made tensors (no copy).  A loader worker sends
+        them as numpy arrays: pickled inline with the batch, where every tensor would travel as
+        its own shared-memory file (measured: ~2-3 ms of the trainer's CPU per batch of 8)."""
+        import torch
+        if not self.boxes or isinstance(self.boxes[0], torch.Tensor):
+            return self
+        return Batch(self.images, [torch.from_numpy(b) for b in self.boxes],
+                     [torch.from_numpy(c) for c in self.classes], self.iteration,
+                     self.subdivision, self.size, self.paths, self.sources)
 
     def to(self, device, non_blocking: bool = False) -> "Batch":
         """The same batch with its tensors on ``device``."""
@@ -741,8 +753,8 @@ class Samples:
         for slot in self.slots(sub):
             img, b, p = self.sample(iteration, slot, size)
             images.append(img)
-            boxes.append(torch.from_numpy(b[:, 1:5].astype(np.float32)))
-            classes.append(torch.from_numpy(b[:, 0].astype(np.int64)))
+            boxes.append(b[:, 1:5].astype(np.float32))      # numpy: see Batch.tensors
+            classes.append(b[:, 0].astype(np.int64))
             paths.append(p)
         x = torch.empty(len(images), images[0].shape[2], size[1], size[0])
         if torch.utils.data.get_worker_info() is not None:
@@ -867,7 +879,7 @@ class TrainLoader:
         item = next(self._it)
         if isinstance(item, _Failed):
             raise DarkcfgError(item.message)
-        return item
+        return item.tensors()
 
     def close(self) -> None:
         """Stop the worker processes."""
