@@ -23,6 +23,11 @@ same worker count.  First, the same rows in this process (0 workers, one OpenCV 
 time (time.process_time), which a machine shared with other jobs disturbs far less than wall
 time: ms of CPU per image (the least over rounds: other jobs only add) and the ratio of images
 per CPU-second to the floor's.
+
+"x floor" is the median over rounds of each round's own ratio (the row against the floor timed
+next to it): a shared virtual machine's speed drifts by tens of per cent over seconds, which
+moves both rows of a round together, so the paired ratio is steadier than the ratio of medians
+(in-process: the ratio of the least times is printed beside it).
 """
 from __future__ import annotations
 
@@ -110,6 +115,11 @@ def make_row(kind: str, paths: list, size: int, workers: int, mini: int):
     return loader
 
 
+def paired(num: list, den: list) -> float:
+    """The median of the rounds' own ratios num[i] / den[i]."""
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=64)
@@ -142,10 +152,10 @@ def main(argv=None):
             cpu[k].append((time.process_time() - t) / (args.batches * args.mini))
     floor = min(cpu["floor"])
     print(f"\nin-process CPU time, {args.size}x{args.size}, mini-batch {args.mini}:")
-    print(f"  {'row':<14}{'ms/image':>10}{'x floor':>9}")
+    print(f"  {'row':<14}{'ms/image':>10}{'x floor':>9}{'(least)':>9}")
     for k in kinds:
         c = min(cpu[k])
-        print(f"  {k:<14}{c * 1000:>10.2f}{floor / c:>9.2f}")
+        print(f"  {k:<14}{c * 1000:>10.2f}{paired(cpu['floor'], cpu[k]):>9.2f}{floor / c:>9.2f}")
     for workers in [int(w) for w in args.workers.split(",")]:
         rates = {k: [] for k in kinds}
         for _ in range(args.rounds):
@@ -157,13 +167,12 @@ def main(argv=None):
                     next(loader)
                 rates[k].append(args.batches * args.mini / (time.perf_counter() - t))
                 loader.close()
-        floor = statistics.median(rates["floor"])
         print(f"\n{workers} worker{'s' if workers > 1 else ''}, {args.size}x{args.size}, "
               f"mini-batch {args.mini}, {args.images} JPEGs 640x480:")
         print(f"  {'row':<14}{'images/s':>10}{'x floor':>9}   rounds")
         for k in kinds:
             r = statistics.median(rates[k])
-            print(f"  {k:<14}{r:>10.1f}{r / floor:>9.2f}   "
+            print(f"  {k:<14}{r:>10.1f}{paired(rates[k], rates['floor']):>9.2f}   "
                   + " ".join(f"{x:.0f}" for x in rates[k]))
     if tmp is not None:
         tmp.cleanup()
