@@ -589,7 +589,10 @@ def test_map_in_bf16_follows_fp32(trained):
 
 def test_trained_weights_give_opencvs_outputs(trained):
     """OpenCV's darknet importer reads the trained .weights and computes darkcfg's boxes and
-    objectness (1e-4) on a validation image."""
+    objectness (1e-3, relative above 1) on a validation image.  Not tighter: on one AVX-512
+    machine OpenCV's forward of the trained weights was 1.3e-4 off a float64 forward of the
+    same model (darkcfg's float32: 2.4e-7), the same with Winograd off, SIMD off or an explicit
+    CPU target; a wrong weights layout is off by whole units."""
     cv2 = pytest.importorskip("cv2")
     from darkcfg import data as D
     from darkcfg import yolo as Y
@@ -607,7 +610,7 @@ def test_trained_weights_give_opencvs_outputs(trained):
     for raw, layer, cv in zip(outs, layers, theirs):
         d = Y.decode(raw.double(), Y.Head.from_layer(layer), (96, 96))
         ours = torch.cat([d["boxes"], d["obj"][..., None]], -1).reshape(-1, 5).numpy()
-        assert (np.abs(ours - cv[:, :5]) <= 1e-4 * np.maximum(1, np.abs(cv[:, :5]))).all()
+        assert (np.abs(ours - cv[:, :5]) <= 1e-3 * np.maximum(1, np.abs(cv[:, :5]))).all()
         best = max(best, float(cv[:, 4].max()))
     assert best > 0.5                  # a trained model: something is detected confidently
 
