@@ -886,6 +886,9 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
               help="Start the schedule at iteration 0 whatever the weights' seen (darknet -clear).")
 @click.option("--resume", is_flag=True,
               help="Continue exactly from <cfg>_last.state in the output folder.")
+@click.option("--force", is_flag=True,
+              help="Start over in a folder that holds an earlier run of this cfg (its "
+                   "<cfg>_*.weights and state are replaced); refused without it.")
 @click.option("--freeze", type=click.IntRange(min=1), help="Keep layers < N fixed.")
 @click.option("--classes", type=click.IntRange(min=1),
               help="Rewrite every head to N classes first (when the cfg's differ from the .data's).")
@@ -915,7 +918,7 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
 @click.option("--channels-last", is_flag=True, help="channels_last memory format.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the training forward.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def train(data_file, cfg, weights, out, clear, resume, freeze, classes, assign, with_map,
+def train(data_file, cfg, weights, out, clear, resume, force, freeze, classes, assign, with_map,
           map_every, max_batches, seed, workers, device, sync_bn, dist_timeout, amp,
           channels_last, compile_, quiet):
     """Train CFG on DATA, starting from WEIGHTS (a full .weights/.pt, a partial file such as
@@ -938,7 +941,7 @@ def train(data_file, cfg, weights, out, clear, resume, freeze, classes, assign, 
                     classes=classes, assign=assign, map=with_map, map_every=map_every, seed=seed,
                     workers=workers, device=device, quiet=quiet, max_batches=max_batches,
                     sync_bn=sync_bn, amp=amp, channels_last=channels_last, compile=compile_,
-                    dist_timeout=dist_timeout)
+                    dist_timeout=dist_timeout, force=force)
     except KeyboardInterrupt:
         if quiet:      # otherwise train() has said where it saved, once
             click.echo("interrupted: <cfg>_last.weights and the state are saved; continue "

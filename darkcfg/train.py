@@ -796,7 +796,8 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
           classes=None, assign="best_of_all", map=False, map_every=None, seed=0, workers=0,
           device="cpu", quiet=False, max_batches=None, loader=None, valid_paths=None,
           callback=None, nan_limit=NAN_LIMIT, check_data=True, sync_bn=False, amp=None,
-          channels_last=False, compile=False, dist_timeout=DIST_TIMEOUT) -> TrainResult:
+          channels_last=False, compile=False, dist_timeout=DIST_TIMEOUT,
+          force=False) -> TrainResult:
     """Train as ``darknet detector train DATA CFG [WEIGHTS]`` does; see the module docstring.
 
     * ``weights``: a .weights file (full, or a prefix such as darknet53.conv.74: the layers it
@@ -804,6 +805,9 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
       ``seen`` places the schedule at ``seen // (mini*S)`` (darknet); with it, at 0.
     * ``resume``: continue exactly from ``<cfg>_last.state`` in the output folder (model,
       optimizer, counters, RNG states); ``weights`` and ``clear`` must not be given.
+    * ``force``: start a fresh run even where the folder holds an earlier run's
+      ``<cfg>_*.weights``/``_last.state`` (replaced as they come); without it (and without
+      ``resume``) such a folder is refused before anything is written.
     * ``classes``: rewrite every head to N classes first (weights of resized layers are skipped).
     * ``assign``: ``best_of_all`` (darknet's) or ``per_scale`` (the design notes').
     * ``map``: validation mAP@0.5 every ``map_every`` iterations (default darknet's: 4 epochs,
@@ -837,7 +841,7 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
         return _train(data_path, cfg, weights, out, clear, resume, freeze, classes, assign,
                       map, map_every, seed, workers, device, quiet or rank > 0, max_batches,
                       loader, valid_paths, callback, nan_limit, check_data, sync_bn, amp,
-                      channels_last, compile, rank, world, dist_timeout, t_start)
+                      channels_last, compile, rank, world, dist_timeout, t_start, force)
     except RuntimeError as e:
         if world > 1 and _is_comm_error(e):
             raise DarkcfgError(
@@ -849,6 +853,20 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     finally:
         _end_distributed(world)
 
+
+
+def _refuse_previous_run(folder: str, base: str) -> None:
+    """A fresh run would replace another run's files of the same cfg (its _last/_final/_N
+    weights, its state): refuse unless --resume or --force.  (darknet overwrites them.)"""
+    import glob
+    found = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(base) + "_*.weights"))
+                   + glob.glob(os.path.join(glob.escape(folder), glob.escape(base)
+                                            + "_last.state")))
+    if found:
+        names = ", ".join(os.path.basename(f) for f in found[:3]) + (", ..." if found[3:] else "")
+        raise DarkcfgError(f"{folder}: holds an earlier training run of {base} ({names}); "
+                           f"nothing was trained: --resume continues it, --force starts over "
+                           f"and replaces its files, --out DIR trains into another folder")
 
 
 def _first_line(e) -> str:
@@ -894,7 +912,7 @@ def _end_distributed(world) -> None:
 def _train(data_path, cfg, weights, out, clear, resume, freeze, classes, assign, map,
            map_every, seed, workers, device, quiet, max_batches, loader, valid_paths,
            callback, nan_limit, check_data, sync_bn, amp, channels_last, compile, rank,
-           world, dist_timeout, t_start):
+           world, dist_timeout, t_start, force):
     import torch
     dc = _read_data(data_path)
     src_cfg = _load_cfg(cfg)
@@ -920,6 +938,8 @@ def _train(data_path, cfg, weights, out, clear, resume, freeze, classes, assign,
     folder = out or (dc.resolve("backup") if dc.backup else "backup")
     os.makedirs(folder, exist_ok=True)
     base = os.path.splitext(os.path.basename(src_cfg.path or "train.cfg"))[0]
+    if not resume and not force:
+        _refuse_previous_run(folder, base)
     torch.manual_seed(seed)
 
     state = load_state(os.path.join(folder, f"{base}_last.state")) if resume else None

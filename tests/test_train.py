@@ -365,6 +365,26 @@ def test_outputs_names_cadence_and_seen(small_run):
     assert not [n for n in names if n.endswith(".part")]          # atomic writes left nothing
 
 
+def test_a_fresh_run_over_an_earlier_one_is_refused_unless_force(small_run):
+    from click.testing import CliRunner
+    from darkcfg import cli
+    data, cfg, tmp = small_run
+    T.train(data, cfg, quiet=True, max_batches=2)
+    b = tmp / "backup"
+    before = {n: (b / n).read_bytes() for n in os.listdir(b)}
+    with pytest.raises(DarkcfgError, match=r"earlier training run of tiny \(tiny_final.weights, "
+                                           r"tiny_last.state, tiny_last.weights\).*--resume.*"
+                                           r"--force"):
+        T.train(data, cfg, quiet=True, max_batches=2, seed=5)
+    res = CliRunner().invoke(cli.main, ["train", data, cfg, "--max-batches", "2", "-q"])
+    assert res.exit_code == 1 and "--force" in res.output and "Traceback" not in res.output
+    assert {n: (b / n).read_bytes() for n in os.listdir(b)} == before      # nothing touched
+    res = CliRunner().invoke(cli.main, ["train", data, cfg, "--max-batches", "2", "-q",
+                                        "--seed", "5", "--workers", "0", "--force"])
+    assert res.exit_code == 0, res.output
+    assert (b / "tiny_final.weights").read_bytes() != before["tiny_final.weights"]
+
+
 def test_classes_mismatch_names_both_and_the_fix(tmp_path):
     data = make_data(tmp_path, classes=3, ntrain=2, nvalid=1)
     cfg = make_cfg(tmp_path / "tiny.cfg", classes=2)
@@ -678,7 +698,8 @@ def test_cli_train_runs_and_maps_errors(small_run):
     res = CliRunner().invoke(cli.main, ["train", data, cfg, "--classes", "3", "--quiet"])
     assert res.exit_code == 1 and "classes=3" in res.output
     if not torch.cuda.is_available():
-        res = CliRunner().invoke(cli.main, ["train", data, cfg, "--device", "cuda", "-q"])
+        res = CliRunner().invoke(cli.main, ["train", data, cfg, "--device", "cuda", "-q",
+                                            "--out", str(tmp / "cuda")])
         assert res.exit_code == 1 and "not available" in res.output
     # no terminal: no bar, a darknet-style line every savelast (2) iterations instead
     res = CliRunner().invoke(cli.main, ["train", data, cfg, "--max-batches", "2",
