@@ -362,24 +362,52 @@ def collect(model, image_paths, *, num_classes=None, letter_box=None, batch: int
     """Run ``model`` over ``image_paths`` (darknet's preprocessing, batched, on the model's
     device) -> detections and ground truth per image (:class:`Collected`).  ``resize``:
     "darknet" (its resize_image), or "pillow" / "opencv" (their bilinear, for comparison)."""
+    import torch
     net = model.net
     heads = _heads(model)
     classes = heads[-1][0].opts["classes"]
     if num_classes is not None and num_classes != classes:
         raise DarkcfgError(f"{net.cfg.path or '<cfg>'}: the model has {classes} classes, "
                            f"{num_classes} asked for")
+    kind, beta = nms_kind(net)
+    size = (net.width, net.height)
+    place = model.placement()
+
+    def one_batch(x, sizes, truths, letter_box):
+        with torch.no_grad():
+            raw = model(torch.from_numpy(x).to(**place))
+            parts = [dec(r.float()) for r, (_, dec) in zip(raw, heads)]   # bf16: decode in fp32
+            boxes, obj, cls = (torch.cat([p[j] for p in parts], 1) for j in range(3))
+            keep = obj > DETECTION_THRESH
+        dets = []
+        for i, k in enumerate(keep):         # only the boxes darknet keeps leave the device
+            b, o, c = (t.float().cpu().numpy() for t in (boxes[i][k], obj[i][k], cls[i][k]))
+            dets.append(image_detections(b, o, c, sizes[i], size, letter_box, kind, beta))
+        return dets, [to_pixels(t, sz) for t, sz in zip(truths, sizes)]
+
+    return _collect(model, image_paths, classes, letter_box, batch, progress, resize, one_batch)
+
+
+def _collect(model, image_paths, classes, letter_box, batch, progress, resize,
+             one_batch) -> Collected:
+    """What :func:`collect` and :func:`collect_keypoints` share: the checks, the labels read
+    first (their errors before any work), eval mode (restored after: a trainer's model goes back
+    to training), the progress bar, and each batch of images loaded and prepared as darknet
+    does, then ``one_batch(x, sizes, truths, letter_box)`` -> (dets, gts) of its images."""
+    net = model.net
+    where = net.cfg.path or "<cfg>"
     if letter_box is None:
         letter_box = cfg_letter_box(net)[0]
+    letter_box = bool(letter_box)
     if batch < 1:
         raise DarkcfgError(f"batch must be at least 1, got {batch}")
     if net.channels != 3:
-        raise DarkcfgError(f"{net.cfg.path or '<cfg>'}: channels={net.channels}: map reads "
-                           f"RGB images (channels=3)")
+        raise DarkcfgError(f"{where}: channels={net.channels}: map reads RGB images (channels=3)")
     if resize not in RESIZERS:
         raise ValueError(f"resize must be one of {', '.join(RESIZERS)}, got {resize!r}")
-    kind, beta = nms_kind(net)
-    out = Collected(list(image_paths), [], [], [], bool(letter_box))
-    truth = [read_truth(p, classes) for p in out.paths]      # label errors before any work
+    out = Collected(list(image_paths), [], [], [], letter_box)
+    truth = [read_truth(p, classes) for p in out.paths]
+    w, h = net.width, net.height
     bar = None
     if progress:
         from tqdm import tqdm
@@ -387,37 +415,22 @@ def collect(model, image_paths, *, num_classes=None, letter_box=None, batch: int
     was_training = model.training
     model.eval()
     try:
-        _run(model, out, truth, heads, batch, letter_box, resize, kind, beta, bar)
+        for start in range(0, len(out.paths), batch):
+            paths = out.paths[start:start + batch]
+            images = [D.load_image(p) for p in paths]
+            sizes = [(im.shape[1], im.shape[0]) for im in images]
+            x = np.stack([prepare(im, w, h, letter_box, resize) for im in images])
+            dets, gts = one_batch(x, sizes, truth[start:start + len(paths)], letter_box)
+            out.dets.extend(dets)
+            out.gts.extend(gts)
+            out.sizes.extend(sizes)
+            if bar is not None:
+                bar.update(len(paths))
     finally:
-        model.train(was_training)          # a trainer's model goes back to training mode
+        model.train(was_training)
         if bar is not None:
             bar.close()
     return out
-
-
-def _run(model, out, truth, heads, batch, letter_box, resize, kind, beta, bar):
-    import torch
-    net = model.net
-    size = (net.width, net.height)
-    place = model.placement()
-    for start in range(0, len(out.paths), batch):
-        paths = out.paths[start:start + batch]
-        images = [D.load_image(p) for p in paths]
-        sizes = [(im.shape[1], im.shape[0]) for im in images]
-        x = np.stack([prepare(im, size[0], size[1], letter_box, resize) for im in images])
-        with torch.no_grad():
-            raw = model(torch.from_numpy(x).to(**place))
-            parts = [dec(r.float()) for r, (_, dec) in zip(raw, heads)]   # bf16: decode in fp32
-            boxes, obj, cls = (torch.cat([p[j] for p in parts], 1) for j in range(3))
-            keep = obj > DETECTION_THRESH
-        for i, p in enumerate(paths):        # only the boxes darknet keeps leave the device
-            k = keep[i]
-            b, o, c = (t.float().cpu().numpy() for t in (boxes[i][k], obj[i][k], cls[i][k]))
-            out.dets.append(image_detections(b, o, c, sizes[i], size, letter_box, kind, beta))
-            out.gts.append(to_pixels(truth[start + i], sizes[i]))
-            out.sizes.append(sizes[i])
-        if bar is not None:
-            bar.update(len(paths))
 
 
 def evaluate_model(model, image_paths, *, num_classes=None, iou_thresh: float = 0.5,
@@ -491,43 +504,17 @@ def collect_keypoints(model, image_paths, *, num_classes=None, letter_box=None, 
     classes = _classes_of(net)
     if num_classes is not None and num_classes != classes:
         raise DarkcfgError(f"{where}: the model has {classes} classes, {num_classes} asked for")
-    if letter_box is None:
-        letter_box = cfg_letter_box(net)[0]
-    if batch < 1:
-        raise DarkcfgError(f"batch must be at least 1, got {batch}")
-    if net.channels != 3:
-        raise DarkcfgError(f"{where}: channels={net.channels}: map reads RGB images (channels=3)")
-    if resize not in RESIZERS:
-        raise ValueError(f"resize must be one of {', '.join(RESIZERS)}, got {resize!r}")
-    out = Collected(list(image_paths), [], [], [], bool(letter_box))
-    truth = [read_truth(p, classes) for p in out.paths]      # label errors before any work
     size = (net.width, net.height)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(out.paths), unit="img", desc="map", leave=False)
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(out.paths), batch):
-            paths = out.paths[start:start + batch]
-            images = [D.load_image(p) for p in paths]
-            sizes = [(im.shape[1], im.shape[0]) for im in images]
-            x = np.stack([prepare(im, size[0], size[1], letter_box, resize) for im in images])
-            with torch.no_grad():
-                raw = [r.float() for r in model(torch.from_numpy(x).to(**model.placement()))]
-                found = K.decode(raw, net, thresh=thresh, top_k=top_k)
-            for i, kps in enumerate(found):
-                out.dets.append(keypoint_rows(kps))
-                out.gts.append(points_to_input(truth[start + i], sizes[i], size, letter_box))
-                out.sizes.append(sizes[i])
-            if bar is not None:
-                bar.update(len(paths))
-    finally:
-        model.train(was_training)
-        if bar is not None:
-            bar.close()
-    return out
+    place = model.placement()
+
+    def one_batch(x, sizes, truths, letter_box):
+        with torch.no_grad():
+            raw = [r.float() for r in model(torch.from_numpy(x).to(**place))]
+            found = K.decode(raw, net, thresh=thresh, top_k=top_k)
+        return ([keypoint_rows(kps) for kps in found],
+                [points_to_input(t, sz, size, letter_box) for t, sz in zip(truths, sizes)])
+
+    return _collect(model, image_paths, classes, letter_box, batch, progress, resize, one_batch)
 
 
 def evaluate_keypoints(model, image_paths, *, num_classes=None, radius=None,
