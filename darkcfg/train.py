@@ -827,7 +827,6 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
 
     Ctrl-C saves ``_last.weights`` and the state, then re-raises KeyboardInterrupt.
     """
-    import torch
     t_start = time.time()
     if assign not in ("best_of_all", "per_scale"):
         raise DarkcfgError(f"--assign must be best_of_all or per_scale, got {assign!r}")
