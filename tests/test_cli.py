@@ -197,18 +197,20 @@ def test_package_installs_from_a_wheel_with_its_cfgs(tmp_path):
         shutil.copytree(os.path.join(ROOT, d), src / d,
                         ignore=shutil.ignore_patterns("__pycache__"))
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    # no PYTHONPATH anywhere: a checkout on it (with the egg-info an editable install leaves)
+    # makes pip take darkcfg as installed and skip the wheel
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist",
-                          src], check=True, capture_output=True)
+                          src], check=True, capture_output=True, env=env)
     (wheel,) = (tmp_path / "dist").glob("darkcfg-*.whl")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
                     venv], check=True)                 # this pip installs into it (--python)
     py = venv / "bin" / "python"
     subprocess.run(pip + ["--python", py, "install", "--no-deps", "--no-index", wheel],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, env=env)
     empty = tmp_path / "elsewhere"
     empty.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.run([py, "-c", "import darkcfg; print(darkcfg.__file__)"], cwd=empty,
                            env=env, capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(venv)), where          # the wheel's copy, not the repo's
