@@ -648,7 +648,8 @@ _SIZE_STREAM = 0x5CA1E          # seeds the multi-scale stream apart from the sa
 class Batch:
     """One forward pass: ``images`` (n, C, H, W) float32 RGB in [0, 1]; per image ``boxes``
     (k, 4) float32 normalized (cx, cy, w, h) of the network input (w = h = 0 for keypoints) and
-    ``classes`` (k,) int64 - the lists yolo.encode_targets takes."""
+    ``classes`` (k,) int64 - the lists yolo.encode_targets takes (tensors as TrainLoader gives
+    them; numpy arrays on the way from a worker, see :meth:`tensors`)."""
     images: object
     boxes: list
     classes: list
