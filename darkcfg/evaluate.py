@@ -185,10 +185,11 @@ def _c(fmt: str, x) -> str:
     return fmt % x
 
 
-@dataclass
-class MapResult:
-    """What ``darknet detector map`` computes.  ``ap``, ``tp``, ``fp``, ``gt``, ``detections``
-    are per class; ``tp``/``fp``/``precision``/``recall``/``f1``/``avg_iou`` are at ``thresh``."""
+@dataclass(kw_only=True)
+class _Scores:
+    """What a box map and a keypoint map both report.  ``ap``, ``tp``, ``fp``, ``gt``,
+    ``detections`` are per class; ``total_*``/``precision``/``recall``/``f1`` are at
+    ``thresh``; ``curves`` per class (recall, precision, score)."""
     map: float
     ap: np.ndarray
     tp: np.ndarray
@@ -201,13 +202,11 @@ class MapResult:
     precision: float
     recall: float
     f1: float
-    avg_iou: float
     detections_count: int
     unique_truth_count: int
-    iou_thresh: float
     thresh: float
     points: int
-    curves: list = field(default_factory=list, repr=False)   # per class (recall, precision, score)
+    curves: list = field(default_factory=list, repr=False)
     names: list | None = None
 
     @property
@@ -218,43 +217,69 @@ class MapResult:
         names = names if names is not None else self.names
         return str(names[i]) if names is not None and i < len(names) else str(i)
 
-    def format(self, names=None) -> str:
-        """darknet's printed lines, from ``detections_count`` to the mAP line, byte for byte."""
+    def _lines(self, names, class_extra, thresh, totals_extra) -> list:
+        """darknet's lines up to its totals: the counts, a line per class (``class_extra(i)``
+        inside its parentheses), P/R/F1 and TP/FP/FN at ``thresh``, then ``totals_extra``."""
         out = [f"\n detections_count = {self.detections_count}, unique_truth_count = "
                f"{self.unique_truth_count}  \n"]
         for i in range(self.num_classes):
-            out.append("class_id = %d, name = %s, ap = %2.2f%%   \t (TP = %d, FP = %d) \n"
-                       % (i, self._name(i, names), self.ap[i] * 100, self.tp[i], self.fp[i]))
-        t = float(_f32(self.thresh))                   # darknet's thresholds are floats
-        iou_t = _f32(self.iou_thresh)
+            out.append("class_id = %d, name = %s, ap = %2.2f%%   \t (TP = %d, FP = %d%s) \n"
+                       % (i, self._name(i, names), self.ap[i] * 100, self.tp[i], self.fp[i],
+                          class_extra(i)))
         out.append("\n for conf_thresh = %1.2f, precision = %s, recall = %s, F1-score = %s \n"
-                   % (t, _c("%1.2f", self.precision), _c("%1.2f", self.recall),
+                   % (thresh, _c("%1.2f", self.precision), _c("%1.2f", self.recall),
                       _c("%1.2f", self.f1)))
-        out.append(" for conf_thresh = %0.2f, TP = %d, FP = %d, FN = %d, average IoU = %s %% \n"
-                   % (t, self.total_tp, self.total_fp, self.total_fn,
-                      _c("%2.2f", _f32(self.avg_iou) * _f32(100))))
+        out.append(" for conf_thresh = %0.2f, TP = %d, FP = %d, FN = %d, %s \n"
+                   % (thresh, self.total_tp, self.total_fp, self.total_fn, totals_extra))
+        return out
+
+    def _points_line(self) -> str:
+        return (f"used {self.points} Recall-points \n" if self.points
+                else "used Area-Under-Curve for each unique Recall \n")
+
+    def _dict(self, names, head: dict, totals: dict, class_extra) -> dict:
+        """as_dict's shape: ``head`` after "map", the common figures, ``totals`` after "fn",
+        the counts, then per class (``class_extra(i)`` added to each)."""
+        return {
+            "map": self.map, **head, "points": self.points, "thresh": self.thresh,
+            "precision": _num(self.precision), "recall": _num(self.recall),
+            "f1": _num(self.f1), "tp": self.total_tp, "fp": self.total_fp, "fn": self.total_fn,
+            **totals, "detections_count": self.detections_count,
+            "unique_truth_count": self.unique_truth_count,
+            "classes": [{"id": i, "name": self._name(i, names), "ap": float(self.ap[i]),
+                         "tp": int(self.tp[i]), "fp": int(self.fp[i]), "gt": int(self.gt[i]),
+                         "detections": int(self.detections[i]), **class_extra(i)}
+                        for i in range(self.num_classes)],
+        }
+
+
+def _num(x):
+    """A JSON number: NaN -> None."""
+    x = float(x)
+    return None if x != x else x
+
+
+@dataclass(kw_only=True)
+class MapResult(_Scores):
+    """What ``darknet detector map`` computes (see :class:`_Scores`); ``avg_iou`` at
+    ``thresh``, matches at IoU > ``iou_thresh``."""
+    avg_iou: float
+    iou_thresh: float
+
+    def format(self, names=None) -> str:
+        """darknet's printed lines, from ``detections_count`` to the mAP line, byte for byte."""
+        iou_t = _f32(self.iou_thresh)
+        out = self._lines(names, lambda i: "", float(_f32(self.thresh)),   # darknet's floats
+                          "average IoU = %s %%" % _c("%2.2f", _f32(self.avg_iou) * _f32(100)))
         out.append("\n IoU threshold = %2.0f %%, " % (iou_t * _f32(100)))
-        out.append(f"used {self.points} Recall-points \n" if self.points
-                   else "used Area-Under-Curve for each unique Recall \n")
+        out.append(self._points_line())
         out.append(" mean average precision (mAP@%0.2f) = %f, or %2.2f %% \n"
                    % (iou_t, self.map, self.map * 100))
         return "".join(out)
 
     def as_dict(self, names=None) -> dict:
-        def num(x):
-            x = float(x)
-            return None if x != x else x
-        return {
-            "map": self.map, "iou_thresh": self.iou_thresh, "points": self.points,
-            "thresh": self.thresh, "precision": num(self.precision), "recall": num(self.recall),
-            "f1": num(self.f1), "tp": self.total_tp, "fp": self.total_fp, "fn": self.total_fn,
-            "avg_iou": num(self.avg_iou), "detections_count": self.detections_count,
-            "unique_truth_count": self.unique_truth_count,
-            "classes": [{"id": i, "name": self._name(i, names), "ap": float(self.ap[i]),
-                         "tp": int(self.tp[i]), "fp": int(self.fp[i]), "gt": int(self.gt[i]),
-                         "detections": int(self.detections[i])}
-                        for i in range(self.num_classes)],
-        }
+        return self._dict(names, {"iou_thresh": self.iou_thresh},
+                          {"avg_iou": _num(self.avg_iou)}, lambda i: {})
 
 
 # ----- darknet's detector map ------------------------------------------------------------------
@@ -361,36 +386,15 @@ def _px(x, units: str) -> str:
     return "n/a" if x != x else f"{x:.2f} {units}"
 
 
-@dataclass
-class KeypointResult:
-    """:func:`keypoint_map`'s figures.  ``ap``, ``tp``, ``fp``, ``gt``, ``detections`` per class;
-    ``tp``/``fp``/``precision``/``recall``/``f1``/``loc_error`` at ``thresh`` (score >
-    thresh); ``loc_error``: mean distance of those matches to their gt (NaN without any)."""
-    map: float
-    ap: np.ndarray
-    tp: np.ndarray
-    fp: np.ndarray
-    gt: np.ndarray
-    detections: np.ndarray
-    total_tp: int
-    total_fp: int
-    total_fn: int
-    precision: float
-    recall: float
-    f1: float
+@dataclass(kw_only=True)
+class KeypointResult(_Scores):
+    """:func:`keypoint_map`'s figures (see :class:`_Scores`; at ``thresh``: score > thresh);
+    ``loc_error``: mean distance of the matches at ``thresh`` to their gt (NaN without any),
+    ``class_loc_error`` per class; matches within ``radius`` ``units``."""
     loc_error: float
     class_loc_error: np.ndarray
-    detections_count: int
-    unique_truth_count: int
     radius: float
-    thresh: float
-    points: int
     units: str = "px"
-    curves: list = field(default_factory=list, repr=False)   # per class (recall, precision, score)
-    names: list | None = None
-
-    num_classes = MapResult.num_classes
-    _name = MapResult._name
 
     @property
     def title(self) -> str:
@@ -399,43 +403,19 @@ class KeypointResult:
     def format(self, names=None) -> str:
         """darknet-like lines: per class AP, then P/R/F1, counts and localisation error at
         thresh, then the mAP."""
-        out = [f"\n detections_count = {self.detections_count}, unique_truth_count = "
-               f"{self.unique_truth_count}  \n"]
-        for i in range(self.num_classes):
-            out.append("class_id = %d, name = %s, ap = %2.2f%%   \t (TP = %d, FP = %d, "
-                       "error = %s) \n" % (i, self._name(i, names), self.ap[i] * 100,
-                                           self.tp[i], self.fp[i],
-                                           _px(self.class_loc_error[i], self.units)))
-        t = self.thresh
-        out.append("\n for conf_thresh = %1.2f, precision = %s, recall = %s, F1-score = %s \n"
-                   % (t, _c("%1.2f", self.precision), _c("%1.2f", self.recall),
-                      _c("%1.2f", self.f1)))
-        out.append(" for conf_thresh = %0.2f, TP = %d, FP = %d, FN = %d, mean localisation "
-                   "error = %s \n" % (t, self.total_tp, self.total_fp, self.total_fn,
-                                      _px(self.loc_error, self.units)))
+        out = self._lines(names, lambda i: ", error = " + _px(self.class_loc_error[i], self.units),
+                          self.thresh, "mean localisation error = "
+                          + _px(self.loc_error, self.units))
         out.append(f"\n match radius = {self.radius:g} {self.units}, ")
-        out.append(f"used {self.points} Recall-points \n" if self.points
-                   else "used Area-Under-Curve for each unique Recall \n")
+        out.append(self._points_line())
         out.append(" mean average precision (mAP@%g%s) = %f, or %2.2f %% \n"
                    % (self.radius, self.units, self.map, self.map * 100))
         return "".join(out)
 
     def as_dict(self, names=None) -> dict:
-        def num(x):
-            x = float(x)
-            return None if x != x else x
-        return {
-            "map": self.map, "radius": self.radius, "units": self.units, "points": self.points,
-            "thresh": self.thresh, "precision": num(self.precision), "recall": num(self.recall),
-            "f1": num(self.f1), "tp": self.total_tp, "fp": self.total_fp, "fn": self.total_fn,
-            "loc_error": num(self.loc_error), "detections_count": self.detections_count,
-            "unique_truth_count": self.unique_truth_count,
-            "classes": [{"id": i, "name": self._name(i, names), "ap": float(self.ap[i]),
-                         "tp": int(self.tp[i]), "fp": int(self.fp[i]), "gt": int(self.gt[i]),
-                         "detections": int(self.detections[i]),
-                         "loc_error": num(self.class_loc_error[i])}
-                        for i in range(self.num_classes)],
-        }
+        return self._dict(names, {"radius": self.radius, "units": self.units},
+                          {"loc_error": _num(self.loc_error)},
+                          lambda i: {"loc_error": _num(self.class_loc_error[i])})
 
 
 def keypoint_map(dets, gts, num_classes: int, *, radius: float, thresh: float = 0.25,
