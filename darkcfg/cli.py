@@ -471,8 +471,10 @@ def _report_skipped(report):
 # ----- build ----------------------------------------------------------------------------------
 
 def _device(ctx, param, value):
-    """--device of build and detect: one this machine has (a bad one exits 2)."""
+    """--device of build, detect and map: one this machine has (a bad one exits 2)."""
     from . import model as M
+    if value is None:
+        return value
     try:
         M.device_of(value)
     except DarkcfgError as e:
@@ -842,7 +844,8 @@ def data_demo(folder, n_train, n_valid, seed):
 @click.option("--radius", type=click.FloatRange(min=0, min_open=True),
               help="[keypoint] cfgs: a point matches a gt of its class within this many input "
                    "pixels (default: one stride of the finest head).")
-@click.option("--device", help="torch device: cpu, cuda, cuda:N, mps (default: cpu).")
+@click.option("--device", callback=_device,
+              help="torch device: cpu, cuda, cuda:N, mps (default: cpu).")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32",
               show_default=True,
               help="Inference precision (auto: bf16 where measured faster on the device; the "

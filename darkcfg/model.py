@@ -334,12 +334,13 @@ def load(path: str, cfg=None, *, weights_cfg=None, cutoff: int | None = None, de
     dtype; the model is cast after fusing (see :func:`to_dtype`).  Fastest on a CPU with AMX or
     AVX512_BF16: ``load(path, fuse=True, channels_last=True, dtype="auto")``.
     """
+    dev = device_of(device) if device else None      # a missing GPU: said before any reading
     model, _ = load_weights(path, cfg, weights_cfg=weights_cfg, cutoff=cutoff, progress=progress,
                             **rewrites)
     if fuse:
         model.fuse()
-    if device:
-        model = model.to(device)
+    if dev is not None:
+        model = model.to(dev)
     if dtype is not None:
         model = to_dtype(model, dtype)
     if channels_last:

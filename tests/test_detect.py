@@ -308,16 +308,31 @@ def test_detect_cli_in_bf16(darknet_at, tmp_path):
                                           r"has", r.output)
 
 
-@pytest.mark.parametrize("command", ["build", "detect"])
+@pytest.mark.parametrize("command", ["build", "detect", "map"])
 def test_missing_devices_are_bad_arguments(command, tmp_path):
-    for name in ("x.png", "w.weights"):      # existing files: the device is what is wrong
+    for name in ("x.png", "w.weights", "o.data", "c.cfg"):   # existing files: the device is wrong
         (tmp_path / name).write_bytes(b"")
-    args = ["build", "--device", "cuda:7"] if command == "build" else \
-        ["detect", tmp_path / "x.png", "--weights", tmp_path / "w.weights", "--device", "cuda:7"]
+    args = {"build": ["build", "--device", "cuda:7"],
+            "detect": ["detect", tmp_path / "x.png", "--weights", tmp_path / "w.weights",
+                       "--device", "cuda:7"],
+            "map": ["map", tmp_path / "o.data", tmp_path / "c.cfg", tmp_path / "w.weights",
+                    "--device", "cuda:7"]}[command]
     if torch.cuda.device_count() > 7:
         pytest.skip("this machine has 8 GPUs")
     r = run(*args)
     assert r.exit_code == 2 and "--device" in r.output and "CUDA" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_load_names_a_missing_device_before_reading(tmp_path):
+    from darkcfg import model as M
+    from darkcfg.errors import DarkcfgError
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    with pytest.raises(DarkcfgError, match="cuda:7.*CUDA"):     # the file is never opened
+        M.load(str(tmp_path / "missing.weights"), os.path.join(os.path.dirname(__file__), "..",
+                                                               "cfgs", "yolov3-tiny.cfg"),
+               device="cuda:7")
 
 
 def test_build_cli_in_bf16_saves_float32(tmp_path):
