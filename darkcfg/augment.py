@@ -67,6 +67,7 @@ class Options:
                 resize_step=max(1, int(n.get_float("resize_step", 32))),
                 max_batches=n.get_int("max_batches", 0), keypoints=head.type == "keypoint")
         o._unsupported(n)
+        o._untrained(net)
         if o.max_boxes < 1:
             raise h.error(f"must be >= 1, got {o.max_boxes}", h.find("max"))
         if o.resize <= 0:
@@ -96,6 +97,20 @@ class Options:
             if n.get_int(key, 0):
                 self.warnings.append(n.error(f"{key}=1 is not implemented by darkcfg: training "
                                              f"runs without it", n.find(key)).format())
+        if n.get_float("ema_alpha", 0.0):
+            self.warnings.append(n.error("ema_alpha is not implemented by darkcfg: training "
+                                         "keeps no moving average of the weights",
+                                         n.find("ema_alpha")).format())
+
+    def _untrained(self, net) -> None:
+        """A warning for each layer option darknet's training honours and darkcfg's does not
+        (every layer trains; --freeze N keeps the layers below N fixed)."""
+        for sec in net.cfg.sections[1:]:
+            for key in ("stopbackward", "dont_update", "train_only_bn"):
+                if sec.has(key) and sec.get_float(key, 0.0):
+                    self.warnings.append(sec.error(
+                        f"{key} is not implemented by darkcfg: this layer trains as any other "
+                        f"(--freeze N keeps the layers below N fixed)", sec.find(key)).format())
 
 
 # ----- random draws -------------------------------------------------------------------------------

@@ -525,6 +525,14 @@ def test_unsupported_options_warn_and_mosaic_letterbox_is_refused():
     assert "mixup=1 is not implemented" in text and "cutmix=1 is for the classifier" in text
     with pytest.raises(CfgError, match="letter_box=1 and mosaic=1"):
         A.Options.from_network(net_of("letter_box=1\nmosaic=1"))
+    from darkcfg import shapes
+    text = CFG.format(net="ema_alpha=0.9998", yolo="").replace("activation=linear",
+                                                               "activation=linear\nstopbackward=1")
+    o = A.Options.from_network(shapes.network(text))
+    assert len(o.warnings) == 2
+    assert "ema_alpha is not implemented" in o.warnings[0]
+    assert "[convolutional]" in o.warnings[1] and "stopbackward is not implemented" in \
+        o.warnings[1] and "--freeze" in o.warnings[1]
 
 
 def test_one_channel_images_go_through_the_pipeline():
