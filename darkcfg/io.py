@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -90,9 +91,14 @@ def atomic_output(path: str, force: bool = True):
     if os.path.isdir(target):
         raise DarkcfgError(f"{path}: is a folder")
     try:
-        mode = os.stat(target).st_mode & 0o7777
+        st = os.stat(target)
     except FileNotFoundError:
         mode = 0o666 & ~_umask()
+    else:
+        if not stat.S_ISREG(st.st_mode):      # a device, a FIFO: renaming over it replaces it
+            raise DarkcfgError(f"{path}: is not a regular file (a device or a pipe): darkcfg "
+                               f"writes files only")
+        mode = st.st_mode & 0o7777
     with _sigterm_raises():
         try:
             fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".",

@@ -33,6 +33,7 @@ import numpy as np
 
 from . import data as D
 from . import evaluate as E
+from . import io
 from .errors import DarkcfgError
 
 DETECTION_THRESH = 0.005     # validate_detector_map's hard-coded thresh
@@ -639,6 +640,26 @@ def coco_image_ids(paths: list) -> list:
     return ids if len(set(ids)) == len(ids) else list(range(len(paths)))
 
 
+PLOT_FILES = ("pr_*.png", "confusion.png")        # what --plot writes (evaluate.plot_*)
+
+
+def _check_map_outputs(data_path, files, paths, save_detections, plot, force) -> None:
+    """Before any work: neither output is one of map's inputs (the .data, its lists and names,
+    the cfg and weights, every image and label file), and without ``force`` no file --plot
+    would write exists already."""
+    import fnmatch
+    d = D.read_data(data_path)
+    inputs = [data_path, *[f for f in files if isinstance(f, (str, os.PathLike))],
+              *[d.resolve(k) for k in ("train", "valid", "names") if getattr(d, k)],
+              *paths, *[D.label_path(p) for p in paths]]
+    if save_detections:
+        io.check_outputs([save_detections], inputs, force)
+    if plot and os.path.isdir(plot):
+        ours = [os.path.join(plot, f) for f in sorted(os.listdir(plot))
+                if any(fnmatch.fnmatch(f, pat) for pat in PLOT_FILES)]
+        io.check_outputs(ours, inputs, force)
+
+
 def main_map(data_path: str, cfg, weights, *, thresh: float = 0.25, iou_thresh: float = 0.5,
              points: int = 0, letter_box: bool = False, as_json: bool = False,
              coco: bool = False, save_detections: str | None = None, plot: str | None = None,
@@ -655,6 +676,7 @@ def main_map(data_path: str, cfg, weights, *, thresh: float = 0.25, iou_thresh: 
         raise DarkcfgError(f"--radius must be a positive number of pixels, got {radius}")
     s = setup(data_path, cfg, weights, letter_box=True if letter_box else None, device=device,
               dtype=dtype)
+    _check_map_outputs(data_path, [cfg, weights], s.paths, save_detections, plot, force)
     if is_keypoint(s.model.net):
         if coco:
             raise DarkcfgError("--coco scores boxes; a [keypoint] model has points (drop --coco)")

@@ -305,6 +305,18 @@ def test_never_an_input_never_an_existing_file_without_force(case, tmp_path, sma
         assert run(*args, "--force").exit_code == 0
 
 
+def test_an_output_that_is_not_a_regular_file_is_refused(tmp_path):
+    """--force onto a FIFO (or a device) would rename the temporary file over it: refused, the
+    FIFO stays a FIFO."""
+    import stat
+    fifo = tmp_path / "pipe.weights"
+    os.mkfifo(fifo)
+    r = run("init", TINY, fifo, "--force")
+    assert r.exit_code == 1 and "not a regular file" in r.output and "Traceback" not in r.output
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe.weights"]      # no .part left
+
+
 def test_outputs_get_umask_modes_and_rewrites_keep_mode_and_links(tmp_path):
     """Item 5: a new output has the mode open() gives (0666 & ~umask), --force and
     anchors --write-cfg keep an existing file's mode, and a symlinked cfg stays a link whose

@@ -234,6 +234,29 @@ def test_main_map_from_files_prints_darknets_lines_and_json(tmp_path):
     assert r.points == 11 and r.map == 0.5
 
 
+def test_map_outputs_never_replace_its_inputs_or_old_plots(tmp_path):
+    from darkcfg import data as D
+    from darkcfg import weights as W
+    model, cfg = make_model(tmp_path)
+    wpath = str(tmp_path / "t.weights")
+    W.save_darknet(model, wpath)
+    p = image(tmp_path, "a.png", 32, 32, "0 0.5 0.5 0.5 0.5\n")
+    data = _write_data(tmp_path, [p])
+    for target in (tmp_path / "valid.txt", tmp_path / "t.names", D.label_path(p), p):
+        before = open(target, "rb").read()
+        with pytest.raises(DarkcfgError, match="is also an input"):
+            V.main_map(data, cfg, wpath, progress=False, save_detections=str(target), force=True)
+        assert open(target, "rb").read() == before
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "pr_curve.png").write_bytes(b"an old plot")
+    with pytest.raises(DarkcfgError, match="pr_curve.png: already exists"):
+        V.main_map(data, cfg, wpath, progress=False, plot=str(plots), force=False)
+    assert (plots / "pr_curve.png").read_bytes() == b"an old plot"
+    V.main_map(data, cfg, wpath, progress=False, plot=str(plots), force=True)
+    assert (plots / "pr_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_bad_inputs_name_the_file(tmp_path):
     model, cfg = make_model(tmp_path)
     from darkcfg import weights as W
