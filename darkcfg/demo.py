@@ -42,7 +42,8 @@ def _write_set(folder: str, n: int, seed: int, prefix: str, draw) -> list:
     for i in range(n):
         img, lines = draw(rng)
         path = os.path.join(folder, f"{prefix}{i:03d}.png")
-        cv2.imwrite(path, img)
+        if not cv2.imwrite(path, img):      # OpenCV says a failed write only by returning False
+            raise DarkcfgError(f"{path}: cannot write the image (disk full or not writable?)")
         with open(path[:-4] + ".txt", "w") as f:
             f.write("\n".join(lines) + "\n")
         paths.append(path)

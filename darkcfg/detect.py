@@ -11,7 +11,7 @@ import torch
 
 from . import yolo as Y
 from .errors import DarkcfgError
-from .io import atomic_output
+from .io import atomic_write
 
 
 def read_names(path: str) -> list:
@@ -169,8 +169,17 @@ def draw(img, dets: list, names: list | None, dst: str) -> None:
         pen.rectangle(d.box, outline=color, width=max(1, img.size[0] // 200))
         label = f"{names[d.cls] if names and d.cls < len(names) else d.cls} {d.score:.2f}"
         pen.text((d.box[0] + 2, d.box[1] + 1), label, fill=color)
-    with atomic_output(dst) as tmp:
-        img.save(tmp, format=_format_of(dst))
+    save_drawing(img, dst)
+
+
+def save_drawing(img, dst: str) -> None:
+    """Encode the Pillow image in memory, then write it atomically: Pillow writing a file
+    itself ignores a short write (a full disk or a file-size limit left a truncated image and
+    exit 0)."""
+    import io
+    buf = io.BytesIO()
+    img.save(buf, format=_format_of(dst))
+    atomic_write(dst, buf.getvalue())
 
 
 def _format_of(path: str) -> str:

@@ -251,8 +251,7 @@ def draw_points(img, points: list, names: list | None, dst: str) -> None:
     """Draw each keypoint (a filled disc, a ring and its class name and score beside it) on a
     copy of the Pillow image ``img``; write it to ``dst`` atomically (format from the name)."""
     from PIL import ImageDraw
-    from .detect import _format_of
-    from .io import atomic_output
+    from .detect import save_drawing
     img = img.copy()
     pen = ImageDraw.Draw(img)
     r = max(2, min(img.size) // 100)
@@ -263,5 +262,4 @@ def draw_points(img, points: list, names: list | None, dst: str) -> None:
         pen.ellipse((k.x - 2 * r, k.y - 2 * r, k.x + 2 * r, k.y + 2 * r), outline=color)
         label = f"{names[k.cls] if names and k.cls < len(names) else k.cls} {k.score:.2f}"
         pen.text((k.x + 2 * r + 1, k.y - 2 * r), label, fill=color)
-    with atomic_output(dst) as tmp:
-        img.save(tmp, format=_format_of(dst))
+    save_drawing(img, dst)

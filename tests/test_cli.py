@@ -317,6 +317,24 @@ def test_an_output_that_is_not_a_regular_file_is_refused(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["pipe.weights"]      # no .part left
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="resource limits need POSIX")
+def test_a_drawing_that_cannot_be_written_whole_is_an_error_and_leaves_nothing(tmp_path, small):
+    """A file-size limit below the drawing's size (as a full disk): Pillow writing the file
+    itself ignored the short write (a truncated image, exit 0)."""
+    import resource
+    img = image(tmp_path / "a.jpg", 400, 300)    # noise: a JPEG of ~100 KB (Pillow's JPEG
+    #                                              encoder writes to the file descriptor itself)
+    out = tmp_path / "out"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+    r = subprocess.run([sys.executable, "-m", "darkcfg", "detect", img, "--weights", small["pt"],
+                        "-o", out], capture_output=True, text=True, preexec_fn=limit)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and "a.jpg" in r.stderr
+    assert not out.exists() or list(out.iterdir()) == []
+
+
 def test_outputs_get_umask_modes_and_rewrites_keep_mode_and_links(tmp_path):
     """Item 5: a new output has the mode open() gives (0666 & ~umask), --force and
     anchors --write-cfg keep an existing file's mode, and a symlinked cfg stays a link whose
