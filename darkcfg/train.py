@@ -868,6 +868,21 @@ def _refuse_previous_run(folder: str, base: str) -> None:
                            f"and replaces its files, --out DIR trains into another folder")
 
 
+def _refuse_writing_over(weights, folder: str, base: str) -> None:
+    """WEIGHTS must not be one of the files the run writes (a ``<cfg>_*.weights`` of its
+    folder): the first save would replace the input."""
+    import fnmatch
+    if not isinstance(weights, (str, os.PathLike)) or not os.path.exists(weights):
+        return
+    real = os.path.realpath(weights)
+    if os.path.dirname(real) == os.path.realpath(folder) and \
+            fnmatch.fnmatch(os.path.basename(real), f"{base}_*.weights"):
+        raise DarkcfgError(f"{weights}: is a file this run writes ({base}_*.weights in "
+                           f"{folder}): inputs are never modified - --resume continues that "
+                           f"run exactly, or copy the file elsewhere first, or train with "
+                           f"--out DIR")
+
+
 def _first_line(e) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
@@ -939,6 +954,7 @@ def _train(data_path, cfg, weights, out, clear, resume, freeze, classes, assign,
     base = os.path.splitext(os.path.basename(src_cfg.path or "train.cfg"))[0]
     if not resume and not force:
         _refuse_previous_run(folder, base)
+    _refuse_writing_over(weights, folder, base)
     torch.manual_seed(seed)
 
     state = load_state(os.path.join(folder, f"{base}_last.state")) if resume else None

@@ -379,6 +379,10 @@ def test_a_fresh_run_over_an_earlier_one_is_refused_unless_force(small_run):
     res = CliRunner().invoke(cli.main, ["train", data, cfg, "--max-batches", "2", "-q"])
     assert res.exit_code == 1 and "--force" in res.output and "Traceback" not in res.output
     assert {n: (b / n).read_bytes() for n in os.listdir(b)} == before      # nothing touched
+    res = CliRunner().invoke(cli.main, ["train", data, cfg, str(b / "tiny_final.weights"),
+                                        "--max-batches", "2", "-q", "--force"])
+    assert res.exit_code == 1 and "is a file this run writes" in res.output   # WEIGHTS kept
+    assert {n: (b / n).read_bytes() for n in os.listdir(b)} == before      # nothing touched
     res = CliRunner().invoke(cli.main, ["train", data, cfg, "--max-batches", "2", "-q",
                                         "--seed", "5", "--workers", "0", "--force"])
     assert res.exit_code == 0, res.output
