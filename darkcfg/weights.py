@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import WeightsError
+from .errors import DarkcfgError, WeightsError
 from .shapes import Network
 
 
@@ -523,7 +523,11 @@ def save_safetensors(arrays: dict, path: str, cfg_text: str, header: Header,
     if weights_cfg is not None and weights_cfg != cfg_text:
         meta["weights_cfg"] = weights_cfg
     with atomic_output(path, force) as tmp:
-        save_file({k: np.ascontiguousarray(a) for k, a in arrays.items()}, tmp, metadata=meta)
+        try:
+            save_file({k: np.ascontiguousarray(a) for k, a in arrays.items()}, tmp,
+                      metadata=meta)
+        except Exception as e:       # safetensors' own error type for a failed write
+            raise DarkcfgError(f"{path}: cannot write: {e}") from None
 
 
 def _safetensors_meta(path: str) -> dict:

@@ -318,9 +318,9 @@ def test_an_output_that_is_not_a_regular_file_is_refused(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="resource limits need POSIX")
-def test_a_drawing_that_cannot_be_written_whole_is_an_error_and_leaves_nothing(tmp_path, small):
-    """A file-size limit below the drawing's size (as a full disk): Pillow writing the file
-    itself ignored the short write (a truncated image, exit 0)."""
+def test_an_output_that_cannot_be_written_whole_is_an_error_and_leaves_nothing(tmp_path, small):
+    """A file-size limit below the output's size (as a full disk): Pillow writing a drawing
+    itself ignored the short write (a truncated image, exit 0), safetensors raised a traceback."""
     import resource
     img = image(tmp_path / "a.jpg", 400, 300)    # noise: a JPEG of ~100 KB (Pillow's JPEG
     #                                              encoder writes to the file descriptor itself)
@@ -333,6 +333,13 @@ def test_a_drawing_that_cannot_be_written_whole_is_an_error_and_leaves_nothing(t
     assert r.returncode == 1, r.stdout + r.stderr
     assert "Traceback" not in r.stderr and "a.jpg" in r.stderr
     assert not out.exists() or list(out.iterdir()) == []
+    for dst in ("o.safetensors", "o.pt", "o.weights"):     # safetensors raised its own type
+        r = subprocess.run([sys.executable, "-m", "darkcfg", "convert", small["weights"],
+                            tmp_path / dst, "--cfg", small["cfg"], "-q"], capture_output=True,
+                           text=True, preexec_fn=lambda: resource.setrlimit(
+                               resource.RLIMIT_FSIZE, (2048, 2048)))
+        assert r.returncode == 1 and "Traceback" not in r.stderr and dst in r.stderr, r.stderr
+        assert not [p for p in os.listdir(tmp_path) if p.startswith(("o.", ".o."))]
 
 
 def test_outputs_get_umask_modes_and_rewrites_keep_mode_and_links(tmp_path):
