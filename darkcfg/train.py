@@ -16,6 +16,7 @@ The flow is one way: .data + cfg -> batches (darkcfg.data.TrainLoader) -> model 
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -883,6 +884,23 @@ def _refuse_writing_over(weights, folder: str, base: str) -> None:
                            f"--out DIR")
 
 
+@contextlib.contextmanager
+def _state_fields(path):
+    """A training state that torch reads but whose fields are wrong (another program's, or
+    edited) is one error naming the file, never a traceback."""
+    try:
+        yield
+    except DarkcfgError as e:
+        if path is None:
+            raise
+        raise DarkcfgError(f"{path}: {e}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+        if path is None:
+            raise
+        raise DarkcfgError(f"{path}: a damaged training state ({type(e).__name__}: "
+                           f"{_first_line(e)})") from None
+
+
 def _first_line(e) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
@@ -957,10 +975,12 @@ def _train(data_path, cfg, weights, out, clear, resume, freeze, classes, assign,
     _refuse_writing_over(weights, folder, base)
     torch.manual_seed(seed)
 
-    state = load_state(os.path.join(folder, f"{base}_last.state")) if resume else None
-    model, iteration = _starting_model(net, sched, src_cfg, state, weights, clear, classes,
-                                       seed, quiet)
-    seed = int(state["seed"]) if state is not None else seed
+    state_path = os.path.join(folder, f"{base}_last.state")
+    state = load_state(state_path) if resume else None
+    with _state_fields(state_path if state is not None else None):
+        model, iteration = _starting_model(net, sched, src_cfg, state, weights, clear, classes,
+                                           seed, quiet)
+        seed = int(state["seed"]) if state is not None else seed
     if freeze:
         model.freeze(freeze)
     dev = _device(device)
@@ -992,7 +1012,8 @@ def _train(data_path, cfg, weights, out, clear, resume, freeze, classes, assign,
         if rank == 0:
             cfgmod.save(cfg_obj, run.files["cfg"])
     if state is not None:
-        run.restore(state)
+        with _state_fields(state_path):
+            run.restore(state)
     if run.iteration >= sched.max_batches:
         if not quiet:
             print(f"iteration {run.iteration} >= max_batches {sched.max_batches}: nothing to "
@@ -1034,9 +1055,10 @@ def _starting_model(net, sched, src_cfg, state, weights, clear, classes, seed, q
     if state is not None:
         try:
             model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise DarkcfgError(f"the training state does not fit {src_cfg.path}: "
-                               f"{str(e).splitlines()[0]}") from None
+        except RuntimeError as e:          # torch's first line says nothing: keep the detail
+            detail = "; ".join(x.strip() for x in str(e).splitlines()[1:4] if x.strip())
+            raise DarkcfgError(f"the training state does not fit {src_cfg.path} (was the cfg "
+                               f"changed since?): {detail[:400]}") from None
         return model, int(state["iteration"])
     if weights is None:
         return model, 0

@@ -682,6 +682,23 @@ def test_resume_without_a_state_says_what_to_do(small_run):
         T.train(data, cfg, "x.weights", resume=True, quiet=True)
 
 
+def test_a_damaged_or_foreign_state_is_one_error_naming_it(small_run):
+    data, cfg, tmp = small_run
+    T.train(data, cfg, quiet=True, max_batches=2)
+    path = tmp / "backup" / "tiny_last.state"
+    good = torch.load(path, weights_only=True)
+    for field, value in (("iteration", "x"), ("rows", None)):
+        torch.save({**good, field: value}, path)
+        with pytest.raises(DarkcfgError, match=r"tiny_last\.state: a damaged training state"):
+            T.train(data, cfg, quiet=True, resume=True)
+    torch.save(good, path)
+    (tmp / "other").mkdir()
+    other = make_cfg(tmp / "other" / "tiny.cfg", width_scale=0.5)    # wider, the same name
+    with pytest.raises(DarkcfgError, match=r"tiny_last\.state: the training state does not fit "
+                                           r".*size mismatch"):
+        T.train(data, other, quiet=True, resume=True, out=str(tmp / "backup"))
+
+
 def test_loader_workers_do_not_change_the_run(small_run):
     data, cfg, tmp = small_run
     a = T.train(data, cfg, quiet=True, max_batches=2, out=str(tmp / "w0"))
