@@ -570,6 +570,9 @@ def _check_split(rep, d, name, net, keypoints, decode, pool, seen):
         return stats
     else:
         entries = list_lines(source)
+    if not entries:                  # training would stop on it: say so here, as an error
+        rep.errors.append(f"{source}: the {name} list has no images")
+        return stats
     seen[name] = {os.path.abspath(p) for _, p in entries}
     sizes = []
     results = pool.map(lambda e: _inspect(e[1], decode), entries)

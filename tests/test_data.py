@@ -478,6 +478,9 @@ def test_check_missing_list_and_folder_split(tmp_path):
     assert rep.errors == [f"{data}:2: valid=nowhere.txt: no such list file or folder"]
     rep = D.check(write(d / "g.data", "classes=1\n"))
     assert rep.errors == [f"{d}/g.data: no 'train=' list"]
+    empty = write(d / "empty.txt", "\n# nothing\n")           # training stops on it: an error
+    rep = D.check(write(d / "h.data", f"train={empty}\nclasses=1\n"))
+    assert rep.errors == [f"{empty}: the train list has no images"] and not rep.ok
 
 
 KP_CFG = TINY_CFG.replace("[yolo]", "[keypoint]").replace("mask=0,1,2\n", "").replace(
