@@ -24,13 +24,17 @@ class LabelsError(DarkcfgError):
 
 
 def label_files(source: str) -> list:
+    """The label files under ``source`` (a folder of .txt files, or a list file of label files
+    or images) as (path, optional): an image's label is found as training finds it
+    (data.label_path), and a missing one is a negative image (optional)."""
+    from .data import label_path
     if os.path.isdir(source):
         found = []
         for root, _, files in os.walk(source):
             found += [os.path.join(root, f) for f in files if f.endswith(".txt")]
         if not found:
             raise LabelsError(f"{source}: no .txt label files in this folder")
-        return sorted(found)
+        return [(f, False) for f in sorted(found)]
     if not os.path.isfile(source):
         raise LabelsError(f"{source}: no such file or folder")
     out = []
@@ -40,12 +44,12 @@ def label_files(source: str) -> list:
             if not p or p.startswith("#"):
                 continue
             if p.lower().endswith(IMAGE_EXTS):
-                p = os.path.splitext(p.replace("/images/", "/labels/").replace(
-                    "/JPEGImages/", "/labels/"))[0] + ".txt"
+                out.append((label_path(p), True))
+                continue
             if not p.endswith(".txt"):
                 raise LabelsError(f"{source}:{nu}: {excerpt(p)} is neither a .txt label file "
                                   f"nor an image")
-            out.append(p)          # relative to the current folder, as darknet reads lists
+            out.append((p, False))     # relative to the current folder, as darknet reads lists
     if not out:
         raise LabelsError(f"{source}: lists no label files")
     return out
@@ -54,7 +58,9 @@ def label_files(source: str) -> list:
 def read_labels(source: str) -> np.ndarray:
     """(N, 2) normalized widths and heights of every box under ``source``."""
     sizes = []
-    for path in label_files(source):
+    for path, optional in label_files(source):
+        if optional and not os.path.exists(path):
+            continue                     # an image without a label file: a negative image
         try:
             f = open(path, encoding="utf-8-sig", errors="replace")
         except OSError as e:

@@ -84,3 +84,15 @@ def test_utf8_bom_in_labels_and_lists(tmp_path):
     listing.write_bytes(b"\xef\xbb\xbf" + str(tmp_path / "labels" / "a.txt").encode() + b"\n")
     for source in (tmp_path / "labels", listing):
         assert A.read_labels(str(source)).tolist() == [[0.25, 0.5]]
+
+
+def test_a_list_of_images_finds_labels_as_training_does(tmp_path):
+    """Labels beside the images (darkcfg's demo layout, no images/ -> labels/ folder): found
+    as data.label_path finds them; an image without a label file is a negative image."""
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "a.txt").write_text("0 0.5 0.5 0.25 0.5\n")
+    for name in ("a.png", "b.png"):
+        (tmp_path / "set" / name).write_bytes(b"")      # anchors reads labels only
+    listing = tmp_path / "train.txt"
+    listing.write_text(f"{tmp_path}/set/a.png\n{tmp_path}/set/b.png\n")
+    assert A.read_labels(str(listing)).tolist() == [[0.25, 0.5]]
