@@ -176,6 +176,9 @@ class Cfg:
     newline: str = "\n"
     final_newline: bool = True
     bom: bool = False                              # written back as read
+    # {name as an option gives it: text} of the files the cfg names (a softmax tree=): a
+    # checkpoint carries them beside its cfg, so it builds from any folder
+    files: dict = field(default_factory=dict)
 
     @property
     def net(self) -> Section:

@@ -309,17 +309,20 @@ def _convert_weights(src, dst, cfg, weights_cfg, cutoff, progress):
         if ext == ".pt":
             W.save_pt(model, dst, report.header, weights_cfg=order)
         else:
-            W.save_safetensors(arrays, dst, model.cfg_text, report.header, weights_cfg=order)
+            W.save_safetensors(arrays, dst, model.cfg_text, report.header, weights_cfg=order,
+                               files=model.cfg_files)
         _wrote(dst, arrays, src, report.header, f" (layers < {cutoff}; the rest initialised, "
                                                 f"{len(model.net.layers)} layers in all)")
         return
     header, arrays = _assumed(lambda: W.read_for(src, net, weights_cfg, cutoff, progress),
                               assumed)
+    files = shapes.attached_files(net)      # a softmax tree found beside the cfg travels too
     if ext == ".safetensors":
-        W.save_safetensors(arrays, dst, net.cfg.to_text(), header, weights_cfg=order)
+        W.save_safetensors(arrays, dst, net.cfg.to_text(), header, weights_cfg=order,
+                           files=files)
     elif ext == ".pt":          # every tensor is in the file: no model needed
         W.write_pt(W.state_dict_of(arrays), dst, net.cfg.to_text(), header,
-                   progress=progress, weights_cfg=order)
+                   progress=progress, weights_cfg=order, files=files)
     else:                       # DST in cfg's order (the arrays are keyed by it)
         out_cutoff = None if cutoff is None else 1 + max(int(k.split(".")[1]) for k in arrays)
         W.write_weights(arrays, dst, header, net, None, out_cutoff, progress)
@@ -339,10 +342,10 @@ def _convert_checkpoint(src, dst, cfg, weights_cfg, cutoff, progress):
                                    "DST only")
         if ext == ".pt":
             W.write_pt(W.state_dict_of(ck.arrays), dst, ck.cfg_text, ck.header,
-                       progress=progress, weights_cfg=ck.weights_cfg)
+                       progress=progress, weights_cfg=ck.weights_cfg, files=ck.files)
         else:
             W.save_safetensors(ck.arrays, dst, ck.cfg_text, ck.header,
-                               weights_cfg=ck.weights_cfg)
+                               weights_cfg=ck.weights_cfg, files=ck.files)
         _wrote(dst, ck.arrays, src, ck.header)
         return
     order = weights_cfg or ck.weights_cfg
@@ -362,7 +365,7 @@ def _checkpoint_net(ck, path, cfg=None, **rewrites):
     """The network stored in a checkpoint; a --cfg given beside it must be that network (its
     input size then applies)."""
     from . import weights as W
-    stored = shapes.network(cfgmod.parse(ck.cfg_text, path + ":cfg"))
+    stored = shapes.network(ck.cfg(path))
     if cfg is not None:
         given = shapes.network(cfg)
         if W.signatures(given) != W.signatures(stored):
@@ -866,8 +869,6 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
       darkcfg map obj.data my.cfg best.pt --coco --plot plots/ --points 101
     """
     from . import validate as V
-    outs = [save_detections] if save_detections else []
-    io.check_outputs(outs, [data_file, cfg, weights], force)
     if dtype == "auto":
         from . import model as M
         click.echo(f"dtype: {M.describe_dtype(dtype, device)}", err=True)

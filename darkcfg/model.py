@@ -48,7 +48,7 @@ def _tree(l):
     """The softmax tree a [softmax]/[region] tree= names (yolo9000's 9k.tree), or None."""
     if not l.opts.get("tree"):
         return None
-    tree = shapes.read_tree(shapes.find_tree(l))
+    tree = shapes.load_tree(l)
     want = l.opts["classes"] if l.type == "region" else l.outputs
     if tree.n > want:   # darknet's softmax_tree would run past the class entries
         raise l.error(f"the softmax tree {tree.path} has {tree.n} nodes, more than the "
@@ -132,6 +132,11 @@ class Darknet(nn.Module):
     @property
     def cfg_text(self) -> str:
         return self.net.cfg.to_text()
+
+    @property
+    def cfg_files(self) -> dict:
+        """{name: text} of the files the cfg names (a softmax tree): a checkpoint carries them."""
+        return shapes.attached_files(self.net)
 
     def _loop(self, x, every: bool):
         kept, outs = {}, []
@@ -385,12 +390,12 @@ def _from_checkpoint(path: str):
     if path.endswith(".pt"):
         obj = W.read_pt(path)
         cfg_text, header, state = obj["cfg"], W.Header(**obj["header"]), obj["state_dict"]
-        order = obj.get("weights_cfg")
+        order, files = obj.get("weights_cfg"), obj.get("files", {})
     else:
-        cfg_text, header, arrays = W.read_safetensors(path)
-        state = {k: torch.from_numpy(a) for k, a in W.state_dict_of(arrays).items()}
-        order = W.read_checkpoint_order(path)
-    net = shapes.network(cfgmod.parse(cfg_text, path + ":cfg"))
+        ck = W.read_safetensors(path)
+        cfg_text, header, order, files = ck.cfg_text, ck.header, ck.weights_cfg, ck.files
+        state = {k: torch.from_numpy(a) for k, a in W.state_dict_of(ck.arrays).items()}
+    net = shapes.network(W.checkpoint_cfg(cfg_text, files, path))
     with torch.device("meta"):
         model = Darknet(net)
     want = set(model.state_dict())

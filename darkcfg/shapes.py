@@ -58,6 +58,7 @@ class Layer:
     head: bool = False                # [yolo]/[Gaussian_yolo]/[region]/[detection]/[keypoint]
     emits: bool = False               # a head whose own output (not its input) is the result
     warnings: list = field(default_factory=list)  # things darknet accepts that deserve a word
+    attached: str | None = None       # the text of the file tree= names, when the cfg carries it
 
     @property
     def weights(self) -> int:
@@ -734,11 +735,16 @@ class Tree:
 def read_tree(path: str) -> Tree:
     try:
         with open(path, encoding="utf-8-sig", errors="replace") as f:
-            lines = f.read().splitlines()
+            text = f.read()
     except OSError as e:
         raise DarkcfgError(f"{path}: cannot read the softmax tree ({e.strerror})") from None
+    return parse_tree(text, path)
+
+
+def parse_tree(text: str, path: str) -> Tree:
+    """A tree from its text (``path`` names it in errors)."""
     names, parent, sizes = [], [], []
-    for k, line in enumerate(lines, 1):
+    for k, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
@@ -760,6 +766,36 @@ def read_tree(path: str) -> Tree:
     if not parent:
         raise DarkcfgError(f"{path}: the softmax tree is empty")
     return Tree(path, names, parent, sizes)
+
+
+def load_tree(layer: Layer) -> Tree:
+    """The softmax tree of a layer with tree=: the text its cfg carries (a checkpoint's), else
+    the file :func:`find_tree` finds."""
+    if layer.attached is not None:
+        return parse_tree(layer.attached, f"{layer.section.path}:{layer.opts['tree']}")
+    return read_tree(find_tree(layer))
+
+
+def attached_files(net: Network) -> dict:
+    """{name: text} of the files the network's options name (softmax trees) that a checkpoint
+    should carry: the text its cfg carries, or the file found as darknet would find it.  A file
+    that is not found is left out (a tree has no parameters: converting never needs it; building
+    from the checkpoint then says it is missing)."""
+    files = {}
+    for l in net.layers:
+        name = l.opts.get("tree")
+        if not name or name in files:
+            continue
+        if l.attached is not None:
+            files[name] = l.attached
+            continue
+        try:
+            path = find_tree(l)
+            with open(path, encoding="utf-8-sig", errors="replace") as f:
+                files[name] = f.read()
+        except (CfgError, OSError):
+            continue
+    return files
 
 
 def find_tree(layer: Layer) -> str:
@@ -800,6 +836,8 @@ def infer(cfg: Cfg | str | os.PathLike, width: int | None = None, height: int | 
     for sec in cfg.layers:
         ctx.index = sec.index
         layer = SHAPERS[sec.type](sec, ctx)
+        if layer.opts.get("tree"):
+            layer.attached = cfg.files.get(layer.opts["tree"])
         ctx.layers.append(layer)
         ctx.w, ctx.h, ctx.c = layer.output
         ctx.inputs = layer.outputs

@@ -855,13 +855,17 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
 
 
 
+def _run_files(folder: str, base: str) -> list:
+    """The files a run of ``base`` has left in ``folder``: its ``<cfg>_*.weights`` and state."""
+    import glob
+    stem = os.path.join(glob.escape(folder), glob.escape(base))
+    return sorted(glob.glob(stem + "_*.weights") + glob.glob(stem + "_last.state"))
+
+
 def _refuse_previous_run(folder: str, base: str) -> None:
     """A fresh run would replace another run's files of the same cfg (its _last/_final/_N
     weights, its state): refuse unless --resume or --force.  (darknet overwrites them.)"""
-    import glob
-    found = sorted(glob.glob(os.path.join(glob.escape(folder), glob.escape(base) + "_*.weights"))
-                   + glob.glob(os.path.join(glob.escape(folder), glob.escape(base)
-                                            + "_last.state")))
+    found = _run_files(folder, base)
     if found:
         names = ", ".join(os.path.basename(f) for f in found[:3]) + (", ..." if found[3:] else "")
         raise DarkcfgError(f"{folder}: holds an earlier training run of {base} ({names}); "
@@ -872,12 +876,9 @@ def _refuse_previous_run(folder: str, base: str) -> None:
 def _refuse_writing_over(weights, folder: str, base: str) -> None:
     """WEIGHTS must not be one of the files the run writes (a ``<cfg>_*.weights`` of its
     folder): the first save would replace the input."""
-    import fnmatch
-    if not isinstance(weights, (str, os.PathLike)) or not os.path.exists(weights):
-        return
-    real = os.path.realpath(weights)
-    if os.path.dirname(real) == os.path.realpath(folder) and \
-            fnmatch.fnmatch(os.path.basename(real), f"{base}_*.weights"):
+    from .io import same_file
+    if isinstance(weights, (str, os.PathLike)) and \
+            any(same_file(str(weights), f) for f in _run_files(folder, base)):
         raise DarkcfgError(f"{weights}: is a file this run writes ({base}_*.weights in "
                            f"{folder}): inputs are never modified - --resume continues that "
                            f"run exactly, or copy the file elsewhere first, or train with "

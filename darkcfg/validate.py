@@ -583,8 +583,10 @@ def _classes_of(net) -> int | None:
 
 
 def setup(data_path: str, cfg, weights, *, letter_box=None, device=None,
-          dtype=None) -> MapSetup:
-    """Read the .data, its valid list and names, load the model, check classes agree."""
+          dtype=None, outputs=(), plot=None, force=True) -> MapSetup:
+    """Read the .data, its valid list and names, check ``outputs`` (files) and the files
+    ``plot`` (a folder) would get against all of them (:func:`_check_map_outputs`) before the
+    model is loaded, load it, check classes agree."""
     d = D.read_data(data_path)
     notes = []
     key = "valid" if d.valid else "train" if d.train else None
@@ -593,6 +595,10 @@ def setup(data_path: str, cfg, weights, *, letter_box=None, device=None,
     if key == "train":
         notes.append(f"{data_path}: no valid=, evaluating the train= list")
     paths = D.image_list(d.resolve(key))
+    if any(outputs) or plot:
+        inputs = [data_path, cfg, weights,
+                  *[d.resolve(k) for k in ("train", "valid", "names") if getattr(d, k)]]
+        _check_map_outputs(inputs, paths, outputs, plot, force)
     model = load_model(cfg, weights, device, dtype)
     classes = model_classes(model)
     where = cfg if cfg is not None else weights
@@ -643,17 +649,14 @@ def coco_image_ids(paths: list) -> list:
 PLOT_FILES = ("pr_*.png", "confusion.png")        # what --plot writes (evaluate.plot_*)
 
 
-def _check_map_outputs(data_path, files, paths, save_detections, plot, force) -> None:
-    """Before any work: neither output is one of map's inputs (the .data, its lists and names,
-    the cfg and weights, every image and label file), and without ``force`` no file --plot
-    would write exists already."""
+def _check_map_outputs(files, paths, outputs, plot, force) -> None:
+    """No output is one of map's inputs (``files``: the .data, cfg, weights, lists and names;
+    every image of ``paths`` and its label file), and without ``force`` none exists already -
+    nor any file ``plot`` would write."""
     import fnmatch
-    d = D.read_data(data_path)
-    inputs = [data_path, *[f for f in files if isinstance(f, (str, os.PathLike))],
-              *[d.resolve(k) for k in ("train", "valid", "names") if getattr(d, k)],
+    inputs = [*[f for f in files if isinstance(f, (str, os.PathLike))],
               *paths, *[D.label_path(p) for p in paths]]
-    if save_detections:
-        io.check_outputs([save_detections], inputs, force)
+    io.check_outputs(outputs, inputs, force)
     if plot and os.path.isdir(plot):
         ours = [os.path.join(plot, f) for f in sorted(os.listdir(plot))
                 if any(fnmatch.fnmatch(f, pat) for pat in PLOT_FILES)]
@@ -675,8 +678,7 @@ def main_map(data_path: str, cfg, weights, *, thresh: float = 0.25, iou_thresh: 
     if radius is not None and not (radius > 0 and math.isfinite(radius)):
         raise DarkcfgError(f"--radius must be a positive number of pixels, got {radius}")
     s = setup(data_path, cfg, weights, letter_box=True if letter_box else None, device=device,
-              dtype=dtype)
-    _check_map_outputs(data_path, [cfg, weights], s.paths, save_detections, plot, force)
+              dtype=dtype, outputs=[save_detections], plot=plot, force=force)
     if is_keypoint(s.model.net):
         if coco:
             raise DarkcfgError("--coco scores boxes; a [keypoint] model has points (drop --coco)")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -389,7 +389,8 @@ def save_pt(model, path: str, header: Header | None = None, force: bool = True,
     ``model.weights_cfg`` when set)."""
     if weights_cfg is None:
         weights_cfg = getattr(model, "weights_cfg", None)
-    write_pt(arrays_of(model), path, model.cfg_text, header, force, weights_cfg=weights_cfg)
+    write_pt(arrays_of(model), path, model.cfg_text, header, force, weights_cfg=weights_cfg,
+             files=model.cfg_files)
 
 
 def state_dict_of(arrays: dict) -> dict:
@@ -402,14 +403,18 @@ def state_dict_of(arrays: dict) -> dict:
 
 
 def write_pt(arrays: dict, path: str, cfg_text: str, header: Header | None = None,
-             force: bool = True, progress: bool = False, weights_cfg: str | None = None) -> None:
-    """Write {state_dict key: array} as darkcfg's .pt, without importing torch (see ptfile)."""
+             force: bool = True, progress: bool = False, weights_cfg: str | None = None,
+             files: dict | None = None) -> None:
+    """Write {state_dict key: array} as darkcfg's .pt, without importing torch (see ptfile).
+    ``files``: {name: text} of the files the cfg names (a softmax tree), kept beside it."""
     from . import ptfile
     from .io import atomic_output
     obj = {"format": PT_FORMAT, "version": 1, "cfg": cfg_text,
            "header": (header or Header()).as_dict(), "state_dict": arrays}
     if weights_cfg is not None and weights_cfg != cfg_text:
         obj["weights_cfg"] = weights_cfg
+    if files:
+        obj["files"] = dict(files)
     total = sum(a.nbytes for a in arrays.values())
     with atomic_output(path, force) as tmp, _bar(total, "write", progress) as bar:
         ptfile.save(obj, tmp, bar.update)
@@ -451,17 +456,42 @@ def read_pt(path: str) -> dict:
             not isinstance(obj.get("weights_cfg", ""), str):
         raise WeightsError("not a darkcfg .pt file: 'cfg' must be text and 'state_dict' a dict",
                            path)
+    _files_of(obj.get("files", {}), path)
     return obj
+
+
+def _files_of(value, path: str) -> dict:
+    """The {name: text} of the files a checkpoint carries beside its cfg (softmax trees)."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                              for k, v in value.items()):
+        raise WeightsError(f"not a darkcfg checkpoint: its 'files' entry must map names to "
+                           f"text, got {_short(value)}", path)
+    return value
 
 
 @dataclass
 class Checkpoint:
-    """A darkcfg .pt or .safetensors: the cfg inside, the darknet header, {key: numpy array}
-    and, when the source .weights followed another cfg's layer order, that cfg's text."""
+    """A darkcfg .pt or .safetensors: the cfg inside, the darknet header, {key: numpy array},
+    when the source .weights followed another cfg's layer order, that cfg's text, and the files
+    the cfg names (``files``: {name: text}, a softmax tree)."""
     cfg_text: str
     header: Header
     arrays: dict
     weights_cfg: str | None = None
+    files: dict = field(default_factory=dict)
+
+    def cfg(self, path: str):
+        """The cfg inside, parsed (errors name ``path:cfg``), carrying its files."""
+        return checkpoint_cfg(self.cfg_text, self.files, path)
+
+
+def checkpoint_cfg(text: str, files: dict, path: str):
+    """A checkpoint's cfg text parsed, with the files it carries attached: it builds from any
+    folder."""
+    from .cfg import parse
+    cfg = parse(text, path + ":cfg")
+    cfg.files = dict(files)
+    return cfg
 
 
 def is_checkpoint(path) -> bool:
@@ -471,7 +501,7 @@ def is_checkpoint(path) -> bool:
 def read_checkpoint_order(path: str) -> str | None:
     """The ``weights_cfg`` text a checkpoint remembers (None: its own cfg's order)."""
     if str(path).endswith(".safetensors"):
-        return _safetensors_order(path)
+        return _safetensors_meta(path).get("weights_cfg")
     return read_pt(path).get("weights_cfg")
 
 
@@ -499,12 +529,12 @@ def check_arrays(net: Network, arrays: dict, path: str, cutoff: int | None = Non
 def read_checkpoint(path: str) -> Checkpoint:
     """Read a .pt (imports torch) or .safetensors (no torch) written by darkcfg."""
     if str(path).endswith(".safetensors"):
-        cfg_text, header, arrays = read_safetensors(path)
-        return Checkpoint(cfg_text, header, arrays, _safetensors_order(path))
+        return read_safetensors(path)
     obj = read_pt(path)
     arrays = {k: v.numpy() for k, v in obj["state_dict"].items()
               if not k.endswith("num_batches_tracked")}
-    return Checkpoint(obj["cfg"], Header(**obj["header"]), arrays, obj.get("weights_cfg"))
+    return Checkpoint(obj["cfg"], Header(**obj["header"]), arrays, obj.get("weights_cfg"),
+                      obj.get("files", {}))
 
 
 # ----- safetensors: the same tensors, named by state_dict key, cfg and header in metadata -------
@@ -513,15 +543,19 @@ ST_FORMAT = "darkcfg"
 
 
 def save_safetensors(arrays: dict, path: str, cfg_text: str, header: Header,
-                     force: bool = True, weights_cfg: str | None = None) -> None:
+                     force: bool = True, weights_cfg: str | None = None,
+                     files: dict | None = None) -> None:
     """Write {state_dict key: array} as .safetensors with the cfg and darknet header in its
-    metadata (and ``weights_cfg``, the source's layer order, as for .pt).  No torch."""
+    metadata (and ``weights_cfg``, the source's layer order, and ``files``, the files the cfg
+    names, as JSON, as for .pt).  No torch."""
     import json
     from safetensors.numpy import save_file
     from .io import atomic_output
     meta = {"format": ST_FORMAT, "cfg": cfg_text, "header": json.dumps(header.as_dict())}
     if weights_cfg is not None and weights_cfg != cfg_text:
         meta["weights_cfg"] = weights_cfg
+    if files:
+        meta["files"] = json.dumps(files)
     with atomic_output(path, force) as tmp:
         try:
             save_file({k: np.ascontiguousarray(a) for k, a in arrays.items()}, tmp,
@@ -541,12 +575,8 @@ def _safetensors_meta(path: str) -> dict:
         raise WeightsError(f"not a readable .safetensors file ({e})", path) from None
 
 
-def _safetensors_order(path: str) -> str | None:
-    return _safetensors_meta(path).get("weights_cfg")
-
-
-def read_safetensors(path: str) -> tuple[str, Header, dict]:
-    """(cfg text, header, {key: array}) of a darkcfg .safetensors file.  No torch."""
+def read_safetensors(path: str) -> Checkpoint:
+    """A darkcfg .safetensors file as a :class:`Checkpoint`.  No torch."""
     import json
     from safetensors import safe_open
     meta = _safetensors_meta(path)
@@ -558,11 +588,16 @@ def read_safetensors(path: str) -> tuple[str, Header, dict]:
         raise WeightsError("not a darkcfg .safetensors file: no readable 'header' entry in its "
                            "metadata (the darknet header)", path) from None
     try:
+        files = _files_of(json.loads(meta.get("files", "{}")), path)
+    except ValueError:
+        raise WeightsError("not a darkcfg .safetensors file: its 'files' entry is not JSON",
+                           path) from None
+    try:
         with safe_open(path, framework="numpy") as f:
             arrays = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:   # safetensors raises its own error kinds for bad files
         raise WeightsError(f"not a readable .safetensors file ({e})", path) from None
-    return meta["cfg"], header, arrays
+    return Checkpoint(meta["cfg"], header, arrays, meta.get("weights_cfg"), files)
 
 
 def write_weights(arrays: dict, path: str, header: Header, file_net: Network,

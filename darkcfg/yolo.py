@@ -135,7 +135,7 @@ def decode_region(raw: torch.Tensor, layer, tree=None) -> dict:
     cls = p[..., k + 1:]
     if o.get("tree"):
         from . import shapes
-        tree = tree or shapes.read_tree(shapes.find_tree(layer))
+        tree = tree or shapes.load_tree(layer)
         cls = tree_probabilities(cls, tree)
     else:
         cls = torch.softmax(cls, -1) if o["softmax"] else torch.sigmoid(cls)

@@ -186,8 +186,16 @@ def _scaled(tmp_path, name, scale=0.125):
 
 def test_package_installs_from_a_wheel_with_its_cfgs(tmp_path):
     """Item 0: a wheel (a non-editable install) carries cfgs/: build it from a copy of the
-    sources, install it in a fresh venv (system site-packages for torch), run the main job
-    from an empty folder."""
+    sources, install it in a fresh venv, run the main job from an empty folder.
+
+    The fresh venv gets torch and the other dependencies without a download (torch's CPU build
+    is ~700 MB, an unpinned one several GB): a .pth file in its site-packages names the folders
+    this interpreter imports them from.  That holds wherever the suite runs - a venv (whose
+    packages a ``--system-site-packages`` venv would not see), a conda env, the system Python.
+    A folder named by a .pth is only put on sys.path (its own .pth files, such as an editable
+    install's finder, are not run), and the venv's own site-packages comes first: the darkcfg
+    imported is the wheel's."""
+    import importlib
     import shutil
     src = tmp_path / "src"
     src.mkdir()
@@ -204,9 +212,17 @@ def test_package_installs_from_a_wheel_with_its_cfgs(tmp_path):
                           src], check=True, capture_output=True, env=env)
     (wheel,) = (tmp_path / "dist").glob("darkcfg-*.whl")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
-                    venv], check=True)                 # this pip installs into it (--python)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv],
+                   check=True)                          # this pip installs into it (--python)
     py = venv / "bin" / "python"
+    site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    deps = ("torch", "numpy", "click", "tqdm", "PIL", "safetensors", "cv2", "matplotlib",
+            "pycocotools")
+    where = {os.path.dirname(os.path.dirname(importlib.import_module(m).__file__))
+             for m in deps}
+    with open(os.path.join(site, "darkcfg-test-deps.pth"), "w") as f:
+        f.write("".join(d + "\n" for d in sorted(where)))
     subprocess.run(pip + ["--python", py, "install", "--no-deps", "--no-index", wheel],
                    check=True, capture_output=True, env=env)
     empty = tmp_path / "elsewhere"
