@@ -265,6 +265,25 @@ def test_darknet_init():
     assert torch.equal(again.layers[0].conv.weight, w)       # seeded
 
 
+def test_torch_init_is_pytorchs_and_seeded():
+    """The trainer's default: U(-b, b) with b = 1/sqrt(fan_in) (kaiming-uniform, a=sqrt(5)),
+    sqrt(2)x narrower than darknet's; seeded, and the global generator left alone."""
+    net, model = _small()
+    T.torch_init_(model, seed=3)
+    w = model.layers[0].conv.weight
+    bound = 1 / math.sqrt(3 * 3 * 3)
+    assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+    bn = model.layers[0].bn
+    assert torch.equal(bn.weight, torch.ones(4)) and torch.equal(bn.bias, torch.zeros(4))
+    b = model.layers[1].conv.bias                             # a conv without BN: U(-b, b)
+    assert b.abs().max() <= 1 / math.sqrt(model.layers[1].conv.weight[0].numel())
+    _, again = _small()
+    state = torch.get_rng_state()
+    T.torch_init_(again, seed=3)
+    assert torch.equal(again.layers[0].conv.weight, w)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_batchnorm_trains_with_darknets_gpu_momentum():
     net, model = _small()
     model.train()
@@ -418,9 +437,10 @@ def test_one_image_per_iteration_is_refused(tmp_path):
         T.train(data, cfg, quiet=True)
 
 
-def test_partial_weights_load_their_layers_and_the_rest_is_darknet_init(tmp_path):
+@pytest.mark.parametrize("init", ["torch", "darknet"])
+def test_partial_weights_load_their_layers_and_the_rest_is_initialised(tmp_path, init):
     """A darknet53.conv.74-like file: `darkcfg init` then `convert --cutoff 10`; training
-    from it loads layers 0..9 and initialises the rest as darknet does (max_batches=0: the
+    from it loads layers 0..9 and initialises the rest by ``init`` (max_batches=0: the
     loop does not run and _final.weights is the starting model, as in darknet)."""
     from click.testing import CliRunner
     from darkcfg import cli
@@ -443,11 +463,11 @@ def test_partial_weights_load_their_layers_and_the_rest_is_darknet_init(tmp_path
     from darkcfg.errors import WeightsError
     with pytest.raises(WeightsError, match="match no prefix"):
         T.layers_in_file(str(tmp_path / "bad.weights"), net)
-    r = T.train(data, cfg, part, max_batches=0, quiet=True, seed=0)
+    r = T.train(data, cfg, part, max_batches=0, quiet=True, seed=0, init=init)
     _, got = W.read_arrays(r.files["final"], net)
     _, src = W.read_arrays(full, net)
     fresh = M.Darknet(net)
-    T.darknet_init_(fresh, seed=0)
+    (T.torch_init_ if init == "torch" else T.darknet_init_)(fresh, seed=0)
     init = W.arrays_of(fresh)
     for k, a in got.items():
         want = src[k] if int(k.split(".")[1]) < 10 else init[k]
