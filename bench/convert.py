@@ -39,7 +39,8 @@ shutil.copyfile(sys.argv[2], sys.argv[3] + '.copy')
     "torch import": "import torch",
     "floor": """
 import numpy as np, torch, sys
-from darkcfg import shapes, weights as W
+from darkcfg.config import shapes
+from darkcfg.files import weights as W
 net = shapes.infer(sys.argv[1]); h, size = W.read_header(sys.argv[2])
 floats = np.fromfile(sys.argv[2], dtype='<f4', offset=h.size)
 sd = {f"layers.{e.layer.index}.{e.tensor.key}":
@@ -101,7 +102,7 @@ def main():
     a = ap.parse_args()
     sys.path.insert(0, ROOT)
     import numpy as np
-    from darkcfg import shapes
+    from darkcfg.config import shapes
     net = shapes.infer(a.cfg)
     with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
         src, dst = os.path.join(tmp, "in.weights"), os.path.join(tmp, "out.pt")

@@ -43,7 +43,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from darkcfg import data as D  # noqa: E402
+from darkcfg.dataset import data as D  # noqa: E402
 
 
 def make_images(folder: str, n: int, seed: int = 0) -> list:
@@ -78,7 +78,7 @@ def make_images(folder: str, n: int, seed: int = 0) -> list:
 
 def network(size: int, mosaic: bool):
     """yolov3.cfg at ``size`` with random=0 on its [yolo] layers (and mosaic=1)."""
-    from darkcfg import cfg as C, shapes
+    from darkcfg.config import cfg as C, shapes
     cfg = C.load(os.path.join(ROOT, "cfgs", "yolov3.cfg"))
     for sec in cfg.sections:
         if sec.type == "yolo":

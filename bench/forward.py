@@ -60,7 +60,7 @@ def take_turns(rows, runs, rounds):
     timed in turns.  CPU seconds (this process's, all threads) drift less than wall time on a
     machine shared with other work, which stretches wall time but not CPU time; they include
     the threads' spinning while they wait for each other."""
-    from darkcfg import speed
+    from darkcfg.infer import speed
     times = {name: [] for name in rows}
     cpu = {name: [] for name in rows}
     per = max(1, runs // rounds)
@@ -84,10 +84,10 @@ def bench_cpu(name, batch, size, runs, rounds, tmp, compiled=False):
     import onnxruntime as ort
     import torch
     import darkcfg
-    from darkcfg import cfg as C
-    from darkcfg import speed
-    from darkcfg import weights as W
-    from darkcfg.export import export_onnx
+    from darkcfg.config import cfg as C
+    from darkcfg.infer import speed
+    from darkcfg.files import weights as W
+    from darkcfg.files.export import export_onnx
 
     cfg = C.rewrite(C.load(os.path.join(ROOT, "cfgs", f"{name}.cfg")), width=size, height=size)
     cfg_path = os.path.join(tmp, f"{name}.cfg")
@@ -181,7 +181,7 @@ def bench_cuda(size, runs, tmp):
 def processor() -> str:
     """The CPU's name, the instruction sets that decide conv speed, and what auto picks."""
     import torch
-    from darkcfg import speed
+    from darkcfg.infer import speed
     name = "unknown processor"
     try:
         with open("/proc/cpuinfo") as f:
@@ -202,8 +202,8 @@ def accuracy(name, size, tmp, images=2):
     import numpy as np
     import torch
     import darkcfg
-    from darkcfg import cfg as C
-    from darkcfg import yolo as Y
+    from darkcfg.config import cfg as C
+    from darkcfg.objective import yolo as Y
     make = os.path.join(os.path.dirname(ROOT), "shared", "reference", "make_weights.py")
     if not os.path.exists(make):
         print("--accuracy needs ../shared/reference/make_weights.py")

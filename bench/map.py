@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from darkcfg import evaluate as E  # noqa: E402
+from darkcfg.evaluation import evaluate as E  # noqa: E402
 
 
 def synthetic(images: int, per_image: int, classes: int, seed: int = 0):
@@ -126,7 +126,8 @@ def resize_study(root: str, steps: int) -> None:
     import cv2
     import torch
     import darkcfg
-    from darkcfg import validate as V, yolo as Y
+    from darkcfg.evaluation import validate as V
+    from darkcfg.objective import yolo as Y
     rng = np.random.default_rng(0)
     train, valid = _shape_set(root, 200, "train", rng), _shape_set(root, 100, "valid", rng)
     model = darkcfg.build_model(os.path.join(os.path.dirname(__file__), "..", "cfgs",

@@ -51,9 +51,9 @@ class _Batch:
 
 def _setup(cfg, size, batch, device):
     import torch
-    from darkcfg import model as M
-    from darkcfg import shapes
-    from darkcfg import train as T
+    from darkcfg.nn import model as M
+    from darkcfg.config import shapes
+    from darkcfg.training import train as T
     net = shapes.network(os.path.join(ROOT, "cfgs", cfg), width=size, height=size)
     model = M.Darknet(net)
     T.darknet_init_(model)
@@ -88,7 +88,7 @@ def _median_rates(fns: dict, batch, iterations, device) -> dict:
 def speed_rows(cfg, size, batch, iterations, device, amp=None, compiled=False):
     """{"floor": (img/s, s), "darkcfg": ..., "loss": ...} for one model and precision."""
     import torch
-    from darkcfg import train as T
+    from darkcfg.training import train as T
     model, opt, b = _setup(cfg, size, batch, device)
     forward = model
     if compiled:
@@ -133,9 +133,9 @@ def loader_rows(size, iterations, workers, device):
     """The loader alone, the step alone and the two together (yolov3-tiny, batch 16)."""
     import cv2
     import numpy as np
-    from darkcfg import data as D
-    from darkcfg import shapes
-    from darkcfg import train as T
+    from darkcfg.dataset import data as D
+    from darkcfg.config import shapes
+    from darkcfg.training import train as T
     batch = 16
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
@@ -185,10 +185,10 @@ def step_speed(size, batch, iterations, device):
 
 def learn(assign):
     import test_train as TT
-    from darkcfg import model as M
-    from darkcfg import shapes
-    from darkcfg import train as T
-    from darkcfg import validate as V
+    from darkcfg.nn import model as M
+    from darkcfg.config import shapes
+    from darkcfg.training import train as T
+    from darkcfg.evaluation import validate as V
     with tempfile.TemporaryDirectory() as tmp:
         data = TT.make_data(tmp, ntrain=256, nvalid=32)
         cfg = TT.make_cfg(os.path.join(tmp, "tiny.cfg"), size=96, width_scale=0.5, batch=16,
@@ -223,7 +223,7 @@ def main():
     ap.add_argument("--assign", default="both", choices=("best_of_all", "per_scale", "both"))
     a = ap.parse_args()
     import torch
-    from darkcfg import speed
+    from darkcfg.infer import speed
     torch.set_num_threads(a.threads)
     if a.learn:
         for rule in (("best_of_all", "per_scale") if a.assign == "both" else (a.assign,)):

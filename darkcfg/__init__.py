@@ -2,14 +2,19 @@
 
 ``import darkcfg`` does not import torch; the torch parts load on first use::
 
-    net = darkcfg.shapes.infer("cfgs/yolov3.cfg")         # torch-free summary data
+    net = darkcfg.config.shapes.infer("cfgs/yolov3.cfg")  # torch-free summary data
     model = darkcfg.build_model("cfgs/yolov3.cfg")        # a torch.nn.Module
     model = darkcfg.load("out.pt")                        # or load("x.weights", cfg=...)
 """
 __version__ = "0.1.0"
 
-_LAZY = {"build_model": "model", "load": "model", "load_weights": "model", "Darknet": "model"}
-_MODULES = {"anchors", "augment", "cfg", "data", "detect", "errors", "evaluate", "export", "io",
+_LAZY = {"build_model": "nn.model", "load": "nn.model", "load_weights": "nn.model",
+         "Darknet": "nn.model"}
+# the sub-packages, along the flow; then the old flat names, kept for one release (each a
+# darkcfg/<name>.py that makes the old name the same module as the new one)
+_MODULES = {"config", "nn", "files", "objective", "dataset", "training", "evaluation", "infer",
+            "cli", "errors",
+            "anchors", "augment", "cfg", "data", "detect", "evaluate", "export", "io",
             "keypoint", "layers", "model", "ptfile", "shapes", "speed", "train", "validate",
             "weights", "yolo"}
 

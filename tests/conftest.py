@@ -18,6 +18,20 @@ DARKNET_CFGS = os.path.join(SHARED, "darknet-cfgs")
 REFERENCE = os.path.join(SHARED, "reference")
 MAKE_WEIGHTS = os.path.join(REFERENCE, "make_weights.py")
 
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (pyproject's addopts: one worker per core), each worker's torch and
+    the processes it starts (torchrun ranks, CLI runs) share the cores instead of each taking
+    all of them (2 workers x 2 threads on 2 cores would oversubscribe them)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        os.environ["OMP_NUM_THREADS"] = threads
+        import torch
+        torch.set_num_threads(int(threads))
+
+
 needs_shared = pytest.mark.skipif(not os.path.isdir(REFERENCE),
                                   reason="../shared/reference is not here")
 
@@ -72,7 +86,7 @@ def make_weights(tmp_path_factory):
 def darknet_at(tmp_path, make_weights):
     """darknet's cfg NAME rewritten to SIZE x SIZE (batch 1), saved, with make_weights.py
     weights: returns (cfg path, weights path)."""
-    from darkcfg import cfg as C
+    from darkcfg.config import cfg as C
 
     def make(name, size=128):
         cfg = C.rewrite(C.load(os.path.join(DARKNET_CFGS, f"{name}.cfg")), width=size,

@@ -6,8 +6,8 @@ import os
 import numpy as np
 from click.testing import CliRunner
 
-from darkcfg import anchors as A
-from darkcfg import cfg as C
+from darkcfg.objective import anchors as A
+from darkcfg.config import cfg as C
 from darkcfg.cli import main
 
 from conftest import CFGS

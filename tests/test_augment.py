@@ -11,7 +11,7 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from darkcfg import augment as A  # noqa: E402
+from darkcfg.dataset import augment as A  # noqa: E402
 from _images import BG, DOT_SIGMA, FG, canvas, dots  # noqa: E402
 
 
@@ -503,7 +503,7 @@ num=3
 
 
 def net_of(net="", yolo=""):
-    from darkcfg import shapes
+    from darkcfg.config import shapes
     return shapes.network(CFG.format(net=net, yolo=yolo))
 
 
@@ -525,7 +525,7 @@ def test_unsupported_options_warn_and_mosaic_letterbox_is_refused():
     assert "mixup=1 is not implemented" in text and "cutmix=1 is for the classifier" in text
     with pytest.raises(CfgError, match="letter_box=1 and mosaic=1"):
         A.Options.from_network(net_of("letter_box=1\nmosaic=1"))
-    from darkcfg import shapes
+    from darkcfg.config import shapes
     text = CFG.format(net="ema_alpha=0.9998", yolo="").replace("activation=linear",
                                                                "activation=linear\nstopbackward=1")
     o = A.Options.from_network(shapes.network(text))

@@ -6,8 +6,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from darkcfg import cfg as C
-from darkcfg import shapes
+from darkcfg.config import cfg as C
+from darkcfg.config import shapes
 from darkcfg.errors import CfgError
 
 from conftest import CFGS, darknet_cfgs, cfg_id, needs_shared

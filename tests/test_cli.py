@@ -414,7 +414,7 @@ def test_16_bit_png_is_read_as_darknet_and_opencv_read_it(tmp_path):
     Pillow's convert("RGB") made it all white."""
     cv2 = pytest.importorskip("cv2")
     import numpy as np
-    from darkcfg import detect as D
+    from darkcfg.infer import detect as D
     a = (np.arange(48 * 64).reshape(48, 64) * 21 % 65536).astype(np.uint16)
     cv2.imwrite(str(tmp_path / "g16.png"), a)
     ours = np.asarray(D.open_image(str(tmp_path / "g16.png")))
@@ -583,7 +583,7 @@ def test_detect_decodes_region_models_as_darknet(tmp_path):
     import numpy as np
     import torch
     import darkcfg
-    from darkcfg import detect as D
+    from darkcfg.infer import detect as D
     cfg = tmp_path / "v2.cfg"
     cfg.write_text("[net]\nwidth=64\nheight=64\nchannels=3\n"
                    "[convolutional]\nfilters=8\nsize=3\nstride=2\npad=1\nbatch_normalize=1\n"

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from darkcfg import data as D
+from darkcfg.dataset import data as D
 from darkcfg.errors import DarkcfgError
 
 from _images import canvas, dots, write_sample
@@ -351,7 +351,7 @@ AUG_CFG = TINY_CFG.replace("random=0", "random=1").replace(
 
 
 def batches(paths, cfg_text, n, **kw):
-    from darkcfg import shapes
+    from darkcfg.config import shapes
     loader = D.TrainLoader(paths, shapes.network(cfg_text), mini_batch=4, subdivisions=2, **kw)
     try:
         return [next(loader) for _ in range(n)]
@@ -384,7 +384,8 @@ def test_loader_batches_are_what_encode_targets_takes(tmp_path):
             assert ((bx[:, 2:] >= torch.tensor([1 / w, 1 / h])) & (bx[:, 2:] < 1)).all()
     # multi-scale: the first 10 iterations run at the largest size, roundl(1.4 * 2 + 1) * 32
     assert bs[0].size == (128, 64)          # width 64 * 1.4 / 32 + 1 = 3.8 -> 4; height 2.4 -> 2
-    from darkcfg import yolo as Y, shapes
+    from darkcfg.objective import yolo as Y
+    from darkcfg.config import shapes
     heads = Y.heads_of(shapes.network(AUG_CFG))
     Y.encode_targets(bs[0].boxes, bs[0].classes, heads, [(2, 4)], bs[0].size)
     moved = bs[0].to("cpu")
@@ -433,7 +434,7 @@ def test_loader_without_augmentation_is_a_plain_resize(tmp_path):
 
 
 def test_loader_keypoint_cfg_gives_centres(tmp_path):
-    from darkcfg import shapes
+    from darkcfg.config import shapes
     paths = small_set(tmp_path, 3)
     kp = TINY_CFG.replace("[yolo]", "[keypoint]").replace("mask=0,1,2\n", "").replace(
         "anchors=10,14, 23,27, 37,58\n", "").replace("num=3\n", "").replace("filters=21",
@@ -449,7 +450,7 @@ def test_loader_keypoint_cfg_gives_centres(tmp_path):
 
 
 def test_loader_refuses_what_it_cannot_do(tmp_path):
-    from darkcfg import shapes
+    from darkcfg.config import shapes
     net = shapes.network(TINY_CFG)
     with pytest.raises(DarkcfgError, match="cannot be split over 3 ranks"):
         D.TrainLoader(["a.jpg"], net, mini_batch=4, subdivisions=1, world_size=3)
@@ -510,7 +511,7 @@ def test_check_a_keypoint_set(tmp_path):
 def test_loader_keypoints_sit_on_their_dots_through_mosaic_jitter_and_flip(tmp_path):
     """The real loader on a keypoint cfg with mosaic, jitter, [keypoint] resize=1.5 and flip:
     every point of every batch is on a dot of its class's colour in the batch image."""
-    from darkcfg import shapes
+    from darkcfg.config import shapes
     rng = np.random.default_rng(3)
     paths = []
     for i in range(6):

@@ -13,9 +13,9 @@ import time
 import numpy as np
 import pytest
 
-from darkcfg import cfg as cfgmod
-from darkcfg import demo
-from darkcfg import train as T
+from darkcfg.config import cfg as cfgmod
+from darkcfg.dataset import demo
+from darkcfg.training import train as T
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,9 +67,9 @@ def test_two_ranks_train_the_one_process_weights(tmp_path):
     b = _floats(str(tmp_path / "two" / "nobn_final.weights"))
     assert a.shape == b.shape
     assert np.abs(a - b).max() <= 1e-5, np.abs(a - b).max()
-    from darkcfg import model as M
-    from darkcfg import shapes
-    from darkcfg import weights as W
+    from darkcfg.nn import model as M
+    from darkcfg.config import shapes
+    from darkcfg.files import weights as W
     init = M.Darknet(shapes.network(cfg))
     T.darknet_init_(init, seed=0)
     W.save_darknet(init, str(tmp_path / "init.weights"), W.Header(seen=0))
@@ -163,6 +163,6 @@ def test_a_rank_that_dies_or_stalls_stops_the_other_with_a_clear_message(tmp_pat
     assert "lost contact with the other ranks" in text, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
     assert not list((tmp_path / "o").glob("*.part")) and not list((tmp_path / "o").glob("*.tmp"))
-    from darkcfg import shapes                       # the newest _last.weights is whole
-    from darkcfg import weights as W
+    from darkcfg.config import shapes                       # the newest _last.weights is whole
+    from darkcfg.files import weights as W
     W.check(shapes.network(os.path.join(str(tmp_path), "nobn.cfg")), str(last))

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from darkcfg import cli, demo
+from darkcfg import cli
+
+from darkcfg.dataset import demo
 
 from conftest import CFGS
 
@@ -94,7 +96,7 @@ def test_map_and_train_commands(shapes_set, tmp_path):
 
 
 def test_train_ctrl_c_exits_130(shapes_set, monkeypatch):
-    from darkcfg import train as T
+    from darkcfg.training import train as T
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -108,7 +110,7 @@ def test_train_ctrl_c_exits_130(shapes_set, monkeypatch):
 
 def test_small_cfg_scales_the_anchors_by_hand(tmp_path):
     """yolov3-tiny's anchors 10,14, 23,27 ... at 416 become round(a * 96 / 416) at 96."""
-    from darkcfg import cfg as C
+    from darkcfg.config import cfg as C
     path = demo.small_cfg(os.path.join(CFGS, "yolov3-tiny.cfg"), str(tmp_path / "s.cfg"))
     cfg = C.load(path)
     yolo = [s for s in cfg.layers if s.type == "yolo"]

@@ -15,9 +15,9 @@ import torch
 from click.testing import CliRunner
 
 import darkcfg
-from darkcfg import yolo as Y
+from darkcfg.objective import yolo as Y
 from darkcfg.cli import main
-from darkcfg.detect import decodable, detect_image
+from darkcfg.infer.detect import decodable, detect_image
 
 from conftest import needs_shared
 from test_yolo import _corner_iou, _opencv_detections
@@ -325,7 +325,7 @@ def test_missing_devices_are_bad_arguments(command, tmp_path):
 
 
 def test_load_names_a_missing_device_before_reading(tmp_path):
-    from darkcfg import model as M
+    from darkcfg.nn import model as M
     from darkcfg.errors import DarkcfgError
     if torch.cuda.device_count() > 7:
         pytest.skip("this machine has 8 GPUs")

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from darkcfg import evaluate as E
+from darkcfg.evaluation import evaluate as E
 from darkcfg.errors import DarkcfgError
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import darkcfg
-from darkcfg import cfg as C
-from darkcfg import yolo as Y
+from darkcfg.config import cfg as C
+from darkcfg.objective import yolo as Y
 from darkcfg.errors import DarkcfgError
-from darkcfg.export import export_onnx
+from darkcfg.files.export import export_onnx
 
 from conftest import CFGS, REFERENCE, needs_shared
 

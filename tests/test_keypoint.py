@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import darkcfg
-from darkcfg import keypoint as K
-from darkcfg import shapes
-from darkcfg import weights as W
-from darkcfg.shapes import network
+from darkcfg.objective import keypoint as K
+from darkcfg.config import shapes
+from darkcfg.files import weights as W
+from darkcfg.config.shapes import network
 
 from conftest import CFGS, write_counting_weights
 
@@ -388,7 +388,7 @@ def test_detect_cli_keypoint_bad_inputs(tmp_path):
 
 
 def test_detect_refuses_mixed_or_missing_heads():
-    from darkcfg import detect as D
+    from darkcfg.infer import detect as D
     from darkcfg.errors import DarkcfgError
     conv = "[convolutional]\nfilters={}\nsize=1\nactivation=linear\n"
     mixed = ("[net]\nwidth=8\nheight=8\nchannels=3\n" + conv.format(4)

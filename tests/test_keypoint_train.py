@@ -12,11 +12,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from darkcfg import demo
-from darkcfg import model as M
-from darkcfg import shapes
-from darkcfg import train as T
-from darkcfg import validate as V
+from darkcfg.dataset import demo
+from darkcfg.nn import model as M
+from darkcfg.config import shapes
+from darkcfg.training import train as T
+from darkcfg.evaluation import validate as V
 
 pytest.importorskip("cv2")                     # demo.dots draws with OpenCV
 
@@ -93,8 +93,10 @@ def test_keypoint_model_learns_the_dots(dataset, tmp_path, head, iterations):
     before = V.evaluate_keypoints(untrained, valid).map
     assert before < UNTRAINED_AP
 
+    # darknet's init, as these thresholds were measured: with PyTorch's (train's default since
+    # #22, measured on box detection) the separate head reached detect recall 0.492 here
     r = T.train(str(d / "obj.data"), cfg, out=str(tmp_path / "backup"), quiet=True, seed=0,
-                map=True, map_every=10 ** 6)
+                map=True, map_every=10 ** 6, init="darknet")
     assert r.iteration == iterations and r.skipped == 0
     model = M.load(r.files["final"], cfg)
     res = V.evaluate_keypoints(model, valid, names=["red", "green", "blue"])

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import darkcfg
-from darkcfg import cfg as C
-from darkcfg import shapes
+from darkcfg.config import cfg as C
+from darkcfg.config import shapes
 from darkcfg.errors import DarkcfgError
 
 from conftest import (CFGS, DARKNET_CFGS, REFERENCE, cfg_id, needs_shared, parsed_by_darknet)
@@ -85,7 +85,7 @@ def test_forward_returns_the_tensors_entering_the_heads(make_weights):
 def test_compiled_model_matches_darknet(make_weights):
     """speed.compile_frozen of the fused, channels_last model: the tensors entering both
     [yolo] heads equal darknet's (layers 15 and 22) within 1e-4, for two calls."""
-    from darkcfg import speed
+    from darkcfg.infer import speed
     folder, cfg_path, size = _numeric_cfg("yolov3-tiny")
     model = darkcfg.load(make_weights(cfg_path), cfg_path, width=size, height=size, fuse=True,
                          channels_last=True)
@@ -108,7 +108,7 @@ def test_reuse_freed_memory_keeps_large_blocks_in_the_heap():
     code = r"""
 import ctypes, sys
 import numpy as np
-from darkcfg import speed
+from darkcfg.infer import speed
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
                 "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
@@ -141,7 +141,7 @@ def test_fused_equals_unfused(name, make_weights):
     plain = darkcfg.load(weights, cfg_path, width=size, height=size)
     fused = darkcfg.load(weights, cfg_path, width=size, height=size, fuse=True,
                          channels_last=True)
-    from darkcfg.layers import ConvBNAct
+    from darkcfg.nn.layers import ConvBNAct
     assert not any(isinstance(m, ConvBNAct) and m.bn is not None for m in fused.modules())
     x = torch.from_numpy(np.load(os.path.join(folder, "input.npy")))
     for i, (a, b) in enumerate(zip(plain.trace(x), fused.trace(x))):
@@ -219,7 +219,7 @@ def test_yolo_inputs_match_opencv(path, darknet_at):
 def test_maxpool_equals_darknets_loop(size, stride, padding, h, w):
     """Every fast path against darknet's forward_maxpool_layer written as plain loops: the
     window starts at -padding/2, out-of-range cells are skipped."""
-    from darkcfg.layers import MaxPool
+    from darkcfg.nn.layers import MaxPool
     x = torch.randn(1, 2, h, w)
     oh, ow = (h + padding - size) // stride[0] + 1, (w + padding - size) // stride[1] + 1
     want = torch.full((1, 2, oh, ow), -math.inf)
@@ -304,7 +304,7 @@ def test_softmax_layer_tree_by_hand(tmp_path):
 
 def test_decode_region_tree_gives_each_nodes_probability(tmp_path):
     """get_region_detections' hierarchy_predictions: p(c) = p(c | a) * p(a), by hand."""
-    from darkcfg import yolo as Y
+    from darkcfg.objective import yolo as Y
     cfg = _tree_region_cfg(tmp_path)
     net = shapes.infer(cfg)
     v = [0.0] * 5 + [0.5, -0.5, 1.0, 2.0, 0.0, 0.3, 0.1, 4.0]
@@ -319,7 +319,7 @@ def test_decode_region_tree_gives_each_nodes_probability(tmp_path):
 def test_region_tree_probs_keep_the_deepest_class_over_half():
     """get_region_boxes (tree, no map): from the last class down, the first with p > 0.5 is
     kept, every other class is 0; all 0 when objectness <= thresh."""
-    from darkcfg import yolo as Y
+    from darkcfg.objective import yolo as Y
     cls = torch.tensor([[0.9, 0.1, 0.6, 0.3, 0.0, 0.05, 0.05, 0.7],
                         [0.9, 0.1, 0.6, 0.3, 0.0, 0.05, 0.05, 0.2],
                         [0.4, 0.6, 0.1, 0.1, 0.2, 0.45, 0.15, 0.3],
@@ -448,7 +448,7 @@ def test_bf16_model_stays_near_darknet(name, fuse, make_weights):
     ("fp16", torch.float16), (torch.float16, torch.float16), ("fp64", torch.float64),
 ])
 def test_resolve_dtype(given, want):
-    from darkcfg.model import resolve_dtype
+    from darkcfg.nn.model import resolve_dtype
     assert resolve_dtype(given) is want
 
 
@@ -457,7 +457,7 @@ def test_resolve_dtype(given, want):
     (torch.int32, "float32, bfloat16, float16 or float64"),
 ])
 def test_bad_dtypes_say_what_is_allowed(given, fragment):
-    from darkcfg.model import resolve_dtype
+    from darkcfg.nn.model import resolve_dtype
     with pytest.raises(DarkcfgError, match=fragment):
         resolve_dtype(given)
 
@@ -470,7 +470,7 @@ def test_bad_dtypes_say_what_is_allowed(given, fragment):
     ({"asimd", "bf16"}, torch.float32),                      # ARM bf16: never measured
 ])
 def test_auto_dtype_is_bf16_only_with_native_bf16_instructions(flags, want):
-    from darkcfg import speed
+    from darkcfg.infer import speed
     dtype, why = speed.auto_dtype("cpu", flags)
     assert dtype is want
     assert ("amx_bf16" in why or "avx512_bf16" in why) == (want is torch.bfloat16)
@@ -479,7 +479,7 @@ def test_auto_dtype_is_bf16_only_with_native_bf16_instructions(flags, want):
 @pytest.mark.parametrize("capability, want", [((9, 0), torch.bfloat16), ((8, 0), torch.bfloat16),
                                               ((7, 5), torch.float32), ((6, 1), torch.float32)])
 def test_auto_dtype_on_cuda_follows_the_compute_capability(capability, want, monkeypatch):
-    from darkcfg import speed
+    from darkcfg.infer import speed
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None: capability)
     assert speed.auto_dtype("cuda")[0] is want
     assert speed.auto_dtype("mps")[0] is torch.float32
@@ -493,7 +493,7 @@ def test_auto_dtype_on_cuda_follows_the_compute_capability(capability, want, mon
     ("model name\t: something\n", None),             # no flags line: torch's probes answer
 ])
 def test_cpu_features_from_cpuinfo(text, want, tmp_path):
-    from darkcfg import speed
+    from darkcfg.infer import speed
     (tmp_path / "cpuinfo").write_text(text)
     flags = speed.cpu_flags(str(tmp_path / "cpuinfo"))
     if want is None:
@@ -504,7 +504,7 @@ def test_cpu_features_from_cpuinfo(text, want, tmp_path):
 
 
 def test_auto_follows_this_processor():
-    from darkcfg import speed
+    from darkcfg.infer import speed
     native = bool({"amx_bf16", "avx512_bf16"} & speed.cpu_flags())
     model = darkcfg.build_model(os.path.join(CFGS, "yolov3-tiny.cfg"), width=64, height=64,
                                 dtype="auto")
@@ -514,7 +514,7 @@ def test_auto_follows_this_processor():
 def test_for_inference_copy_leaves_the_model_as_it_was():
     """A bf16 copy is fused (batch norms folded in float32) and cast; the original stays
     float32, unfused, in training mode - still writable as .weights."""
-    from darkcfg.model import for_inference
+    from darkcfg.nn.model import for_inference
     model = darkcfg.build_model(os.path.join(CFGS, "yolov3-tiny.cfg"), width=64, height=64)
     model.train()
     fast = for_inference(model, "bf16", "cpu", copy=True)
@@ -529,7 +529,7 @@ def test_for_inference_copy_leaves_the_model_as_it_was():
     ("cuda:7", "CUDA"), ("tpu", "not a device name"), ("meta", "runs on cpu, cuda or mps"),
 ])
 def test_devices_this_machine_lacks_are_named(name, fragment):
-    from darkcfg.model import device_of
+    from darkcfg.nn.model import device_of
     if name.startswith("cuda") and torch.cuda.device_count() > 7:
         pytest.skip("this machine has 8 GPUs")
     with pytest.raises(DarkcfgError, match=fragment):
@@ -544,7 +544,7 @@ def test_library_round_trip_keeps_the_files_layer_order(make_weights, tmp_path):
     """A .weights file in yolov3.cfg's order (darknet's reference writer), loaded as yolo_ref
     with weights_cfg=yolov3, saved as .pt, loaded again: save_darknet writes the original file
     back byte for byte (both cfgs at width_scale 0.25 to keep the file small)."""
-    from darkcfg import weights as W
+    from darkcfg.files import weights as W
     v3, ref = (str(tmp_path / n) for n in ("v3.cfg", "ref.cfg"))
     for src, dst in (("yolov3.cfg", v3), ("yolo_ref.cfg", ref)):
         C.save(C.rewrite(C.load(os.path.join(CFGS, src)), width_scale=0.25), dst)

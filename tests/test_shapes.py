@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from darkcfg import cfg as C
-from darkcfg import shapes
+from darkcfg.config import cfg as C
+from darkcfg.config import shapes
 from darkcfg.errors import CfgError
 
 from conftest import (CFGS, DARKNET_CFGS, DARKNET_REJECTS, REFERENCE, cfg_id, needs_shared, parsed_by_darknet, reference_summary)
@@ -102,7 +102,7 @@ def test_design_notes_backbone_counts():
 
 def test_params_match_pytorch_count():
     """summary's params (no torch) equal what PyTorch counts on the built model."""
-    from darkcfg.model import build_model
+    from darkcfg.nn.model import build_model
     for name in ("yolov3-tiny.cfg", "yolo_ref.cfg"):
         net = shapes.infer(os.path.join(CFGS, name))
         model = build_model(net, device="meta")

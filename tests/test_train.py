@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from darkcfg import cfg as C
-from darkcfg import model as M
-from darkcfg import shapes
-from darkcfg import train as T
+from darkcfg.config import cfg as C
+from darkcfg.nn import model as M
+from darkcfg.config import shapes
+from darkcfg.training import train as T
 from darkcfg.errors import CfgError, DarkcfgError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -321,7 +321,7 @@ def make_images(folder, n, seed, classes=2, prefix="img"):
     """n images of 64..128 px: noise with 1-3 bright filled rectangles (class 0) and circles
     (class 1), YOLO labels beside them (darkcfg.demo's generator; its labels are checked
     against the pixels in tests/test_demo.py)."""
-    from darkcfg import demo
+    from darkcfg.dataset import demo
     return demo.shapes(str(folder), n, seed, classes, prefix)
 
 
@@ -344,7 +344,7 @@ def make_data(tmp, ntrain=8, nvalid=8, classes=2, extra=""):
 def make_cfg(path, size=64, classes=2, width_scale=0.25, **net):
     """yolov3-tiny rewritten small (darkcfg.demo.small_cfg: anchors scaled to the input, no
     multi-scale, light jitter) with a short default schedule updated by ``net``."""
-    from darkcfg import demo
+    from darkcfg.dataset import demo
     opts = dict(batch=4, subdivisions=2, learning_rate=0.005, burn_in=3, max_batches=6,
                 policy="steps", steps="200,260", scales=".1,.1", momentum=0.9, decay=0.0005)
     opts.update(net)
@@ -358,7 +358,7 @@ def small_run(tmp_path):
 
 
 def _header(path):
-    from darkcfg import weights as W
+    from darkcfg.files import weights as W
     return W.read_header(path)[0]
 
 
@@ -444,7 +444,7 @@ def test_partial_weights_load_their_layers_and_the_rest_is_initialised(tmp_path,
     loop does not run and _final.weights is the starting model, as in darknet)."""
     from click.testing import CliRunner
     from darkcfg import cli
-    from darkcfg import weights as W
+    from darkcfg.files import weights as W
     data = make_data(tmp_path, ntrain=2, nvalid=1)
     cfg = make_cfg(tmp_path / "tiny.cfg")
     full, part = str(tmp_path / "full.weights"), str(tmp_path / "tiny.conv.10")
@@ -477,7 +477,7 @@ def test_partial_weights_load_their_layers_and_the_rest_is_initialised(tmp_path,
 
 def test_seen_places_the_schedule_unless_clear(small_run):
     data, cfg, tmp = small_run
-    from darkcfg import weights as W
+    from darkcfg.files import weights as W
     net = shapes.network(cfg)
     model = M.Darknet(net)
     T.darknet_init_(model, seed=2)
@@ -514,7 +514,7 @@ def test_non_finite_loss_is_skipped_then_stops(small_run, monkeypatch):
 
 
 def _arrays(path, cfg):
-    from darkcfg import weights as W
+    from darkcfg.files import weights as W
     return W.read_arrays(path, shapes.network(cfg))[1]
 
 
@@ -535,7 +535,7 @@ def test_ctrl_c_saves_last_and_state(small_run):
 KILLED = """
 import os, signal, sys, torch
 torch.set_num_threads({threads})
-from darkcfg import train as T
+from darkcfg.training import train as T
 def die(iteration, model):
     if iteration == {kill_at}:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -564,7 +564,7 @@ def test_resume_after_kill_9_is_bit_identical(small_run):
 
 
 def test_map_during_training_keeps_best(small_run):
-    from darkcfg import validate as V
+    from darkcfg.evaluation import validate as V
     data, cfg, tmp = small_run
     r = T.train(data, cfg, quiet=True, map=True, map_every=2, max_batches=4)
     maps = [(x["iteration"], x["map"]) for x in r.rows if x["map"] is not None]
@@ -593,11 +593,12 @@ def trained(tmp_path_factory):
     return data, cfg, r
 
 
+@pytest.mark.xdist_group("trained")   # one worker trains the module fixture once
 def test_it_learns(trained):
     """mAP@0.5 (darknet's detector map, darkcfg.validate) on 32 held-out images: the trained
     model scores far above the untrained one.  Measured: trained 0.286 (seeds 1, 2, 3: 0.19,
     0.29, 0.24 - the threshold leaves room for another CPU's rounding), untrained 0.0002."""
-    from darkcfg import validate as V
+    from darkcfg.evaluation import validate as V
     data, cfg, r = trained
     paths = T._valid_paths(data)
     model = M.load(r.files["final"], cfg)
@@ -612,6 +613,7 @@ def test_it_learns(trained):
     assert r.rows[-1]["avg_loss"] < r.rows[0]["loss"] / 5
 
 
+@pytest.mark.xdist_group("trained")   # one worker trains the module fixture once
 def test_map_in_bf16_follows_fp32(trained):
     """`darkcfg map --dtype bf16` on the learning test's model: the same images and matching
     rule as fp32, only the network computed in bfloat16 (batch norms folded first) - its mAP is
@@ -619,7 +621,7 @@ def test_map_in_bf16_follows_fp32(trained):
     import json
     from click.testing import CliRunner
     from darkcfg import cli
-    from darkcfg import validate as V
+    from darkcfg.evaluation import validate as V
     data, cfg, r = trained
     fp32 = V.run_map(data, cfg, r.files["final"]).map
     bf16 = V.run_map(data, cfg, r.files["final"], dtype="bf16").map
@@ -631,6 +633,7 @@ def test_map_in_bf16_follows_fp32(trained):
     assert abs(json.loads(res.output)["darknet"]["map"] - bf16) < 1e-9
 
 
+@pytest.mark.xdist_group("trained")   # one worker trains the module fixture once
 def test_trained_weights_give_opencvs_outputs(trained):
     """OpenCV's darknet importer reads the trained .weights and computes darkcfg's boxes and
     objectness (1e-3, relative above 1) on a validation image.  Not tighter: on one AVX-512
@@ -638,8 +641,8 @@ def test_trained_weights_give_opencvs_outputs(trained):
     same model (darkcfg's float32: 2.4e-7), the same with Winograd off, SIMD off or an explicit
     CPU target; a wrong weights layout is off by whole units."""
     cv2 = pytest.importorskip("cv2")
-    from darkcfg import data as D
-    from darkcfg import yolo as Y
+    from darkcfg.dataset import data as D
+    from darkcfg.objective import yolo as Y
     data, cfg, r = trained
     cvnet = cv2.dnn.readNetFromDarknet(cfg, r.files["final"])
     model = M.load(r.files["final"], cfg)
@@ -678,7 +681,7 @@ def test_keypoint_cfg_trains_with_the_keypoint_loss(tmp_path):
 def test_freeze_keeps_the_first_layers_and_a_pt_start_loads(small_run):
     """--freeze 5 from a darkcfg .pt: layers 0..4 (weights and BN statistics) come out as they
     went in; the others trained."""
-    from darkcfg import weights as W
+    from darkcfg.files import weights as W
     data, cfg, tmp = small_run
     net = shapes.network(cfg)
     start = M.Darknet(net)
@@ -783,7 +786,7 @@ def test_a_layers_learning_rate_scales_its_groups():
 def test_bf16_autocast_losses_follow_fp32(tmp_path):
     """--amp bf16 (+ channels_last): the first iterations' losses within 2 % of fp32's (seen:
     0.01 %, 0.3 %, 1.0 % at iterations 1-3 of this run; bf16 keeps 8 bits of mantissa)."""
-    from darkcfg import demo
+    from darkcfg.dataset import demo
     paths = demo.shapes(str(tmp_path / "img"), 8, seed=1)
     (tmp_path / "t.txt").write_text("\n".join(paths) + "\n")
     (tmp_path / "o.data").write_text(f"classes=2\ntrain={tmp_path}/t.txt\n")

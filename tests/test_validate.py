@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import darkcfg
-from darkcfg import validate as V
+from darkcfg.evaluation import validate as V
 from darkcfg.errors import DarkcfgError
 
 cv2 = pytest.importorskip("cv2")
@@ -215,7 +215,7 @@ def _write_data(tmp_path, paths, classes=2, names=("cat", "dog")):
 def _one_image_set(tmp_path, labels="0 0.5 0.5 0.5 0.5\n", net_extra=""):
     """make_model's network saved as t.weights, and a .data of one 32x32 image with
     ``labels``: (data, cfg, weights, image)."""
-    from darkcfg import weights as W
+    from darkcfg.files import weights as W
     model, cfg = make_model(tmp_path, net_extra=net_extra)
     wpath = str(tmp_path / "t.weights")
     W.save_darknet(model, wpath)
@@ -241,7 +241,7 @@ def test_main_map_from_files_prints_darknets_lines_and_json(tmp_path):
 
 
 def test_map_outputs_never_replace_its_inputs_or_old_plots(tmp_path):
-    from darkcfg import data as D
+    from darkcfg.dataset import data as D
     data, cfg, wpath, p = _one_image_set(tmp_path)
     for target in (tmp_path / "valid.txt", tmp_path / "t.names", D.label_path(p), p):
         before = open(target, "rb").read()
@@ -381,7 +381,7 @@ def kp_images(tmp_path):
 def fake_head(model, points_per_call, shift=(0.0, 0.0)):
     """Make ``model`` output, at its n-th call, keypoints at points_per_call[n] (input pixels
     (x, y, class), moved by ``shift``) - keypoint.raw_from_targets of their targets."""
-    from darkcfg import keypoint as K
+    from darkcfg.objective import keypoint as K
     calls = iter(points_per_call)
 
     def forward(x):
@@ -475,7 +475,7 @@ def test_radius_on_a_box_cfg_is_refused(tmp_path):
     (tmp_path / "l.txt").write_text(f"{img}\n")
     (tmp_path / "b.data").write_text(f"classes=2\nvalid={tmp_path}/l.txt\n")
     pt = tmp_path / "m.pt"
-    from darkcfg import weights as W
+    from darkcfg.files import weights as W
     W.save_pt(model, str(pt))
     with pytest.raises(DarkcfgError, match="--radius is the match radius of a \\[keypoint\\]"):
         V.main_map(str(tmp_path / "b.data"), None, str(pt), progress=False, radius=4)

@@ -11,9 +11,9 @@ from darkcfg.errors import DarkcfgError
 import torch
 
 import darkcfg
-from darkcfg import shapes
-from darkcfg import weights as W
-from darkcfg.shapes import network
+from darkcfg.config import shapes
+from darkcfg.files import weights as W
+from darkcfg.config.shapes import network
 from darkcfg.errors import WeightsError
 
 from conftest import CFGS, cfg_id, needs_shared, parsed_by_darknet, write_counting_weights
@@ -252,7 +252,7 @@ def test_torch_free_pt_writer_is_read_by_torch(tmp_path):
     give back every array with torch's own dtype for it, every value, and plain values; each
     tensor's bytes start on a 64-byte boundary (what torch's mmap loading expects)."""
     import zipfile
-    from darkcfg import ptfile
+    from darkcfg.files import ptfile
     rng = np.random.default_rng(0)
     arrays = {f"a.{np.dtype(d).name}": (rng.random((3, 5)) * 100).astype(d)
               for d in ["<f4", "<f8", "<f2", "<i8", "<i4", "<i2", "i1", "u1", "?"]}

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import darkcfg
-from darkcfg import yolo as Y
+from darkcfg.objective import yolo as Y
 
 from conftest import CFGS, needs_shared
 
@@ -425,7 +425,7 @@ def test_detect_image_feeds_the_model_where_it_is(darknet_at, tmp_path):
     OpenCV's on the same input, clipped to the image."""
     pytest.importorskip("cv2")
     from PIL import Image
-    from darkcfg.detect import detect_image
+    from darkcfg.infer.detect import detect_image
     path, weights = darknet_at("yolov3-tiny")
     pixels = np.random.default_rng(1).integers(0, 256, (128, 128, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "x.png")
@@ -436,7 +436,7 @@ def test_detect_image_feeds_the_model_where_it_is(darknet_at, tmp_path):
 
 
 def test_unletterbox_by_hand():
-    from darkcfg.detect import unletterbox
+    from darkcfg.infer.detect import unletterbox
     # a 640 x 320 image letterboxed into 416 x 416 is 416 x 208 at y offset 104
     box = unletterbox((0.25, 104 / 416, 0.75, 312 / 416), (416, 416), (416, 208), (640, 320))
     assert np.allclose(box, (160, 0, 480, 320))

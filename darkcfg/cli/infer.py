@@ -1,0 +1,165 @@
+"""Inference: detect, export.
+"""
+from __future__ import annotations
+
+import os
+
+import click
+
+from ..files import io
+from ..errors import DarkcfgError
+from .common import DEFAULT_CFG, FORCE, IN_FILE, _device, _report_skipped, load_network, open_model
+
+
+# ----- detect ---------------------------------------------------------------------------------
+
+@click.command(short_help="Detect objects (or keypoints) in images; print and draw them.")
+@click.argument("images", nargs=-1, required=True, type=IN_FILE)
+@click.option("--weights", required=True, type=IN_FILE,
+              help="darknet .weights (with --cfg), or a .pt/.safetensors (which carries its cfg).")
+@click.option("--cfg", type=IN_FILE,
+              help="The network's cfg (default: the bundled yolo_ref.cfg with weights in the "
+                   "bundled yolov3.cfg's order; not needed for a .pt/.safetensors).")
+@click.option("--weights-cfg", type=IN_FILE,
+              help="The cfg whose layer order --weights follows (default: --cfg).")
+@click.option("--names", type=IN_FILE, help="Class names, one per line (darknet's coco.names).")
+@click.option("--thresh", type=click.FloatRange(0, 1), default=0.25, show_default=True,
+              help="Keep class j when objectness * p(j) exceeds this ([keypoint]: when "
+                   "centerness * p(j) at a 3x3 peak does).")
+@click.option("--nms", "nms_thresh", type=click.FloatRange(0, 1), default=0.45, show_default=True,
+              help="NMS IoU threshold (per class; boxes only).")
+@click.option("--max-det", type=click.IntRange(min=1),
+              help="Print and draw at most N detections per image (the highest scores).")
+@click.option("--letter-box", is_flag=True,
+              help="Letterbox the images (aspect kept, grey border), as darknet's detector test "
+                   "-letter_box; default: stretch them to the network's size, unless the cfg's "
+                   "[net] letter_box=1.")
+@click.option("-o", "--output", type=click.Path(file_okay=False),
+              help="Write each image with its boxes (or points) drawn into this folder (an "
+                   "existing drawing needs --force).")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32",
+              show_default=True, help="Compute in this type (batch norms folded first); auto: "
+              "bf16 on a CPU with AMX or AVX512_BF16 or a CUDA GPU of capability 8.0+.")
+@click.option("--device", default="cpu", show_default=True, callback=_device,
+              help="cpu, cuda, cuda:N or mps.")
+@FORCE
+def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, max_det, letter_box,
+           output, dtype, device, force):
+    """Detect objects in IMAGES with a [yolo] or [region] network, or keypoints with a
+    [keypoint] one.
+
+    Resize to the network's size (darknet's resize, as `map`: stretched, or letterboxed with
+    --letter-box or the cfg's [net] letter_box=1), run, decode, NMS; print one line per
+    detection: class, score, box x1 y1 x2 y2 in image pixels (clipped to the image).
+    A [keypoint] network prints (and draws) points: class, score, x y in image pixels.
+
+    \b
+    Example:
+      darkcfg detect dog.jpg --cfg cfgs/yolov3.cfg --weights yolov3.weights --names coco.names -o out/
+      darkcfg detect a.jpg --cfg cfgs/yolo_kp.cfg --weights kp.weights --names obj.names -o out/
+    """
+    from ..infer import detect as D
+    from ..nn import model as M
+    drawn = _drawings(images, output)
+    io.check_outputs(drawn, list(images) + [weights, cfg, weights_cfg, names], force)
+    model, _, _ = open_model(weights, cfg, weights_cfg)
+    points = D.head_kind(model) == "points"
+    if points and click.get_current_context().get_parameter_source("nms_thresh").name != "DEFAULT":
+        click.echo("warning: --nms is for boxes; keypoints of one class closer than half the "
+                   "coarsest stride merge instead", err=True)
+    model = M.for_inference(model, dtype, device)
+    if dtype == "auto":
+        click.echo(f"dtype: {M.describe_dtype(dtype, device)}", err=True)
+    labels = D.read_names(names) if names else None
+    letter_box = True if letter_box else None                 # None: the cfg's letter_box
+    for path, dst in zip(images, drawn or [None] * len(images)):
+        if points:
+            _detect_points(model, path, dst, output, thresh, max_det, labels, letter_box)
+            continue
+        dets, img = D.detect_image(model, path, thresh, nms_thresh, max_det, letter_box)
+        click.echo(f"{path}: {len(dets)} detections ({img.size[0]} x {img.size[1]})")
+        for d in dets:
+            name = labels[d.cls] if labels and d.cls < len(labels) else f"class {d.cls}"
+            x1, y1, x2, y2 = d.box
+            click.echo(f"  {name}: {d.score * 100:.1f}%  {x1:.0f} {y1:.0f} {x2:.0f} {y2:.0f}")
+        if dst:
+            os.makedirs(output, exist_ok=True)
+            D.draw(img, dets, labels, dst)
+
+
+def _detect_points(model, path, dst, output, thresh, max_det, labels, letter_box) -> None:
+    """detect on a [keypoint] network: print the image's points, draw them into ``dst``."""
+    from ..objective import keypoint as K
+    kps, img = K.detect_keypoints(model, path, thresh, max_det=max_det, letter_box=letter_box)
+    click.echo(f"{path}: {len(kps)} points ({img.size[0]} x {img.size[1]})")
+    for k in kps:
+        name = labels[k.cls] if labels and k.cls < len(labels) else f"class {k.cls}"
+        click.echo(f"  {name}: {k.score * 100:.1f}%  {k.x:.1f} {k.y:.1f}")
+    if dst:
+        os.makedirs(output, exist_ok=True)
+        K.draw_points(img, kps, labels, dst)
+
+
+def _drawings(images, output) -> list:
+    """The drawn image of each input in ``output``; two inputs may not share one."""
+    if not output:
+        return []
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise DarkcfgError(f"{output}: -o must be a folder, this is a file")
+    seen = {}
+    for path in images:
+        dst = os.path.join(output, os.path.basename(path))
+        if dst in seen:
+            raise DarkcfgError(f"{seen[dst]} and {path} would both be drawn to {dst}: give "
+                               f"images with different names")
+        seen[dst] = path
+    return list(seen)
+
+
+# ----- export ---------------------------------------------------------------------------------
+
+@click.command(short_help="Export to ONNX: raw heads or decoded boxes.")
+@click.argument("paths", nargs=-1, required=True, metavar="[CFG] DST")
+@click.option("--weights", type=IN_FILE,
+              help="darknet .weights, or a .pt/.safetensors which carries its cfg (then give no "
+                   "CFG); default: a fresh initialisation.")
+@click.option("--weights-cfg", type=IN_FILE,
+              help="The cfg whose layer order --weights follows (default: CFG).")
+@click.option("--width", type=click.IntRange(min=1), help="Input width (default: the cfg's).")
+@click.option("--height", type=click.IntRange(min=1), help="Input height.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Fixed batch size.")
+@click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension dynamic.")
+@click.option("--decode/--no-decode", default=False, show_default=True,
+              help="Output boxes (x1 y1 x2 y2, input pixels) and scores (obj * class) ready for "
+                   "NMS instead of the raw head tensors.")
+@click.option("--opset", type=click.IntRange(min=11), default=17, show_default=True,
+              help="ONNX opset version of the exported graph.")
+@FORCE
+def export(paths, weights, weights_cfg, width, height, batch, dynamic_batch, decode, opset,
+           force):
+    """Export a network (CFG, or the cfg inside a .pt/.safetensors) to ONNX at DST.
+
+    Needs the onnx package: pip install "darkcfg[onnx]".
+
+    \b
+    Examples:
+      darkcfg export cfgs/yolov3-tiny.cfg tiny.onnx --weights yolov3-tiny.weights
+      darkcfg export cfgs/yolov3.cfg v3.onnx --weights yolov3.weights --decode --dynamic-batch
+      darkcfg export tiny.onnx --weights tiny.pt
+    """
+    if len(paths) > 2:
+        raise click.UsageError(f"expected [CFG] DST, got {len(paths)} paths")
+    cfg, dst = (None, paths[0]) if len(paths) == 1 else paths
+    if cfg is not None and not os.path.isfile(cfg):
+        raise click.BadParameter(f"'{cfg}' is not a file", param_hint="CFG")
+    io.check_outputs([dst], [cfg, weights, weights_cfg], force)
+    from ..files import export as E
+    from ..nn import model as M
+    if weights:
+        model, report, _ = open_model(weights, cfg, weights_cfg, width=width, height=height)
+        _report_skipped(report)
+    else:
+        model = M.build_model(load_network(cfg or DEFAULT_CFG, width=width, height=height))
+    names = E.export_onnx(model, dst, batch, dynamic_batch, decode, opset, force=True)
+    click.echo(f"wrote {dst}: outputs {', '.join(names)}")

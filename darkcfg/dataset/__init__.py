@@ -1,0 +1,11 @@
+"""Data: .data files and labels, augmentation, the training loader, the demo set, image preparation.
+
+- data: read_data, image_list, label_path, read_labels, check, Samples, TrainLoader
+- augment: Options, augment_image, letter_box, mosaic - darknet's train-time augmentation
+- demo: write - the synthetic demo set
+- prepare: read_names, open_image, resize_image, letterbox_image, prepare, network_input -
+    the network input, for detect, map and keypoint inference
+
+The submodules are imported on use (``from darkcfg.dataset import data``); this
+file imports none of them.
+"""

@@ -1,0 +1,9 @@
+"""The network: leaf layers, the builder registry and Darknet(nn.Module), SyncBN.
+
+- layers: ConvBNAct, MaxPool, Route, Shortcut, Yolo, Region, KeypointHead, ... (one per section)
+- model: build_model, load, load_weights, Darknet, register, for_inference, to_dtype
+- syncbn: SyncBatchNorm, convert
+
+The submodules are imported on use (``from darkcfg.nn import layers``); this
+file imports none of them.
+"""

@@ -1,0 +1,11 @@
+"""Training: darknet's detector training, the loop read top to bottom in train.py.
+
+- train: train, step, compute_loss, make_optimizer, param_groups, torch_init_, darknet_init_,
+  start_weights, evaluate (and, as before, the names below)
+- schedule: learning_rate, schedule, Schedule - darknet's get_current_rate
+- state: save_state, load_state - the training state beside _last, resume
+- distributed: torchrun's process group, each rank's device, the mean over ranks
+
+The submodules are imported on use (``from darkcfg.training import train``); this
+file imports none of them.
+"""

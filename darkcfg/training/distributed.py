@@ -1,0 +1,72 @@
+"""Distributed training under torchrun: the process group (gloo on CPU, NCCL on CUDA), the
+device of each rank, the mean of values over ranks.
+"""
+from __future__ import annotations
+
+import os
+
+from ..errors import DarkcfgError
+
+
+DIST_TIMEOUT = 900.0        # s a rank waits for the others (rank 0's --map must fit in it)
+
+
+def _reduce_mean(values: list, device) -> list:
+    """The mean over the DDP ranks of a few floats (one all-reduce), so every rank takes the
+    same skip decision and rank 0 logs the global batch's loss."""
+    import torch
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return (t / dist.get_world_size()).tolist()
+
+
+def _is_comm_error(e) -> bool:
+    import torch.distributed as dist
+    kinds = tuple(k for k in (getattr(dist, "DistError", None),) if k is not None)
+    text = str(e).lower()
+    return isinstance(e, kinds) or any(w in text for w in ("gloo", "nccl", "connection",
+                                                           "timed out", "timeout", "peer"))
+
+
+def _init_distributed(device, timeout):
+    """torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) -> one process
+    group: gloo on CPU, NCCL on CUDA, each CUDA rank on cuda:LOCAL_RANK.  Returns (rank,
+    world size, device); (0, 1, device) outside torchrun."""
+    import datetime
+    import torch.distributed as dist
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or "RANK" not in os.environ:
+        return 0, 1, device
+    dev = _device(device)
+    if dev.type == "cuda":
+        dev = _device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+        import torch
+        torch.cuda.set_device(dev)
+    elif dev.type != "cpu":
+        raise DarkcfgError(f"--device {device}: DDP runs on cpu (gloo) or cuda (NCCL)")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=timeout))
+    return dist.get_rank(), dist.get_world_size(), str(dev)
+
+
+def _end_distributed(world) -> None:
+    import torch.distributed as dist
+    if world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _device(name):
+    import torch
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise DarkcfgError(f"--device {name!r}: not a device (cpu, cuda, cuda:N, mps)") from None
+    ok = {"cpu": lambda: True, "cuda": torch.cuda.is_available,
+          "mps": lambda: torch.backends.mps.is_available()}.get(dev.type, lambda: True)
+    if not ok() or (dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count()):
+        raise DarkcfgError(f"--device {name}: not available on this machine")
+    return dev

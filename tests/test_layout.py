@@ -1,0 +1,151 @@
+"""The package's layout: sub-packages along the flow, the old flat module paths kept for one
+release as the same module objects, no import circle (lazy, function-level imports counted),
+and the cfg side torch-free."""
+import ast
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+import darkcfg
+
+PKG = os.path.dirname(os.path.abspath(darkcfg.__file__))
+
+# old flat name -> where it lives now
+MOVED = {
+    "cfg": "config", "shapes": "config",
+    "layers": "nn", "model": "nn", "syncbn": "nn",
+    "weights": "files", "ptfile": "files", "io": "files", "export": "files",
+    "yolo": "objective", "keypoint": "objective", "anchors": "objective",
+    "data": "dataset", "augment": "dataset", "demo": "dataset",
+    "train": "training",
+    "validate": "evaluation", "evaluate": "evaluation",
+    "detect": "infer", "speed": "infer",
+}
+SHIMS = {f"darkcfg.{old}" for old in MOVED}
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_old_path_is_the_new_module(old):
+    new = importlib.import_module(f"darkcfg.{MOVED[old]}.{old}")
+    assert importlib.import_module(f"darkcfg.{old}") is new
+    assert getattr(darkcfg, old) is new
+    assert sys.modules[f"darkcfg.{old}"] is new
+
+
+def test_public_api_kept():
+    from darkcfg import train as T
+    from darkcfg.nn import model as M
+    assert darkcfg.load is M.load and darkcfg.build_model is M.build_model
+    assert darkcfg.train.train is T.train and callable(T.learning_rate)
+    from darkcfg.cli import main
+    assert callable(main)
+
+
+def _modules() -> dict:
+    """dotted module name -> source path, shims left out; a package is its __init__."""
+    out = {}
+    for root, dirs, files in os.walk(PKG):
+        dirs[:] = sorted(d for d in dirs if os.path.isfile(os.path.join(root, d, "__init__.py")))
+        rel = os.path.relpath(root, os.path.dirname(PKG)).replace(os.sep, ".")
+        for f in sorted(files):
+            if not f.endswith(".py"):
+                continue
+            name = rel if f == "__init__.py" else f"{rel}.{f[:-3]}"
+            if name not in SHIMS:
+                out[name] = os.path.join(root, f)
+    return out
+
+
+def _imports(name: str, path: str, known: set) -> set:
+    """Every darkcfg module ``name`` imports, at any depth (module level and in functions)."""
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    found = set()
+
+    def resolve(mod):
+        # a shim stands for the module it names
+        if mod in SHIMS:
+            old = mod.rpartition(".")[2]
+            mod = f"darkcfg.{MOVED[old]}.{old}"
+        if mod in known:
+            found.add(mod)
+
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "darkcfg":
+                    resolve(a.name)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            elif (node.module or "").split(".")[0] == "darkcfg":
+                mod = node.module
+            else:
+                continue
+            resolved_any = False
+            for a in node.names:
+                sub = f"{mod}.{a.name}"
+                if sub in known or sub in SHIMS:
+                    resolve(sub)
+                    resolved_any = True
+            if not resolved_any:
+                resolve(mod)
+    found.discard(name)
+    return found
+
+
+def _cycle(graph: dict):
+    """One import circle as a list of modules, or None."""
+    state, stack = {}, []
+
+    def visit(u):
+        state[u] = 1
+        stack.append(u)
+        for v in sorted(graph[u]):
+            if state.get(v) == 1:
+                return stack[stack.index(v):] + [v]
+            if v not in state:
+                c = visit(v)
+                if c:
+                    return c
+        stack.pop()
+        state[u] = 2
+        return None
+
+    for u in sorted(graph):
+        if u not in state:
+            c = visit(u)
+            if c:
+                return c
+    return None
+
+
+def test_no_import_cycle():
+    mods = _modules()
+    assert "darkcfg.dataset.prepare" in mods and "darkcfg.cli" in mods
+    graph = {m: _imports(m, p, set(mods)) for m, p in mods.items()}
+    cycle = _cycle(graph)
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_cycle_check_finds_a_circle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_import_edges_are_seen_inside_functions():
+    mods = _modules()
+    edges = _imports("darkcfg.files.weights", mods["darkcfg.files.weights"], set(mods))
+    assert {"darkcfg.files.ptfile", "darkcfg.config.shapes", "darkcfg.config.cfg"} <= edges
+
+
+def test_config_is_torch_free():
+    code = ("import darkcfg.config, darkcfg.config.cfg, darkcfg.config.shapes, sys; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
