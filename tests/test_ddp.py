@@ -92,10 +92,12 @@ def test_sync_bn_two_ranks_train_the_one_process_weights_and_without_it_bn_diffe
     r = _torchrun(2, data, cfg, "--out", str(tmp_path / "sync"), "--sync-bn")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     sync = _floats(str(tmp_path / "sync" / "bn_final.weights"))
-    assert np.abs(one - sync).max() <= 1e-5, np.abs(one - sync).max()
     r = _torchrun(2, data, cfg, "--out", str(tmp_path / "local"))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     local = _floats(str(tmp_path / "local" / "bn_final.weights"))
+    # float32 sums in another order over 3 steps: measured 3.8e-5 with SyncBN (PyTorch's init,
+    # per_scale; 1e-5 held with darknet's init and best_of_all) against 0.026 without it
+    assert np.abs(one - sync).max() <= 1e-4, np.abs(one - sync).max()
     assert np.abs(one - local).max() > 1e-4     # each rank's BN saw half the forward pass
 
 

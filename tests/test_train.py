@@ -583,7 +583,7 @@ def test_map_during_training_keeps_best(small_run):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """yolov3-tiny at 96x96, half width, 2 classes, from darknet's init: 300 iterations of
+    """yolov3-tiny at 96x96, half width, 2 classes, train's defaults: 300 iterations of
     16 images (2 subdivisions) on 256 generated images, steps schedule."""
     tmp = tmp_path_factory.mktemp("learn")
     data = make_data(tmp, ntrain=256, nvalid=32)
@@ -595,9 +595,10 @@ def trained(tmp_path_factory):
 
 @pytest.mark.xdist_group("trained")   # one worker trains the module fixture once
 def test_it_learns(trained):
-    """mAP@0.5 (darknet's detector map, darkcfg.validate) on 32 held-out images: the trained
-    model scores far above the untrained one.  Measured: trained 0.286 (seeds 1, 2, 3: 0.19,
-    0.29, 0.24 - the threshold leaves room for another CPU's rounding), untrained 0.0002."""
+    """mAP@0.5 (darknet's detector map, darkcfg.validate) on 32 held-out images, with train's
+    defaults (PyTorch's init, per_scale).  Measured: trained 0.868 (seeds 1, 2: 0.766, 0.826;
+    0.286 with darknet's init and best_of_all before issue #22), untrained 0.0002.  The bar is
+    0.8x the measured figure: losing a few points fails."""
     from darkcfg.evaluation import validate as V
     data, cfg, r = trained
     paths = T._valid_paths(data)
@@ -609,7 +610,7 @@ def test_it_learns(trained):
     print(f"held-out mAP@0.5: trained {trained_map:.4f}, untrained {untrained_map:.4f}, "
           f"{r.seconds:.0f} s")
     assert untrained_map < 0.01
-    assert trained_map > 0.1, (trained_map, untrained_map)
+    assert trained_map > 0.69, (trained_map, untrained_map)
     assert r.rows[-1]["avg_loss"] < r.rows[0]["loss"] / 5
 
 
