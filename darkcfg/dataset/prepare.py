@@ -113,13 +113,14 @@ def letterbox_size(iw: int, ih: int, w: int, h: int) -> tuple:
     return (iw * h) // ih, h
 
 
-def letterbox_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
-    """darknet's letterbox_image: resize_image to fit, embed at the integer centre on 0.5."""
+def letterbox_image(im: np.ndarray, w: int, h: int, resize=None) -> np.ndarray:
+    """darknet's letterbox_image: ``resize`` (default darknet's resize_image) to fit, embed at
+    the integer centre on 0.5."""
     c, ih, iw = im.shape
     nw, nh = letterbox_size(iw, ih, w, h)
     out = np.full((c, h, w), 0.5, np.float32)
     x0, y0 = (w - nw) // 2, (h - nh) // 2
-    out[:, y0:y0 + nh, x0:x0 + nw] = resize_image(im, nw, nh)
+    out[:, y0:y0 + nh, x0:x0 + nw] = (resize or resize_image)(im, nw, nh)
     return out
 
 
@@ -144,14 +145,7 @@ def prepare(img: np.ndarray, w: int, h: int, letter_box: bool, resize: str = "da
     """uint8 HxWx3 image -> the network input CxHxW float32 (darknet's, by default)."""
     im = to_float(img)
     fn = RESIZERS[resize]
-    if not letter_box:
-        return fn(im, w, h)
-    c, ih, iw = im.shape
-    nw, nh = letterbox_size(iw, ih, w, h)
-    out = np.full((c, h, w), 0.5, np.float32)
-    x0, y0 = (w - nw) // 2, (h - nh) // 2
-    out[:, y0:y0 + nh, x0:x0 + nw] = fn(im, nw, nh)
-    return out
+    return letterbox_image(im, w, h, fn) if letter_box else fn(im, w, h)
 
 
 def cfg_letter_box(net) -> tuple:
