@@ -88,6 +88,10 @@ class Section:
         return self.find(key) is not None
 
     def error(self, message: str, option: Option | str | None = None) -> CfgError:
+        """A CfgError at ``option``'s line (an Option, or a key written in this section), else
+        at the section's header line."""
+        if isinstance(option, str) and self.find(option) is not None:
+            option = self.find(option)
         if isinstance(option, Option):
             return CfgError(message, self.path, option.line or self.line, self.header,
                             self.index, option.key)

@@ -97,10 +97,6 @@ class Options:
             if n.get_int(key, 0):
                 self.warnings.append(n.error(f"{key}=1 is not implemented by darkcfg: training "
                                              f"runs without it", n.find(key)).format())
-        if n.get_float("ema_alpha", 0.0):
-            self.warnings.append(n.error("ema_alpha is not implemented by darkcfg: training "
-                                         "keeps no moving average of the weights",
-                                         n.find("ema_alpha")).format())
 
     def _untrained(self, net) -> None:
         """A warning for each layer option darknet's training honours and darkcfg's does not

@@ -44,6 +44,7 @@ class Schedule:
     B1: float = 0.9
     B2: float = 0.999
     eps: float = 0.000001
+    ema_alpha: float = 0.0
 
     @property
     def mini_batch(self) -> int:
@@ -84,8 +85,12 @@ def schedule(cfg_or_net) -> Schedule:
         momentum=s.get_float("momentum", .9), decay=s.get_float("decay", .0001),
         burn_in=s.get_int("burn_in", 0), power=s.get_float("power", 4),
         learning_rate_min=s.get_float("learning_rate_min", .00001),
-        sgdr_mult=s.get_int("sgdr_mult", 2), adam=bool(s.get_int("adam", 0)))
+        sgdr_mult=s.get_int("sgdr_mult", 2), adam=bool(s.get_int("adam", 0)),
+        ema_alpha=s.get_float("ema_alpha", 0.0))
     out.sgdr_cycle = s.get_int("sgdr_cycle", out.max_batches)
+    if not 0 <= out.ema_alpha < 1:
+        raise s.error(f"ema_alpha={out.ema_alpha:g}: the weight average's decay must be in "
+                      f"[0, 1) (0 turns it off; darknet's cfgs use 0.9998)", "ema_alpha")
     name = s.get_str("policy", "constant")
     if name not in POLICIES:     # darknet: "Couldn't find policy %s, going with constant"
         name = "constant"

@@ -409,6 +409,7 @@ class _Run:
         self.iteration = self.iter_save = self.iter_save_last = 0
         self.next_map = self.map_every = self.valid = self.num_classes = None
         self.saveweights, self.savelast = 1000, 100
+        self.ema = None            # a WeightEMA with [net] ema_alpha
 
     # -- files --
     def weights(self, tag: str) -> str:
@@ -430,6 +431,11 @@ class _Run:
         if not self.master:
             return
         run = {k: getattr(self, k) for k in self.COUNTERS}
+        if self.ema is not None:
+            run["ema"] = self.ema.state_dict()
+            if self.ema.initialized:     # darknet: _ema.weights beside every _last
+                with self.ema.swapped_in():
+                    self.files["ema"] = self.weights("ema")
         if self.scaler is not None:
             run["scaler"] = self.scaler.state_dict()
         save_state(self.files["state"], self.model, self.opt,
@@ -442,6 +448,8 @@ class _Run:
             setattr(self, k, state[k])
         self.rows, self.saved = list(self.rows), list(self.saved)
         _set_rng_state(state["rng"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state.get("ema"))
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
 
@@ -489,6 +497,8 @@ class _Run:
             if self.bad_run >= self.nan_limit:
                 self.stop_non_finite(k)
         self.iteration = k          # a skipped update still uses up its iteration's batches
+        if self.ema is not None:
+            self.ema.after_update(k)
         if math.isfinite(total):    # darknet's avg_loss, reset when it is not finite
             prev = self.avg_loss if self.avg_loss is not None and \
                 math.isfinite(self.avg_loss) else total
@@ -771,6 +781,9 @@ def _train(data_path, cfg, weights, out, clear, resume, freeze, classes, assign,
                nan_limit=nan_limit, forward=forward, amp=amp, scaler=scaler,
                channels_last=channels_last, master=rank == 0)
     run.iteration = run.iter_save = run.iter_save_last = iteration
+    if sched.ema_alpha:
+        from .ema import WeightEMA
+        run.ema = WeightEMA(model, sched.ema_alpha, sched.max_batches)
     run.saveweights = int(dc.options.get("saveweights", 1000 if sched.max_batches < 10000
                                          else 10000))
     run.savelast = int(dc.options.get("savelast", 100))
