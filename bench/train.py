@@ -3,6 +3,8 @@
     python bench/train.py [--threads 2] [--iterations 3] [--models tiny,ref]
                           [--bf16 auto|yes|no] [--loader] [--compile]
     python bench/train.py --learn [--assign best_of_all|per_scale|both]
+    python bench/train.py --vs-loop [--data DATA --cfg CFG] [--loop-iterations 60]
+                          [--workers 2] [--threads 2]
 
 Default: images/s of one training iteration on preloaded batches (data excluded), 80 classes,
 3 random boxes an image, in one subdivision, median of --iterations after one untimed step,
@@ -22,6 +24,18 @@ printed first.  --loader adds the loader: yolov3-tiny's full augmentation
 at 416 from 2 workers on generated 640x480 JPEGs, alone and feeding the step, and says which
 of the two is the bottleneck.  --compile adds a torch.compile row (the compile time apart).
 With a CUDA GPU the same rows on it.
+
+--vs-loop: ``darkcfg train`` against a plain PyTorch loop on the same cfg, threads and machine
+(issue #22's comparison; its goal: the trainer within 1.10x the loop's time per iteration with
+the loader's augmentation in workers).  DATA and CFG default to the demo set and its cfg
+(``darkcfg data demo``); the cfg's multi-scale (random=) is turned off for both, so that the
+two train on the same input size.  The plain loop: the images read and resized once, random
+horizontal flips, the cfg's subdivisions, darkcfg's targets and loss, SGD with the cfg's rate, momentum and decay - no
+other augmentation, no files.  ``darkcfg train``: the cfg's full augmentation in --workers
+loader workers, the schedule, non-finite checks, BN bookkeeping and its saves (_last every
+100 iterations).  Each side runs --loop-iterations iterations; the time per iteration is the
+median of the iteration-to-iteration times after the first 5; the loop runs before and after
+the trainer (the machine's drift shows as the two loop rows differing).
 
 --learn: the recipe of tests/test_train.py's learning test (yolov3-tiny at 96x96, half width,
 2 classes, 300 iterations of 16 images, 256 generated training images) with each assignment
@@ -206,6 +220,107 @@ def learn(assign):
           f"{seconds:.0f} s ({300 * 16 / seconds:.0f} images/s)")
 
 
+def _vs_loop_inputs(tmp, data, cfg):
+    """(data, cfg) with the cfg's random= multi-scale off; the demo set when none given."""
+    from darkcfg.config import cfg as cfgmod
+    from darkcfg.dataset import demo
+    if data is None:
+        made = demo.write(os.path.join(tmp, "demo"), os.path.join(ROOT, "cfgs",
+                                                                   "yolov3-tiny.cfg"))
+        data, cfg = made["data"], cfg or made["cfg"]
+    c = cfgmod.load(cfg)
+    for sec in c.layers:
+        if sec.type == "yolo" and sec.has("random"):
+            sec.set("random", 0)
+    fixed = os.path.join(tmp, os.path.basename(cfg))
+    cfgmod.save(c, fixed)
+    return data, fixed
+
+
+def plain_loop(data, cfg, iterations, seed=0) -> list:
+    """Seconds of each iteration of a plain PyTorch loop over darkcfg's model, targets and loss
+    (images read and resized once, random flips, the cfg's SGD)."""
+    import cv2
+    import numpy as np
+    import torch
+    from darkcfg.dataset import data as D
+    from darkcfg.nn import model as M
+    from darkcfg.objective import yolo as Y
+    from darkcfg.config import shapes
+    from darkcfg.training import train as T
+    net = shapes.network(cfg)
+    sched = T.schedule(net)
+    model = M.Darknet(net)
+    T.torch_init_(model, seed=seed)
+    model.train()
+    T.set_bn_training(model)
+    opt = T.make_optimizer(model, sched)
+    heads, size = Y.heads_of(model), (net.width, net.height)
+    images = []
+    for p in D.image_list(D.read_data(data).resolve("train")):
+        im = cv2.resize(cv2.imread(p)[:, :, ::-1], size, interpolation=cv2.INTER_LINEAR)
+        rows = D.read_labels(D.label_path(p))[0].astype(np.float32)
+        images.append((torch.from_numpy(im.copy()).permute(2, 0, 1).float() / 255, rows))
+    rng = np.random.default_rng(seed)
+    times, t = [], time.perf_counter()
+    for k in range(1, iterations + 1):
+        for g in opt.param_groups:
+            g["lr"] = T.learning_rate(sched, k) * g["lr_scale"]
+        xs, boxes, classes = [], [], []
+        for _ in range(sched.batch):
+            x, rows = images[int(rng.integers(len(images)))]
+            b = rows[:, 1:5].copy()
+            if rng.integers(2):
+                x, b[:, 0] = x.flip(2), 1 - b[:, 0]
+            xs.append(x)
+            boxes.append(torch.from_numpy(b))
+            classes.append(torch.from_numpy(rows[:, 0].astype(np.int64)))
+        opt.zero_grad(set_to_none=True)
+        m = sched.mini_batch                 # the cfg's subdivisions, as darkcfg train
+        for s in range(0, len(xs), m):
+            outs = model(torch.stack(xs[s:s + m]))
+            targets = Y.encode_targets(boxes[s:s + m], classes[s:s + m], heads,
+                                       [tuple(o.shape[-2:]) for o in outs], size,
+                                       rule="per_scale")
+            loss, _ = Y.yolo_loss(outs, targets, heads, size)
+            (loss / sched.subdivisions).backward()
+        opt.step()
+        now = time.perf_counter()
+        times.append(now - t)
+        t = now
+    return times
+
+
+def trainer_times(data, cfg, iterations, workers, out) -> list:
+    """Seconds of each iteration of darkcfg.train.train (from its callback)."""
+    from darkcfg.training import train as T
+    stamps = [time.perf_counter()]
+    T.train(data, cfg, out=out, max_batches=iterations, workers=workers, quiet=True,
+            force=True, callback=lambda k, m: stamps.append(time.perf_counter()))
+    return [b - a for a, b in zip(stamps[1:], stamps[2:])]
+
+
+def vs_loop(data, cfg, iterations, workers, threads):
+    import torch
+    from darkcfg.config import shapes
+    with tempfile.TemporaryDirectory() as tmp:
+        data, cfg = _vs_loop_inputs(tmp, data, cfg)
+        net = shapes.network(cfg)
+        print(f"{os.path.basename(cfg)} {net.width}x{net.height}, batch "
+              f"{net.cfg.net.get_int('batch', 1)}, {threads} threads, {iterations} iterations "
+              f"each, {workers} loader workers for darkcfg train:", flush=True)
+        rows = {}
+        rows["plain loop (before)"] = plain_loop(data, cfg, iterations)
+        rows["darkcfg train"] = trainer_times(data, cfg, iterations, workers,
+                                              os.path.join(tmp, "run"))
+        rows["plain loop (after)"] = plain_loop(data, cfg, iterations)
+    med = {k: statistics.median(v[5:]) for k, v in rows.items()}
+    loop = (med["plain loop (before)"] + med["plain loop (after)"]) / 2
+    for k, m in med.items():
+        print(f"  {k:20s} {m * 1000:7.1f} ms/iteration  {1 / m:6.2f} it/s  "
+              f"{m / loop:5.2f}x the loop", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -220,11 +335,18 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--learn", action="store_true")
+    ap.add_argument("--vs-loop", action="store_true")
+    ap.add_argument("--data", help="--vs-loop: a .data (default: the demo set)")
+    ap.add_argument("--cfg", help="--vs-loop: a cfg (default: the demo set's)")
+    ap.add_argument("--loop-iterations", type=int, default=60)
     ap.add_argument("--assign", default="both", choices=("best_of_all", "per_scale", "both"))
     a = ap.parse_args()
     import torch
     from darkcfg.infer import speed
     torch.set_num_threads(a.threads)
+    if a.vs_loop:
+        vs_loop(a.data, a.cfg, a.loop_iterations, a.workers, a.threads)
+        return
     if a.learn:
         for rule in (("best_of_all", "per_scale") if a.assign == "both" else (a.assign,)):
             learn(rule)
