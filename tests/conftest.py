@@ -56,6 +56,16 @@ def parsed_by_darknet():
     return [p for p in darknet_cfgs() if os.path.basename(p)[:-4] not in DARKNET_REJECTS]
 
 
+def reference_summary_all():
+    """cfg_summary_all.json: darknet's figures for every cfg in ../shared/darknet-cfgs/ (86
+    parsed, 9 rejected with its message); {} without ../shared."""
+    path = os.path.join(REFERENCE, "cfg_summary_all.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 def reference_summary():
     path = os.path.join(REFERENCE, "cfg_summary.json")
     if not os.path.exists(path):
