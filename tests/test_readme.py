@@ -36,6 +36,7 @@ from click.testing import CliRunner
 
 from darkcfg.cli import main
 
+from _helpers import same_bytes
 from conftest import CFGS, ROOT
 
 README = os.path.join(ROOT, "README.md")
@@ -143,18 +144,6 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _same_bytes(a, b) -> bool:
-    if os.path.getsize(a) != os.path.getsize(b):
-        return False
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            x, y = fa.read(1 << 24), fb.read(1 << 24)
-            if x != y:
-                return False
-            if not x:
-                return True
-
-
 def test_the_readme_shows_runnable_commands():
     if not os.path.exists(README):
         pytest.skip("no README.md")
@@ -185,7 +174,7 @@ def test_page_commands_run_as_written(page, workdir):
             src, dst = [a for a in args[1:] if not a.startswith("-")][:2]
             made_from[dst] = made_from.get(src, src)
             if "byte-identical" in comment:
-                assert _same_bytes(dst, made_from[dst]), f"{where}: not byte-identical"
+                assert same_bytes(dst, made_from[dst]), f"{where}: not byte-identical"
         elif comment:
             for number in re.findall(r"\d[\d,.]*\d|\d", comment):
                 assert number in r.output, f"{where}: '{number}' of the comment not in output"

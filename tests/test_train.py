@@ -21,6 +21,8 @@ from darkcfg.config import shapes
 from darkcfg.training import train as T
 from darkcfg.errors import CfgError, DarkcfgError
 
+from _helpers import same_bytes
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "cfgs", "yolov3-tiny.cfg")
 
@@ -530,6 +532,31 @@ def test_ctrl_c_saves_last_and_state(small_run):
     assert _header(tmp / "backup" / "tiny_last.weights").seen == 3 * 4
     r = T.train(data, cfg, quiet=True, resume=True)
     assert [x["iteration"] for x in r.rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_ctrl_c_inside_an_iteration_is_undone_and_resumes_bit_identical(small_run):
+    """Ctrl-C in iteration 4's second subdivision - after its first forward/backward moved the
+    batch-norm statistics and gradients: step puts the buffers back, _last is iteration 3's
+    model, and --resume ends on the straight run's bytes."""
+    data, cfg, tmp = small_run
+    calls = []
+
+    def interrupt_forward(module, inputs, output):
+        calls.append(1)
+        if len(calls) == 2:                  # iteration 4 (2 subdivisions), second forward
+            raise KeyboardInterrupt
+
+    def arm(iteration, model):
+        if iteration == 3:
+            model.register_forward_hook(interrupt_forward)
+
+    with pytest.raises(KeyboardInterrupt):
+        T.train(data, cfg, quiet=True, seed=3, callback=arm)
+    assert len(calls) == 2 and _header(tmp / "backup" / "tiny_last.weights").seen == 3 * 4
+    resumed = T.train(data, cfg, quiet=True, resume=True)
+    straight = T.train(data, cfg, quiet=True, seed=3, out=str(tmp / "straight"))
+    assert same_bytes(resumed.files["final"], straight.files["final"])
+    assert [x["loss"] for x in resumed.rows] == [x["loss"] for x in straight.rows]
 
 
 KILLED = """

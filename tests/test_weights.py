@@ -16,6 +16,7 @@ from darkcfg.files import weights as W
 from darkcfg.config.shapes import network
 from darkcfg.errors import WeightsError
 
+from _helpers import same_bytes
 from conftest import CFGS, cfg_id, needs_shared, parsed_by_darknet, write_counting_weights
 
 
@@ -42,18 +43,6 @@ def roundtrip(src, cfg, tmp_path):
     W.save_darknet(again, str(out), report2.header)
     del again
     return str(out)
-
-
-def same_bytes(a, b):
-    if os.path.getsize(a) != os.path.getsize(b):
-        return False
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            x, y = fa.read(1 << 24), fb.read(1 << 24)
-            if x != y:
-                return False
-            if not x:
-                return True
 
 
 @needs_shared
