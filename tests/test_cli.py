@@ -277,7 +277,7 @@ def _unchanged(paths):
 
 @pytest.mark.parametrize("case", ["save-cfg-is-input", "save-cfg-exists", "export-onto-cfg",
                                   "export-onto-weights", "init-twice", "link-to-input",
-                                  "build-output-exists", "detect-drawing-exists",
+                                  "hard-link-to-input", "build-output-exists", "detect-drawing-exists",
                                   "detect-same-names"])
 def test_never_an_input_never_an_existing_file_without_force(case, tmp_path, small):
     """Item 4: one rule for every command that writes."""
@@ -296,6 +296,8 @@ def test_never_an_input_never_an_existing_file_without_force(case, tmp_path, sma
     drawn.write_bytes(b"an old drawing")
     link = tmp_path / "link.cfg"
     link.symlink_to(cfg)
+    hard = tmp_path / "hard.cfg"             # another name of the cfg's inode
+    os.link(cfg, hard)
     old = tmp_path / "old.pt"
     old.write_bytes(b"an old model")
     args, force_helps = {
@@ -306,6 +308,7 @@ def test_never_an_input_never_an_existing_file_without_force(case, tmp_path, sma
         "init-twice": (["init", cfg, tmp_path / "n.weights", "--save-cfg",
                         tmp_path / "n.weights"], False),
         "link-to-input": (["build", cfg, "--save-cfg", link, "--force"], False),
+        "hard-link-to-input": (["summary", cfg, "--save-cfg", hard, "--force"], False),
         "build-output-exists": (["build", "--weights", pt, "-o", old], True),
         "detect-drawing-exists": (["detect", img, "--weights", pt, "-o", out], True),
         "detect-same-names": (["detect", img, img2, "--weights", pt, "-o", tmp_path / "o2"],
@@ -317,6 +320,7 @@ def test_never_an_input_never_an_existing_file_without_force(case, tmp_path, sma
     assert ("already exists" in r.output) == bool(force_helps), r.output
     assert _unchanged([cfg, other, pt, drawn, old]) == before
     assert link.is_symlink() and not (tmp_path / "o2").exists()
+    assert os.path.samefile(cfg, hard)                   # not replaced by a new file either
     if force_helps:
         assert run(*args, "--force").exit_code == 0
 
