@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 
+TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cfgs",
+                    "yolov3-tiny.cfg")
+
 
 def same_bytes(a, b) -> bool:
     """Whether files a and b hold the same bytes (read in 16 MiB pieces: weights are large)."""
@@ -17,3 +20,40 @@ def same_bytes(a, b) -> bool:
                 return False
             if not x:
                 return True
+
+
+# ----- a generated data set and a small yolov3-tiny ---------------------------------------------
+
+
+def make_images(folder, n, seed, classes=2, prefix="img"):
+    """n images of 64..128 px: noise with 1-3 bright filled rectangles (class 0) and circles
+    (class 1), YOLO labels beside them (darkcfg.demo's generator; its labels are checked
+    against the pixels in tests/test_demo.py)."""
+    from darkcfg.dataset import demo
+    return demo.shapes(str(folder), n, seed, classes, prefix)
+
+
+def make_data(tmp, ntrain=8, nvalid=8, classes=2, extra=""):
+    tmp = str(tmp)
+    tr = make_images(os.path.join(tmp, "train"), ntrain, 1, classes)
+    va = make_images(os.path.join(tmp, "valid"), nvalid, 2, classes, "val")
+    for name, paths in (("train.txt", tr), ("valid.txt", va)):
+        with open(os.path.join(tmp, name), "w") as f:
+            f.write("\n".join(paths) + "\n")
+    with open(os.path.join(tmp, "obj.names"), "w") as f:
+        f.write("".join(f"c{i}\n" for i in range(classes)))
+    d = os.path.join(tmp, "obj.data")
+    with open(d, "w") as f:
+        f.write(f"classes={classes}\ntrain={tmp}/train.txt\nvalid={tmp}/valid.txt\n"
+                f"names={tmp}/obj.names\nbackup={tmp}/backup\n{extra}")
+    return d
+
+
+def make_cfg(path, size=64, classes=2, width_scale=0.25, **net):
+    """yolov3-tiny rewritten small (darkcfg.demo.small_cfg: anchors scaled to the input, no
+    multi-scale, light jitter) with a short default schedule updated by ``net``."""
+    from darkcfg.dataset import demo
+    opts = dict(batch=4, subdivisions=2, learning_rate=0.005, burn_in=3, max_batches=6,
+                policy="steps", steps="200,260", scales=".1,.1", momentum=0.9, decay=0.0005)
+    opts.update(net)
+    return demo.small_cfg(TINY, str(path), size, classes, width_scale, **opts)

@@ -115,3 +115,18 @@ def write_counting_weights(path, floats):
         f.write(struct.pack("<iiiQ", 0, 2, 5, 0))
         f.write(np.arange(floats, dtype="<f4").tobytes())
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """The learning test's model (tests that use it carry xdist_group("trained"), so one
+    worker trains it once): yolov3-tiny at 96x96, half width, 2 classes, train's defaults: 300
+    iterations of 16 images (2 subdivisions) on 256 generated images, steps schedule."""
+    from darkcfg.training import train as T
+    from _helpers import make_cfg, make_data
+    tmp = tmp_path_factory.mktemp("learn")
+    data = make_data(tmp, ntrain=256, nvalid=32)
+    cfg = make_cfg(tmp / "tiny.cfg", size=96, width_scale=0.5, batch=16, subdivisions=2,
+                   learning_rate=0.005, burn_in=30, max_batches=300, steps="200,260")
+    r = T.train(data, cfg, quiet=True, seed=0)
+    return data, cfg, r

@@ -21,10 +21,9 @@ from darkcfg.config import shapes
 from darkcfg.training import train as T
 from darkcfg.errors import CfgError, DarkcfgError
 
-from _helpers import same_bytes
+from _helpers import make_cfg, make_data, same_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(REPO, "cfgs", "yolov3-tiny.cfg")
 
 
 def net_cfg(**opts) -> str:
@@ -319,40 +318,6 @@ def test_a_non_finite_step_is_skipped_and_leaves_the_model():
 # ----- a generated data set and a small yolov3-tiny -------------------------------------------------
 
 
-def make_images(folder, n, seed, classes=2, prefix="img"):
-    """n images of 64..128 px: noise with 1-3 bright filled rectangles (class 0) and circles
-    (class 1), YOLO labels beside them (darkcfg.demo's generator; its labels are checked
-    against the pixels in tests/test_demo.py)."""
-    from darkcfg.dataset import demo
-    return demo.shapes(str(folder), n, seed, classes, prefix)
-
-
-def make_data(tmp, ntrain=8, nvalid=8, classes=2, extra=""):
-    tmp = str(tmp)
-    tr = make_images(os.path.join(tmp, "train"), ntrain, 1, classes)
-    va = make_images(os.path.join(tmp, "valid"), nvalid, 2, classes, "val")
-    for name, paths in (("train.txt", tr), ("valid.txt", va)):
-        with open(os.path.join(tmp, name), "w") as f:
-            f.write("\n".join(paths) + "\n")
-    with open(os.path.join(tmp, "obj.names"), "w") as f:
-        f.write("".join(f"c{i}\n" for i in range(classes)))
-    d = os.path.join(tmp, "obj.data")
-    with open(d, "w") as f:
-        f.write(f"classes={classes}\ntrain={tmp}/train.txt\nvalid={tmp}/valid.txt\n"
-                f"names={tmp}/obj.names\nbackup={tmp}/backup\n{extra}")
-    return d
-
-
-def make_cfg(path, size=64, classes=2, width_scale=0.25, **net):
-    """yolov3-tiny rewritten small (darkcfg.demo.small_cfg: anchors scaled to the input, no
-    multi-scale, light jitter) with a short default schedule updated by ``net``."""
-    from darkcfg.dataset import demo
-    opts = dict(batch=4, subdivisions=2, learning_rate=0.005, burn_in=3, max_batches=6,
-                policy="steps", steps="200,260", scales=".1,.1", momentum=0.9, decay=0.0005)
-    opts.update(net)
-    return demo.small_cfg(TINY, str(path), size, classes, width_scale, **opts)
-
-
 @pytest.fixture
 def small_run(tmp_path):
     data = make_data(tmp_path, extra="savelast=2\nsaveweights=4\n")
@@ -608,19 +573,7 @@ def test_map_during_training_keeps_best(small_run):
 # ----- 7. it learns ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """yolov3-tiny at 96x96, half width, 2 classes, train's defaults: 300 iterations of
-    16 images (2 subdivisions) on 256 generated images, steps schedule."""
-    tmp = tmp_path_factory.mktemp("learn")
-    data = make_data(tmp, ntrain=256, nvalid=32)
-    cfg = make_cfg(tmp / "tiny.cfg", size=96, width_scale=0.5, batch=16, subdivisions=2,
-                   learning_rate=0.005, burn_in=30, max_batches=300, steps="200,260")
-    r = T.train(data, cfg, quiet=True, seed=0)
-    return data, cfg, r
-
-
-@pytest.mark.xdist_group("trained")   # one worker trains the module fixture once
+@pytest.mark.xdist_group("trained")   # one worker trains the fixture (conftest.py) once
 def test_it_learns(trained):
     """mAP@0.5 (darknet's detector map, darkcfg.validate) on 32 held-out images, with train's
     defaults (PyTorch's init, per_scale).  Measured: trained 0.868 (seeds 1, 2: 0.766, 0.826;
@@ -641,7 +594,7 @@ def test_it_learns(trained):
     assert r.rows[-1]["avg_loss"] < r.rows[0]["loss"] / 5
 
 
-@pytest.mark.xdist_group("trained")   # one worker trains the module fixture once
+@pytest.mark.xdist_group("trained")   # one worker trains the fixture (conftest.py) once
 def test_map_in_bf16_follows_fp32(trained):
     """`darkcfg map --dtype bf16` on the learning test's model: the same images and matching
     rule as fp32, only the network computed in bfloat16 (batch norms folded first) - its mAP is
@@ -661,7 +614,7 @@ def test_map_in_bf16_follows_fp32(trained):
     assert abs(json.loads(res.output)["darknet"]["map"] - bf16) < 1e-9
 
 
-@pytest.mark.xdist_group("trained")   # one worker trains the module fixture once
+@pytest.mark.xdist_group("trained")   # one worker trains the fixture (conftest.py) once
 def test_trained_weights_give_opencvs_outputs(trained):
     """OpenCV's darknet importer reads the trained .weights and computes darkcfg's boxes and
     objectness (1e-3, relative above 1) on a validation image.  Not tighter: on one AVX-512
