@@ -532,7 +532,9 @@ def test_loader_keypoints_sit_on_their_dots_through_mosaic_jitter_and_flip(tmp_p
                 win = img[c, max(0, py - 1):py + 2, max(0, px - 1):px + 2]
                 assert win.max() > 0.35, (c, x * w, y * h)   # on the dot (peak ~0.9-1.0)
                 other = img[1 - c, max(0, py - 1):py + 2, max(0, px - 1):px + 2]
-                assert other.max() < 0.35 or win.max() > other.max() - 0.5
+                # of its own class's colour: the other channel is far below (measured: at its
+                # background 0.078 at every point, margin >= 0.495; a swapped class has < 0)
+                assert win.max() - other.max() > 0.3, (c, win.max(), other.max())
                 checked += 1
     loader.close()
     assert checked > 10
