@@ -53,7 +53,10 @@ def test_every_layer_matches_darknet(name, fuse, make_weights):
 @pytest.mark.parametrize("name", NUMERIC)
 def test_bf16_autocast_stays_near_darknet(name, make_weights):
     """Under torch.autocast (CPU, bfloat16: 8 significant bits) the convs run in bfloat16 and
-    every layer stays within 5e-2 of darknet's float32 output (scaled by max(1, |layer|))."""
+    every layer stays within 2e-2 of darknet's float32 output (scaled by max(1, |layer|)).
+    Measured: at most 1.23e-2 (yolov3-tiny's last [yolo] output, layer 23; 8.4e-3 the next
+    largest) - bfloat16 rounds each conv's inputs to 2^-8 = 3.9e-3 relative, and it adds up
+    over the layers; a layer computed wrongly in bf16 is off by far more."""
     folder, cfg_path, size = _numeric_cfg(name)
     model = darkcfg.load(make_weights(cfg_path), cfg_path, width=size, height=size)
     x = torch.from_numpy(np.load(os.path.join(folder, "input.npy")))
@@ -64,7 +67,7 @@ def test_bf16_autocast_stays_near_darknet(name, make_weights):
             os.path.join(folder, "all_layers", "layer_*.npy"))))):
         ref = np.load(path)
         err = np.abs(out.float().numpy() - ref).max() / max(1.0, np.abs(ref).max())
-        assert err < 5e-2, f"layer {i}: {err:.2e}"
+        assert err < 2e-2, f"layer {i}: {err:.2e}"
 
 
 @needs_shared
