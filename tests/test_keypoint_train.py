@@ -103,8 +103,10 @@ def test_keypoint_model_learns_the_dots(dataset, tmp_path, head, iterations):
     print(f"\n{head}: untrained mAP@4px {before:.4f}, trained {res.map:.4f}\n" + res.format())
     assert res.map > TRAINED_AP, res.format()
     assert res.map > before + 0.4
-    # training's -map follows the same metric (validate.evaluate_model dispatches on the head)
-    assert r.best_map == pytest.approx(res.map, abs=0.02)
+    # training's -map follows the same metric (validate.evaluate_model dispatches on the head):
+    # one evaluation at the last iteration, of the model saved as _final - the same figure
+    # (measured: equal to the last bit for both heads)
+    assert r.best_map == pytest.approx(res.map, abs=1e-9)
     # the points found are close: within half the radius on average
     assert res.loc_error < 2.0
     # `darkcfg detect` with the trained weights finds the drawn dots, in image pixels

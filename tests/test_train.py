@@ -598,7 +598,9 @@ def test_it_learns(trained):
 def test_map_in_bf16_follows_fp32(trained):
     """`darkcfg map --dtype bf16` on the learning test's model: the same images and matching
     rule as fp32, only the network computed in bfloat16 (batch norms folded first) - its mAP is
-    within 0.03 of fp32's, and far above the untrained model's (< 0.01 above)."""
+    within 0.01 of fp32's.  Measured: 0.0035 (fp32 0.8287, bf16 0.8322, 2 shared cores; <= 0.002
+    reported elsewhere): bf16 moves scores by ~2e-3 (bench/forward.py --accuracy), re-ranking a
+    few detections; one true positive more or less among the 32 images moves mAP by ~0.01."""
     import json
     from click.testing import CliRunner
     from darkcfg import cli
@@ -607,7 +609,7 @@ def test_map_in_bf16_follows_fp32(trained):
     fp32 = V.run_map(data, cfg, r.files["final"]).map
     bf16 = V.run_map(data, cfg, r.files["final"], dtype="bf16").map
     print(f"held-out mAP@0.5: fp32 {fp32:.4f}, bf16 {bf16:.4f}")
-    assert abs(bf16 - fp32) < 0.03, (fp32, bf16)
+    assert abs(bf16 - fp32) < 0.01, (fp32, bf16)
     res = CliRunner().invoke(cli.main, ["map", data, cfg, r.files["final"], "--dtype", "bf16",
                                         "--json", "-q"])
     assert res.exit_code == 0, res.output
