@@ -13,7 +13,7 @@ mostly), the rest random boxes of random classes, scores uniform.  Timed:
 Prints the median of ``--repeat`` runs of each, their ratio, and both AP@.5 figures (they differ
 by definition: pycocotools uses 101 points, best *unmatched* gt, >= IoU, classes with gt only).
 
-    python bench/map.py --resize-study DIR [--steps 600]
+    python bench/map.py --resize-study DIR [--steps 600] [--study-images 200]
 
 How much the image resize moves mAP: trains yolov3-tiny (3 classes: rectangles, ellipses,
 triangles, 128x128) on 200 synthetic images of 200-480 x 150-360 pixels through OpenCV's
@@ -122,14 +122,15 @@ def _shape_set(root, n, tag, rng):
     return paths
 
 
-def resize_study(root: str, steps: int) -> None:
+def resize_study(root: str, steps: int, images: int = 200) -> None:
     import cv2
     import torch
     import darkcfg
     from darkcfg.evaluation import validate as V
     from darkcfg.objective import yolo as Y
     rng = np.random.default_rng(0)
-    train, valid = _shape_set(root, 200, "train", rng), _shape_set(root, 100, "valid", rng)
+    train = _shape_set(root, images, "train", rng)
+    valid = _shape_set(root, images // 2, "valid", rng)
     model = darkcfg.build_model(os.path.join(os.path.dirname(__file__), "..", "cfgs",
                                              "yolov3-tiny.cfg"), classes=3, width=128, height=128)
     heads = Y.heads_of(model)
@@ -181,9 +182,11 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--resize-study", metavar="DIR", help="the resize study (see above)")
     ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--study-images", type=int, default=200,
+                    help="the resize study's training images (half as many to map)")
     a = ap.parse_args()
     if a.resize_study:
-        return resize_study(a.resize_study, a.steps)
+        return resize_study(a.resize_study, a.steps, a.study_images)
     dets, gts = synthetic(a.images, a.per_image, a.classes)
     n_gt = sum(len(g) for g in gts)
     print(f"{a.images} images, {n_gt} gt, {sum(len(d) for d in dets)} detections, "

@@ -1,0 +1,47 @@
+"""bench/ scripts at their smallest settings: each runs to its end and prints its table, so a
+script broken by a change is found here, not when someone next measures.  No timing is
+asserted (tests never assert a wall time); seconds each, marked ``bench`` (run in CI;
+``-m 'not bench'`` leaves them out)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.bench
+
+# script, arguments (the smallest settings each takes), a line its output must hold
+CASES = {
+    "map": (["--images", "20", "--per-image", "10", "--classes", "3", "--repeat", "1"],
+            "pycocotools eval+accum"),
+    "map-resize-study": (["--resize-study", "{tmp}/study", "--steps", "1",
+                          "--study-images", "8"], "letter_box=1 resize=opencv"),
+    "train": (["--threads", "1", "--iterations", "1", "--models", "tiny", "--size", "64",
+               "--bf16", "no"], "targets+loss alone"),
+    "train-loader": (["--threads", "1", "--iterations", "1", "--models", "", "--size", "64",
+                      "--bf16", "no", "--loader", "--workers", "1"], "the bottleneck is"),
+    "forward": (["--runs", "1", "--rounds", "1", "--threads", "1", "--size", "64", "--only",
+                 "yolov3-tiny", "--batch", "1"], "ONNX Runtime"),
+    "forward-accuracy": (["--threads", "1", "--size", "64", "--only", "yolov3-tiny",
+                          "--accuracy"], "bf16 autocast  heads"),
+    "data": (["--images", "4", "--batches", "1", "--rounds", "1", "--workers", "1", "--mini",
+              "2", "--size", "64", "--dir", "{tmp}/images"], "full+mosaic"),
+    # three of its cases import torch in a fresh process (~3 s each on 2 busy cores)
+    "convert": (["--cfg", os.path.join(ROOT, "cfgs", "yolov3-tiny.cfg"), "--repeat", "1",
+                 "--dir", "{tmp}"], "load in-process"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bench_script_runs(case, tmp_path):
+    args, expect = CASES[case]
+    script = os.path.join(ROOT, "bench", case.split("-")[0] + ".py")
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, script, *[a.format(tmp=tmp_path) for a in args]],
+                       cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert expect in r.stdout, r.stdout[-3000:]
