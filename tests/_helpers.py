@@ -1,6 +1,6 @@
-"""Helpers several test files share: files compared byte for byte, the CLI run in-process or
-as a subprocess, box IoU, binary cross-entropy and small generated data sets.  (Known images
-for the augmentation tests are in _images.py.)"""
+"""Helpers several test files share: files compared byte for byte, the CLI run in-process, a
+noise image, box IoU, binary cross-entropy, plain-NMS models and small generated data sets.
+(Known images for the augmentation tests are in _images.py.)"""
 from __future__ import annotations
 
 import os
@@ -20,6 +20,50 @@ def same_bytes(a, b) -> bool:
                 return False
             if not x:
                 return True
+
+
+def run_cli(*args):
+    """``darkcfg ARGS`` in-process (click's CliRunner); arguments may be paths or numbers."""
+    from click.testing import CliRunner
+    from darkcfg.cli import main
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def noise_image(path, w=128, h=128, seed=1):
+    """An image of seeded uniform noise (Pillow; the format by the extension) -> (its path,
+    its RGB pixels (h, w, 3) uint8)."""
+    import numpy as np
+    from PIL import Image
+    pixels = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return str(path), pixels
+
+
+def iou(a, b) -> float:
+    """IoU of two boxes given by corners (x1, y1, x2, y2), written out."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def corners(cx, cy, w, h) -> tuple:
+    """A centre-size box as corners (x1, y1, x2, y2)."""
+    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+
+def bce(z, y) -> float:
+    """Binary cross-entropy of logit z against target y, written out."""
+    import math
+    s = 1 / (1 + math.exp(-z))
+    return -(y * math.log(s) + (1 - y) * math.log(1 - s))
+
+
+def plain_nms(model):
+    """Drop every head's nms_kind: darknet's default, plain IoU NMS, as OpenCV's NMSBoxes does."""
+    for l in model.net.layers:
+        l.opts.pop("nms_kind", None)
+    return model
 
 
 # ----- a generated data set and a small yolov3-tiny ---------------------------------------------

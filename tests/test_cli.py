@@ -7,15 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
-
 from darkcfg.cli import main
 
+from _helpers import iou, noise_image, run_cli as run
 from conftest import CFGS, ROOT, reference_summary, needs_shared
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.mark.parametrize("name", ["yolo_ref.cfg", "yolov3.cfg", "yolov3-tiny.cfg",
@@ -170,11 +165,7 @@ def small(tmp_path_factory):
 
 
 def image(path, w=200, h=120, seed=0):
-    from PIL import Image
-    import numpy as np
-    rgb = (np.random.default_rng(seed).random((h, w, 3)) * 255).astype("uint8")
-    Image.fromarray(rgb).save(path)
-    return path
+    return noise_image(path, w, h, seed)[0]
 
 
 def _scaled(tmp_path, name, scale=0.125):
@@ -277,8 +268,8 @@ def _unchanged(paths):
 
 @pytest.mark.parametrize("case", ["save-cfg-is-input", "save-cfg-exists", "export-onto-cfg",
                                   "export-onto-weights", "init-twice", "link-to-input",
-                                  "hard-link-to-input", "build-output-exists", "detect-drawing-exists",
-                                  "detect-same-names"])
+                                  "hard-link-to-input", "build-output-exists",
+                                  "detect-drawing-exists", "detect-same-names"])
 def test_never_an_input_never_an_existing_file_without_force(case, tmp_path, small):
     """Item 4: one rule for every command that writes."""
     cfg = tmp_path / "t.cfg"
@@ -617,7 +608,7 @@ def test_detect_decodes_region_models_as_darknet(tmp_path):
     cand.sort(key=lambda d: -d[0])
     kept = []
     for s, c, b in cand:
-        if all(k[1] != c or _iou(k[2], b) <= 0.45 for k in kept):
+        if all(k[1] != c or iou(k[2], b) <= 0.45 for k in kept):
             kept.append((s, c, b))
     assert len(kept) >= 3
     got = sorted(((d.score, d.cls, d.box) for d in dets), key=lambda d: -d[0])
@@ -628,13 +619,6 @@ def test_detect_decodes_region_models_as_darknet(tmp_path):
         assert np.allclose(b1, clipped, atol=1e-3)
     r = run("detect", img, "--weights", w, "--cfg", cfg, "--thresh", 0.2)
     assert r.exit_code == 0 and f"{len(kept)} detections" in r.output, r.output
-
-
-def _iou(a, b):
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def test_broken_pipe_is_silent():

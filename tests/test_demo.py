@@ -10,17 +10,11 @@ import re
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
-from darkcfg import cli
 
 from darkcfg.dataset import demo
 
+from _helpers import run_cli as _run
 from conftest import CFGS
-
-
-def _run(*args):
-    return CliRunner().invoke(cli.main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

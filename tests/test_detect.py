@@ -12,15 +12,14 @@ import re
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 import darkcfg
 from darkcfg.objective import yolo as Y
-from darkcfg.cli import main
 from darkcfg.infer.detect import decodable, detect_image
 
 from conftest import needs_shared
-from test_yolo import _corner_iou, _opencv_detections
+from _helpers import iou, plain_nms, noise_image, run_cli as run
+from test_yolo import _opencv_detections
 
 TINY = ["yolov3-tiny", "yolov4-tiny"]
 
@@ -57,8 +56,8 @@ def test_bf16_decoded_heads_near_opencv(name, fuse, darknet_at):
 def _paired(ours, theirs):
     """How many of OpenCV's detections have one of ours of the same class with IoU >= 0.9 and
     a score within 1e-2 (each of ours used once)."""
-    return _matched(ours, theirs, lambda t, d: -_corner_iou(t[2], d.box),
-                    lambda t, d: _corner_iou(t[2], d.box) >= 0.9 and abs(t[1] - d.score) <= 1e-2)
+    return _matched(ours, theirs, lambda t, d: -iou(t[2], d.box),
+                    lambda t, d: iou(t[2], d.box) >= 0.9 and abs(t[1] - d.score) <= 1e-2)
 
 
 def _matched(ours, theirs, distance, close):
@@ -78,10 +77,9 @@ def _matched(ours, theirs, distance, close):
 
 
 def _image(tmp_path, seed=1):
-    from PIL import Image
-    pixels = np.random.default_rng(seed).integers(0, 256, (128, 128, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(tmp_path / "x.png")
-    return str(tmp_path / "x.png"), (pixels.transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
+    """A 128 x 128 noise PNG and the network input it makes (letterboxing only scales it)."""
+    png, pixels = noise_image(tmp_path / "x.png", seed=seed)
+    return png, (pixels.transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
 
 
 @needs_shared
@@ -97,9 +95,7 @@ def test_bf16_detections_pair_with_opencvs(name, darknet_at, tmp_path):
     pytest.importorskip("cv2")
     path, weights = darknet_at(name)
     png, x = _image(tmp_path)
-    model = darkcfg.load(weights, path, fuse=True, dtype="bf16")
-    for l in model.net.layers:     # NMSBoxes is plain IoU NMS: darknet's default for both
-        l.opts.pop("nms_kind", None)
+    model = plain_nms(darkcfg.load(weights, path, fuse=True, dtype="bf16"))
     ours, _ = detect_image(model, png)
     theirs = [(c, s, tuple(np.clip(np.multiply(box, 128), 0, 128)))
               for c, s, box in _opencv_detections(path, weights, x)]
@@ -160,19 +156,6 @@ def _same_detections(ours, theirs, px=0.02, score=1e-4):
     assert _twins(ours, theirs, px, score) == len(ours)
 
 
-def _plain_nms(model):
-    for l in model.net.layers:     # NMSBoxes is plain IoU NMS: darknet's default for both
-        l.opts.pop("nms_kind", None)
-    return model
-
-
-def _random_png(tmp_path, w, h):
-    from PIL import Image
-    pixels = np.random.default_rng(w).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(tmp_path / "x.png")
-    return str(tmp_path / "x.png"), pixels
-
-
 SIZES = pytest.mark.parametrize("w, h", [(200, 120), (90, 150)], ids=["wide-down", "tall-up"])
 
 
@@ -189,8 +172,8 @@ def test_letterboxed_detections_are_opencvs(name, w, h, darknet_at, tmp_path):
     were within these tolerances (box differences up to 186 px, scores up to 0.32)."""
     pytest.importorskip("cv2")
     path, weights = darknet_at(name)
-    png, pixels = _random_png(tmp_path, w, h)
-    model = _plain_nms(darkcfg.load(weights, path))
+    png, pixels = noise_image(tmp_path / "x.png", w, h, seed=w)
+    model = plain_nms(darkcfg.load(weights, path))
     ours, _ = detect_image(model, png, letter_box=True)
     _same_detections(ours, _opencv_in_image_pixels(path, weights, pixels, letter_box=True))
 
@@ -207,8 +190,8 @@ def test_stretched_detections_are_opencvs(name, w, h, darknet_at, tmp_path):
     (asserted: under 1%)."""
     pytest.importorskip("cv2")
     path, weights = darknet_at(name)
-    png, pixels = _random_png(tmp_path, w, h)
-    model = _plain_nms(darkcfg.load(weights, path))
+    png, pixels = noise_image(tmp_path / "x.png", w, h, seed=w)
+    model = plain_nms(darkcfg.load(weights, path))
     ours, _ = detect_image(model, png)
     theirs = _opencv_in_image_pixels(path, weights, pixels, letter_box=False)
     _same_detections(ours, theirs)
@@ -229,8 +212,8 @@ def test_cfg_letter_box_letterboxes_without_the_flag(darknet_at, tmp_path):
     assert "letter_box" not in text
     boxed_cfg = tmp_path / "boxed.cfg"
     boxed_cfg.write_text(text.replace("[net]\n", "[net]\nletter_box=1\n", 1))
-    png, pixels = _random_png(tmp_path, 200, 120)
-    model = _plain_nms(darkcfg.load(weights, str(boxed_cfg)))
+    png, pixels = noise_image(tmp_path / "x.png", 200, 120, seed=200)
+    model = plain_nms(darkcfg.load(weights, str(boxed_cfg)))
     ours, _ = detect_image(model, png)
     _same_detections(ours, _opencv_in_image_pixels(path, weights, pixels, letter_box=True))
     stretched, _ = detect_image(model, png, letter_box=False)
@@ -252,7 +235,7 @@ def test_detect_cli_stretches_or_letterboxes(darknet_at, tmp_path):
     path, weights = darknet_at("yolov3-tiny")
     text = open(path).read().replace("[net]\n", "[net]\nletter_box=1\n", 1)
     (tmp_path / "boxed.cfg").write_text(text)
-    png, pixels = _random_png(tmp_path, 200, 120)
+    png, pixels = noise_image(tmp_path / "x.png", 200, 120, seed=200)
     for cfg, extra, letter_box in ((path, [], False), (path, ["--letter-box"], True),
                                    (tmp_path / "boxed.cfg", [], True)):
         r = run("detect", png, "--cfg", cfg, "--weights", weights, *extra)
@@ -271,10 +254,6 @@ def test_detect_cli_stretches_or_letterboxes(darknet_at, tmp_path):
 
 
 # --- the CLI's --dtype and --device -------------------------------------------------------------
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
 
 @needs_shared
 def test_detect_cli_in_bf16(darknet_at, tmp_path):
@@ -297,8 +276,8 @@ def test_detect_cli_in_bf16(darknet_at, tmp_path):
     for c, s, *box in rows:
         same = left.get(int(c), [])
         box = tuple(float(v) for v in box)
-        best = max(same, key=lambda t: _corner_iou(t[2], box), default=None)
-        if best is not None and _corner_iou(best[2], box) >= 0.8 and \
+        best = max(same, key=lambda t: iou(t[2], box), default=None)
+        if best is not None and iou(best[2], box) >= 0.8 and \
                 abs(best[1] * 100 - float(s)) <= 1.05:
             same.remove(best)
             n += 1

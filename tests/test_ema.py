@@ -12,7 +12,8 @@ from darkcfg.nn import model as M
 from darkcfg.training import train as T
 from darkcfg.training.ema import WeightEMA
 
-from test_train import _header, make_cfg, make_data
+from _helpers import make_cfg, make_data
+from test_train import _header
 
 CFG = """[net]
 width=8

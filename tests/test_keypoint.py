@@ -15,6 +15,7 @@ from darkcfg.config import shapes
 from darkcfg.files import weights as W
 from darkcfg.config.shapes import network
 
+from _helpers import bce, run_cli
 from conftest import CFGS, write_counting_weights
 
 SMALL = """[net]
@@ -119,9 +120,6 @@ def test_loss_by_hand():
     raw = torch.tensor([0.1, -0.2, 0.3, 0.4, -0.5, 0.6], dtype=torch.float64).reshape(1, 6, 1, 1)
     _, parts = K.loss([raw], [t], [layer])
 
-    def bce(z, y):
-        s = 1 / (1 + math.exp(-z))
-        return -(y * math.log(s) + (1 - y) * math.log(1 - s))
     assert abs(parts["reg"].item() - (bce(0.1, 0.25) + bce(-0.2, 0.25))) < 1e-12
     assert abs(parts["cls"].item() - (bce(0.3, 0) + bce(0.4, 1) + bce(-0.5, 0))) < 1e-12
     assert abs(parts["ctr"].item() - bce(0.6, 1)) < 1e-12
@@ -131,20 +129,17 @@ def test_loss_by_hand():
 
 @pytest.mark.parametrize("head", ["shared", "separate"])
 def test_weights_round_trip_and_summary(head, tmp_path):
-    from click.testing import CliRunner
-    from darkcfg.cli import main
     cfg = tmp_path / "kp.cfg"
     cfg.write_text(small(head))
     w, pt, back = tmp_path / "k.weights", tmp_path / "k.pt", tmp_path / "b.weights"
-    run = CliRunner().invoke
-    assert run(main, ["init", str(cfg), str(w)]).exit_code == 0
-    assert run(main, ["convert", str(w), str(pt), "--cfg", str(cfg), "-q"]).exit_code == 0
-    assert run(main, ["convert", str(pt), str(back), "-q"]).exit_code == 0
+    assert run_cli("init", cfg, w).exit_code == 0
+    assert run_cli("convert", w, pt, "--cfg", cfg, "-q").exit_code == 0
+    assert run_cli("convert", pt, back, "-q").exit_code == 0
     assert w.read_bytes() == back.read_bytes()
     net = shapes.infer(str(cfg))
     model = darkcfg.build_model(net, device="meta")
     assert net.totals()["params"] == sum(p.numel() for p in model.parameters())
-    r = run(main, ["summary", str(cfg)])
+    r = run_cli("summary", cfg)
     assert r.exit_code == 0 and "keypoint" in r.output
 
 
@@ -304,12 +299,6 @@ def _dots(path):
     return str(path)
 
 
-def _cli(*args):
-    from click.testing import CliRunner
-    from darkcfg.cli import main
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 def _printed_points(output):
     return [(name, float(s), float(x), float(y)) for name, s, x, y in
             re.findall(r"^  (.+?): ([\d.]+)%  ([\d.]+) ([\d.]+)$", output, re.M)]
@@ -319,7 +308,7 @@ def test_detect_cli_prints_and_draws_keypoints(tmp_path):
     from PIL import Image
     cfg, w, names = _point_model(tmp_path)
     img = _dots(tmp_path / "dots.png")
-    r = _cli("detect", img, "--cfg", cfg, "--weights", w, "--names", names, "-o", tmp_path / "o",
+    r = run_cli("detect", img, "--cfg", cfg, "--weights", w, "--names", names, "-o", tmp_path / "o",
              "--letter-box")
     assert r.exit_code == 0, r.output
     assert f"{img}: 2 points (64 x 31)" in r.output
@@ -331,7 +320,7 @@ def test_detect_cli_prints_and_draws_keypoints(tmp_path):
     assert (out[26:, :30] == 0).all()                     # away from points and labels: black
     # --thresh between the two scores, --max-det 1: the red point alone; --nms is for boxes
     for extra in (["--thresh", .995], ["--max-det", 1, "--nms", .3]):
-        r = _cli("detect", img, "--cfg", cfg, "--weights", w, "--letter-box", *extra)
+        r = run_cli("detect", img, "--cfg", cfg, "--weights", w, "--letter-box", *extra)
         assert r.exit_code == 0, r.output
         assert f"{img}: 1 points (64 x 31)" in r.output
         assert _printed_points(r.output) == [("class 0", 100.0, 10.2, 5.7)]
@@ -353,13 +342,13 @@ def test_detect_cli_stretches_unless_letterboxing(tmp_path):
     a[40, 3] = (0, 200, 0)
     img = str(tmp_path / "tall.png")
     Image.fromarray(a).save(img)
-    r = _cli("detect", img, "--cfg", cfg, "--weights", w)
+    r = run_cli("detect", img, "--cfg", cfg, "--weights", w)
     assert r.exit_code == 0, r.output
     assert _printed_points(r.output) == [("class 0", 100.0, 15.5, 10.7),
                                          ("class 1", 99.3, 3.2, 40.7)]
     (tmp_path / "boxed.cfg").write_text(POINT_CFG.replace("[net]\n", "[net]\nletter_box=1\n"))
     for args in (["--cfg", cfg, "--letter-box"], ["--cfg", tmp_path / "boxed.cfg"]):
-        r = _cli("detect", img, "--weights", w, *args)
+        r = run_cli("detect", img, "--weights", w, *args)
         assert r.exit_code == 0, r.output
         assert _printed_points(r.output) == [("class 0", 100.0, 15.2, 10.7),
                                              ("class 1", 99.3, 3.2, 40.7)]
@@ -373,16 +362,16 @@ def test_detect_cli_keypoint_bad_inputs(tmp_path):
     cfg, w, names = _point_model(tmp_path)
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
-    r = _cli("detect", bad, "--cfg", cfg, "--weights", w, "-o", tmp_path / "never")
+    r = run_cli("detect", bad, "--cfg", cfg, "--weights", w, "-o", tmp_path / "never")
     assert r.exit_code == 1 and "Error: " in r.output and "not an image" in r.output
     assert "Traceback" not in r.output and not (tmp_path / "never").exists()
-    r = _cli("detect", tmp_path / "missing.png", "--cfg", cfg, "--weights", w, "-o",
+    r = run_cli("detect", tmp_path / "missing.png", "--cfg", cfg, "--weights", w, "-o",
              tmp_path / "never")
     assert r.exit_code == 2 and "does not exist" in r.output            # a bad argument
     assert not (tmp_path / "never").exists()
     # a good image, then a bad one: the first is drawn, the bad one stops with exit 1
     good = _dots(tmp_path / "good.png")
-    r = _cli("detect", good, bad, "--cfg", cfg, "--weights", w, "-o", tmp_path / "o")
+    r = run_cli("detect", good, bad, "--cfg", cfg, "--weights", w, "-o", tmp_path / "o")
     assert r.exit_code == 1 and "not an image" in r.output
     assert os.listdir(tmp_path / "o") == ["good.png"]
 

@@ -21,7 +21,7 @@ from darkcfg.config import shapes
 from darkcfg.training import train as T
 from darkcfg.errors import CfgError, DarkcfgError
 
-from _helpers import make_cfg, make_data, same_bytes
+from _helpers import make_cfg, make_data, run_cli, same_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -352,8 +352,6 @@ def test_outputs_names_cadence_and_seen(small_run):
 
 
 def test_a_fresh_run_over_an_earlier_one_is_refused_unless_force(small_run):
-    from click.testing import CliRunner
-    from darkcfg import cli
     data, cfg, tmp = small_run
     T.train(data, cfg, quiet=True, max_batches=2)
     b = tmp / "backup"
@@ -362,15 +360,15 @@ def test_a_fresh_run_over_an_earlier_one_is_refused_unless_force(small_run):
                                            r"tiny_last.state, tiny_last.weights\).*--resume.*"
                                            r"--force"):
         T.train(data, cfg, quiet=True, max_batches=2, seed=5)
-    res = CliRunner().invoke(cli.main, ["train", data, cfg, "--max-batches", "2", "-q"])
+    res = run_cli("train", data, cfg, "--max-batches", "2", "-q")
     assert res.exit_code == 1 and "--force" in res.output and "Traceback" not in res.output
     assert {n: (b / n).read_bytes() for n in os.listdir(b)} == before      # nothing touched
-    res = CliRunner().invoke(cli.main, ["train", data, cfg, str(b / "tiny_final.weights"),
-                                        "--max-batches", "2", "-q", "--force"])
+    res = run_cli("train", data, cfg, str(b / "tiny_final.weights"),
+                  "--max-batches", "2", "-q", "--force")
     assert res.exit_code == 1 and "is a file this run writes" in res.output   # WEIGHTS kept
     assert {n: (b / n).read_bytes() for n in os.listdir(b)} == before      # nothing touched
-    res = CliRunner().invoke(cli.main, ["train", data, cfg, "--max-batches", "2", "-q",
-                                        "--seed", "5", "--workers", "0", "--force"])
+    res = run_cli("train", data, cfg, "--max-batches", "2", "-q",
+                  "--seed", "5", "--workers", "0", "--force")
     assert res.exit_code == 0, res.output
     assert (b / "tiny_final.weights").read_bytes() != before["tiny_final.weights"]
 
@@ -409,15 +407,12 @@ def test_partial_weights_load_their_layers_and_the_rest_is_initialised(tmp_path,
     """A darknet53.conv.74-like file: `darkcfg init` then `convert --cutoff 10`; training
     from it loads layers 0..9 and initialises the rest by ``init`` (max_batches=0: the
     loop does not run and _final.weights is the starting model, as in darknet)."""
-    from click.testing import CliRunner
-    from darkcfg import cli
     from darkcfg.files import weights as W
     data = make_data(tmp_path, ntrain=2, nvalid=1)
     cfg = make_cfg(tmp_path / "tiny.cfg")
     full, part = str(tmp_path / "full.weights"), str(tmp_path / "tiny.conv.10")
-    runner = CliRunner()
-    assert runner.invoke(cli.main, ["init", cfg, full, "--seed", "5"]).exit_code == 0
-    res = runner.invoke(cli.main, ["convert", full, part, "--cfg", cfg, "--cutoff", "10"])
+    assert run_cli("init", cfg, full, "--seed", "5").exit_code == 0
+    res = run_cli("convert", full, part, "--cfg", cfg, "--cutoff", "10")
     assert res.exit_code == 0, res.output
     net = shapes.network(cfg)
     assert os.path.getsize(part) == 20 + 4 * sum(l.weights for l in net.layers[:10])
@@ -602,16 +597,14 @@ def test_map_in_bf16_follows_fp32(trained):
     reported elsewhere): bf16 moves scores by ~2e-3 (bench/forward.py --accuracy), re-ranking a
     few detections; one true positive more or less among the 32 images moves mAP by ~0.01."""
     import json
-    from click.testing import CliRunner
-    from darkcfg import cli
     from darkcfg.evaluation import validate as V
     data, cfg, r = trained
     fp32 = V.run_map(data, cfg, r.files["final"]).map
     bf16 = V.run_map(data, cfg, r.files["final"], dtype="bf16").map
     print(f"held-out mAP@0.5: fp32 {fp32:.4f}, bf16 {bf16:.4f}")
     assert abs(bf16 - fp32) < 0.01, (fp32, bf16)
-    res = CliRunner().invoke(cli.main, ["map", data, cfg, r.files["final"], "--dtype", "bf16",
-                                        "--json", "-q"])
+    res = run_cli("map", data, cfg, r.files["final"], "--dtype", "bf16",
+                  "--json", "-q")
     assert res.exit_code == 0, res.output
     assert abs(json.loads(res.output)["darknet"]["map"] - bf16) < 1e-9
 
@@ -714,23 +707,21 @@ def test_loader_workers_do_not_change_the_run(small_run):
 
 
 def test_cli_train_runs_and_maps_errors(small_run):
-    from click.testing import CliRunner
-    from darkcfg import cli
     data, cfg, tmp = small_run
-    res = CliRunner().invoke(cli.main, ["train", data, cfg, "--max-batches", "2", "--quiet",
-                                        "--workers", "0"])
+    res = run_cli("train", data, cfg, "--max-batches", "2", "--quiet",
+                  "--workers", "0")
     assert res.exit_code == 0, res.output
     assert "trained 2 iterations" in res.output
     assert os.path.exists(tmp / "backup" / "tiny_final.weights")
-    res = CliRunner().invoke(cli.main, ["train", data, cfg, "--classes", "3", "--quiet"])
+    res = run_cli("train", data, cfg, "--classes", "3", "--quiet")
     assert res.exit_code == 1 and "classes=3" in res.output
     if not torch.cuda.is_available():
-        res = CliRunner().invoke(cli.main, ["train", data, cfg, "--device", "cuda", "-q",
-                                            "--out", str(tmp / "cuda")])
+        res = run_cli("train", data, cfg, "--device", "cuda", "-q",
+                      "--out", str(tmp / "cuda"))
         assert res.exit_code == 1 and "not available" in res.output
     # no terminal: no bar, a darknet-style line every savelast (2) iterations instead
-    res = CliRunner().invoke(cli.main, ["train", data, cfg, "--max-batches", "2",
-                                        "--workers", "0", "--out", str(tmp / "log")])
+    res = run_cli("train", data, cfg, "--max-batches", "2",
+                  "--workers", "0", "--out", str(tmp / "log"))
     assert res.exit_code == 0, res.output
     assert " 2/2: " in res.output and "avg loss" in res.output
 

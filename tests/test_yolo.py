@@ -13,6 +13,7 @@ import torch
 import darkcfg
 from darkcfg.objective import yolo as Y
 
+from _helpers import bce, corners, iou, noise_image, plain_nms
 from conftest import CFGS, needs_shared
 
 TINY = os.path.join(CFGS, "yolov3-tiny.cfg")
@@ -209,21 +210,16 @@ def _single_case(**kw):
     return head, t, raw
 
 
-def _bce(z, y):
-    s = 1 / (1 + math.exp(-z))
-    return -(y * math.log(s) + (1 - y) * math.log(1 - s))
-
-
 def test_loss_parts_by_hand():
     head, t, raw = _single_case(ignore_thresh=2.0)               # no cell is ignored
     total, parts = Y.yolo_loss([raw], t, [head], (80, 80))
     scale = 2 - 0.25 * 0.5
     fx, fy = 0.6 * 2 - 1, 0.3 * 2 - 0                             # in-cell offsets 0.2, 0.6
-    xy = scale * (_bce(0.3, fx) + _bce(-0.2, fy))
+    xy = scale * (bce(0.3, fx) + bce(-0.2, fy))
     tw, th = math.log(0.25 * 80 / 20), math.log(0.5 * 80 / 40)
     wh = scale * 0.5 * ((tw - 0.1) ** 2 + (th - 0.4) ** 2)
-    obj = _bce(0.5, 1) + 3 * _bce(0.0, 0)                         # 1 positive, 3 negatives
-    cls = _bce(-1.0, 0) + _bce(2.0, 1)
+    obj = bce(0.5, 1) + 3 * bce(0.0, 0)                         # 1 positive, 3 negatives
+    cls = bce(-1.0, 0) + bce(2.0, 1)
     for k, want in (("xy", xy), ("wh", wh), ("obj", obj), ("cls", cls)):
         assert abs(parts[k].item() - want) < 1e-9, k
     assert abs(total.item() - (xy + wh + obj + cls)) < 1e-9
@@ -241,7 +237,7 @@ def test_ignore_mask_by_hand():
     _, ignored = Y.yolo_loss([raw], t, [head], (80, 80))
     head.ignore_thresh = 0.95
     _, counted = Y.yolo_loss([raw], t, [head], (80, 80))
-    assert abs((counted["obj"] - ignored["obj"]).item() - _bce(0.7, 0)) < 1e-9
+    assert abs((counted["obj"] - ignored["obj"]).item() - bce(0.7, 0)) < 1e-9
 
 
 def test_ignore_needs_a_confident_class_as_in_darknet():
@@ -254,7 +250,7 @@ def test_ignore_needs_a_confident_class_as_in_darknet():
                                    dtype=torch.float64)
     _, darknet = Y.yolo_loss([raw], t, [head], (80, 80))
     _, notes = Y.yolo_loss([raw], t, [head], (80, 80), ignore="iou")
-    assert abs((darknet["obj"] - notes["obj"]).item() - _bce(0.7, 0)) < 1e-9
+    assert abs((darknet["obj"] - notes["obj"]).item() - bce(0.7, 0)) < 1e-9
     raw[0, 6, 0, 0] = -1.0                                       # p = 0.27 > 0.25: ignored
     _, confident = Y.yolo_loss([raw], t, [head], (80, 80))
     assert abs((confident["obj"] - notes["obj"]).item()) < 1e-12
@@ -351,15 +347,8 @@ def test_overfit_two_images():
         for box, c in zip(boxes, classes):
             x1, y1, x2, y2 = box[0] - box[2] / 2, box[1] - box[3] / 2, box[0] + box[2] / 2, \
                 box[1] + box[3] / 2
-            best = max(dets, key=lambda d: _corner_iou(d.box, (x1, y1, x2, y2)))
-            assert best.cls == c and _corner_iou(best.box, (x1, y1, x2, y2)) > 0.5
-
-
-def _corner_iou(a, b):
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+            best = max(dets, key=lambda d: iou(d.box, (x1, y1, x2, y2)))
+            assert best.cls == c and iou(best.box, (x1, y1, x2, y2)) > 0.5
 
 
 def _opencv_detections(cfg_path, weights, x):
@@ -409,9 +398,7 @@ def test_detections_match_opencv(name, darknet_at):
     above) is set to darknet's default for this comparison."""
     pytest.importorskip("cv2")
     path, weights = darknet_at(name)
-    model = darkcfg.load(weights, path)
-    for l in model.net.layers:
-        l.opts.pop("nms_kind", None)
+    model = plain_nms(darkcfg.load(weights, path))
     x = np.random.default_rng(1).uniform(0, 1, (1, 3, 128, 128)).astype(np.float32)
     with torch.no_grad():
         ours = Y.detections(model(torch.from_numpy(x)), model, 0.25, 0.45)[0]
@@ -424,14 +411,12 @@ def test_detect_image_feeds_the_model_where_it_is(darknet_at, tmp_path):
     to [0, 1]) reaches the model in its dtype, and the detections, in image pixels, are
     OpenCV's on the same input, clipped to the image."""
     pytest.importorskip("cv2")
-    from PIL import Image
     from darkcfg.infer.detect import detect_image
     path, weights = darknet_at("yolov3-tiny")
-    pixels = np.random.default_rng(1).integers(0, 256, (128, 128, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(tmp_path / "x.png")
+    png, pixels = noise_image(tmp_path / "x.png", seed=1)
     x = (pixels.transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
     model = darkcfg.load(weights, path).double()
-    ours, _ = detect_image(model, str(tmp_path / "x.png"))
+    ours, _ = detect_image(model, png)
     _pair_up(ours, _opencv_detections(path, weights, x), scale=128, clip=(128, 128))
 
 
@@ -450,15 +435,9 @@ def test_nms_equals_plain_python_greedy(per_class):
     scores = torch.rand(300, generator=g).double()
     classes = torch.randint(0, 3, (300,), generator=g)
 
-    def iou(a, b):
-        ax1, ay1, ax2, ay2 = a[0] - a[2] / 2, a[1] - a[3] / 2, a[0] + a[2] / 2, a[1] + a[3] / 2
-        bx1, by1, bx2, by2 = b[0] - b[2] / 2, b[1] - b[3] / 2, b[0] + b[2] / 2, b[1] + b[3] / 2
-        inter = max(0, min(ax2, bx2) - max(ax1, bx1)) * max(0, min(ay2, by2) - max(ay1, by1))
-        return inter / (a[2] * a[3] + b[2] * b[3] - inter)
-
     kept = []
     for i in sorted(range(300), key=lambda i: -scores[i].item()):
-        if all(iou(boxes[i].tolist(), boxes[j].tolist()) <= 0.45
+        if all(iou(corners(*boxes[i].tolist()), corners(*boxes[j].tolist())) <= 0.45
                or (per_class and classes[i] != classes[j]) for j in kept):
             kept.append(i)
     ours = Y.nms(boxes, scores, 0.45, classes if per_class else None)
