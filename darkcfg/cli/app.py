@@ -22,10 +22,15 @@ from . import files
 from . import infer
 from . import data
 from . import run
+from . import darknet
 
 
 class _Group(click.Group):
     """Turns every DarkcfgError (and OS errors on outputs) into ``Error: ...`` and exit 1."""
+
+    def parse_args(self, ctx, args):
+        """darknet's spellings (detector ..., -map, -thresh) become darkcfg's first."""
+        return super().parse_args(ctx, darknet.translate(args))
 
     def invoke(self, ctx):
         try:
@@ -72,3 +77,4 @@ main.add_command(data.anchors)
 main.add_command(data.data)
 main.add_command(run.map_)
 main.add_command(run.train)
+main.add_command(darknet.detector)
