@@ -4,8 +4,10 @@ function, print.  Only darkcfg.cli imports click.
 
 Exit codes, one rule for every command: 0 success; 1 a problem with an input file's contents
 (one line ``Error: ...``, no traceback) or with writing an output; 2 bad arguments, a path on
-the command line that does not exist among them (click's usage errors); 141 the reader of the
-output went away (``| head``), silently, as for any tool stopped by SIGPIPE.
+the command line that does not exist among them (click's usage errors); 128 + the signal's
+number when ``train`` is stopped by Ctrl-C (130), SIGHUP (129) or SIGTERM (143) after saving;
+141 the reader of the output went away (``| head``), silently, as for any tool stopped by
+SIGPIPE.
 
 Every command that writes follows one rule (darkcfg.io.check_outputs, checked before any work):
 an output is never an input, and an existing output is replaced only with --force.
@@ -61,8 +63,8 @@ def main():
     With no CFG, commands use the bundled cfgs/yolo_ref.cfg (and read a .weights file in
     the bundled cfgs/yolov3.cfg's layer order, darknet's yolov3.weights).  Every command
     has --help.  Exit codes: 0 success, 1 a bad input file (one line Error: ...),
-    2 bad arguments (a missing input path among them), 141 the reader of the output
-    went away (| head).  Outputs never replace an input, and replace an existing file
+    2 bad arguments (a missing input path among them), 130/143/129 train stopped by
+    Ctrl-C/SIGTERM/SIGHUP (after saving), 141 the reader of the output went away (| head).  Outputs never replace an input, and replace an existing file
     only with --force.
     """
 

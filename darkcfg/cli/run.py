@@ -121,7 +121,8 @@ def train(data_file, cfg, weights, out, clear, resume, force, freeze, classes, i
     `darknet detector train DATA CFG WEIGHTS` does: the cfg's [net] batch, subdivisions,
     learning-rate policy, burn_in, momentum, decay and max_batches; darknet's augmentation from
     the cfg; <cfg>_last/_<N>/_final(/_best).weights in darknet's cadence, results.csv and
-    results.png.  Ctrl-C saves <cfg>_last and the state (resume with --resume) and exits 130.
+    results.png.  Ctrl-C, SIGTERM or SIGHUP saves <cfg>_last and the state (resume with
+    --resume) and exits 128 + the signal's number (130, 143, 129).
 
     \b
     Examples:
@@ -137,11 +138,13 @@ def train(data_file, cfg, weights, out, clear, resume, force, freeze, classes, i
                     workers=workers, device=device, quiet=quiet, max_batches=max_batches,
                     sync_bn=sync_bn, amp=amp, channels_last=channels_last, compile=compile_,
                     dist_timeout=dist_timeout, force=force, init=init)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:     # Ctrl-C, or a signals.Stopped for SIGTERM/SIGHUP
+        signum = getattr(e, "signum", 2)
         if quiet:      # otherwise train() has said where it saved, once
-            click.echo("interrupted: <cfg>_last.weights and the state are saved; continue "
+            how = "interrupted" if signum == 2 else f"stopped by {e.name}"
+            click.echo(f"{how}: <cfg>_last.weights and the state are saved; continue "
                        "with --resume", err=True)
-        sys.exit(130)
+        sys.exit(128 + signum)
     done = r.files.get("final") or r.files.get("last")
     click.echo(f"trained {r.iteration} iterations in {r.seconds:.0f} s"
                + (f", {r.skipped} non-finite steps skipped" if r.skipped else "")

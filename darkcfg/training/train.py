@@ -657,7 +657,10 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     * ``amp``: "bf16" or "fp16" autocast (fp16 with a grad scaler); ``channels_last``;
       ``compile``: torch.compile of the model's training forward.
 
-    Ctrl-C saves ``_last.weights`` and the state, then re-raises KeyboardInterrupt.
+    Ctrl-C saves ``_last.weights`` and the state, then re-raises KeyboardInterrupt; SIGTERM
+    and SIGHUP do the same and raise ``darkcfg.training.signals.Stopped`` (a
+    KeyboardInterrupt with ``.signum``).  The signal handlers are those of the caller again
+    when it returns.
     """
     t_start = time.time()
     if init not in INITS:
@@ -854,21 +857,32 @@ def _setup_map(run, paths, every, num_classes, n_train, state) -> None:
 
 
 def _run_loop(run, loader, quiet, callback) -> None:
-    """The loop under a tqdm bar; Ctrl-C saves _last and the state, then re-raises."""
+    """The loop under a tqdm bar; Ctrl-C, SIGTERM or SIGHUP saves _last and the state, then
+    re-raises (a KeyboardInterrupt; signals.Stopped for a signal).  A second signal during
+    that save is ignored; the previous signal handlers are back when this returns."""
     from tqdm import tqdm
+    from .signals import stop_on_signals
     bar = tqdm(total=run.sched.max_batches, initial=run.iteration, disable=quiet or None,
                unit="it", dynamic_ncols=True, desc=run.base)
-    try:     # without a terminal (no bar) a darknet-style line every savelast iterations
-        run.loop(iter(loader), bar, callback, 0 if quiet or not bar.disable else run.savelast)
-    except KeyboardInterrupt:
-        bar.close()
-        run.save_last(plot=True)
-        if not quiet:
-            print(f"interrupted at iteration {run.iteration}: saved {run.files['last']} and "
-                  f"{run.files['state']} (--resume continues)")
-        raise
-    finally:
-        bar.close()
-        close = getattr(loader, "close", None)
-        if close:
-            close()
+    with stop_on_signals() as stop:
+        try:     # without a terminal (no bar) a darknet-style line every savelast iterations
+            run.loop(iter(loader), bar, callback, 0 if quiet or not bar.disable else run.savelast)
+        except KeyboardInterrupt as e:
+            stop.armed = False           # from here on a signal must not cut the save short
+            bar.close()
+            run.save_last(plot=True)
+            if not quiet:
+                print(f"{_stopped_by(e)} at iteration {run.iteration}: saved "
+                      f"{run.files['last']} and {run.files['state']} (--resume continues)",
+                      flush=True)
+            raise
+        finally:
+            bar.close()
+            close = getattr(loader, "close", None)
+            if close:
+                close()
+
+
+def _stopped_by(e) -> str:
+    name = getattr(e, "name", "SIGINT")
+    return "interrupted" if name == "SIGINT" else f"stopped by {name}"
