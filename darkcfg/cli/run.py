@@ -112,10 +112,14 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
               help="Mixed precision (torch.autocast; fp16 with a grad scaler).")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the training forward.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--log-every", type=click.FloatRange(min=0), default=20, show_default=True,
+              metavar="SECONDS",
+              help="Without a terminal (a log file, nohup): a progress line at least this "
+                   "often, and at every save and mAP evaluation.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar, no progress lines.")
 def train(data_file, cfg, weights, out, clear, resume, force, freeze, classes, init, assign,
           with_map, map_every, max_batches, seed, workers, device, sync_bn, dist_timeout, amp,
-          channels_last, compile_, quiet):
+          channels_last, compile_, log_every, quiet):
     """Train CFG on DATA, starting from WEIGHTS (a full .weights/.pt, a partial file such as
     darknet53.conv.74, or none: PyTorch's initialisation, --init), the way
     `darknet detector train DATA CFG WEIGHTS` does: the cfg's [net] batch, subdivisions,
@@ -137,7 +141,7 @@ def train(data_file, cfg, weights, out, clear, resume, force, freeze, classes, i
                     classes=classes, assign=assign, map=with_map, map_every=map_every, seed=seed,
                     workers=workers, device=device, quiet=quiet, max_batches=max_batches,
                     sync_bn=sync_bn, amp=amp, channels_last=channels_last, compile=compile_,
-                    dist_timeout=dist_timeout, force=force, init=init)
+                    dist_timeout=dist_timeout, force=force, init=init, log_every=log_every)
     except KeyboardInterrupt as e:     # Ctrl-C, or a signals.Stopped for SIGTERM/SIGHUP
         signum = getattr(e, "signum", 2)
         if quiet:      # otherwise train() has said where it saved, once

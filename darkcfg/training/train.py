@@ -37,6 +37,8 @@ from .distributed import (DIST_TIMEOUT, _device, _end_distributed, _init_distrib
 
 BN_MOMENTUM = 0.01          # cudnnBatchNormalizationForwardTraining's exponentialAverageFactor
 NAN_LIMIT = 5               # non-finite steps in a row before training stops
+LOG_EVERY = 20.0            # without a terminal: seconds between progress lines (--log-every)
+_clock = time.monotonic     # the log's clock (a test replaces it)
 
 
 # ----- the model: darknet's init, parameter groups, optimizer -----------------------------------
@@ -410,6 +412,7 @@ class _Run:
         self.next_map = self.map_every = self.valid = self.num_classes = None
         self.saveweights, self.savelast = 1000, 100
         self.ema = None            # a WeightEMA with [net] ema_alpha
+        self.written, self.notes = [], []   # this iteration's saved files and mAP, for the log
 
     # -- files --
     def weights(self, tag: str) -> str:
@@ -420,6 +423,7 @@ class _Run:
             return p
         W.save_darknet(self.model, p,
                        W.Header(seen=self.iteration * self.sched.images_per_iteration))
+        self.written.append(p)
         return p
 
     COUNTERS = ("iteration", "iter_save", "iter_save_last", "next_map", "rows", "best_map",
@@ -462,21 +466,35 @@ class _Run:
                 self.files["png"] = png
 
     # -- the loop --
-    def loop(self, batches, bar, callback=None, log_every=0) -> None:
+    def loop(self, batches, bar, callback=None, log_every=None) -> None:
+        """darknet's loop.  ``log_every``: without a bar (a log file, nohup), a darknet-style
+        line at the first iteration, at every save and mAP evaluation, and whenever
+        ``log_every`` seconds have passed since the last line; None: no lines."""
+        first, last_line = self.iteration + 1, _clock()
         while self.iteration < self.sched.max_batches:
             row = self.iterate(batches)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}", avg=f"{self.avg_loss:.3f}",
                             lr=f"{row['lr']:.3g}", img_s=f"{row['images_per_s']:.1f}",
                             refresh=False)
-            if log_every and (self.iteration % log_every == 0 or self.iteration == 1):
-                print(f" {self.iteration}/{self.sched.max_batches}: {row['loss']:f}, "
-                      f"{self.avg_loss:f} avg loss, {row['lr']:f} rate, "
-                      f"{row['images_per_s']:.1f} images/s, {self.skipped} skipped", flush=True)
+            self.written, self.notes = [], []
             self.maybe_map(row, bar)
             self.maybe_save()
+            if log_every is not None and (self.iteration == first or self.written or
+                                          self.notes or _clock() - last_line >= log_every):
+                self.log_line(row)
+                last_line = _clock()
             if callback is not None:
                 callback(self.iteration, self.model)
+
+    def log_line(self, row) -> None:
+        """`` 200/300: 3.41, 3.52 avg loss, 0.005 rate, 270.1 images/s, 0 skipped`` and what
+        this iteration evaluated and saved; flushed (a log file is read while it grows)."""
+        print(f" {self.iteration}/{self.sched.max_batches}: {row['loss']:f}, "
+              f"{self.avg_loss:f} avg loss, {row['lr']:f} rate, "
+              f"{row['images_per_s']:.1f} images/s, {self.skipped} skipped"
+              + "".join(f"; {n}" for n in self.notes)
+              + (f"; saved {', '.join(self.written)}" if self.written else ""), flush=True)
 
     def iterate(self, batches) -> dict:
         """One update (darknet's train_network): its rate, S passes, the step or its skip."""
@@ -529,9 +547,12 @@ class _Run:
             return
         row["map"] = evaluate(self.model, self.valid, self.num_classes)
         best = self.best_map is None or row["map"] >= self.best_map
+        text = f"mAP@0.50 = {row['map']:.4f}" + (" (new best)" if best else
+                                                f", best = {self.best_map:.4f}")
         if bar is not None and not bar.disable:
-            bar.write(f"{it}: mAP@0.50 = {row['map']:.4f}" + (" (new best)" if best else
-                                                             f", best = {self.best_map:.4f}"))
+            bar.write(f"{it}: {text}")
+        else:                   # on the log's line for this iteration
+            self.notes.append(text)
         if best:
             self.best_map = row["map"]
             self.files["best"] = self.weights("best")
@@ -628,7 +649,7 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
           device="cpu", quiet=False, max_batches=None, loader=None, valid_paths=None,
           callback=None, nan_limit=NAN_LIMIT, check_data=True, sync_bn=False, amp=None,
           channels_last=False, compile=False, dist_timeout=DIST_TIMEOUT,
-          force=False, init="torch") -> TrainResult:
+          force=False, init="torch", log_every=LOG_EVERY) -> TrainResult:
     """Train as ``darknet detector train DATA CFG [WEIGHTS]`` does; see the module docstring.
 
     * ``weights``: a .weights file (full, or a prefix such as darknet53.conv.74: the layers it
@@ -656,6 +677,8 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
       ``dist_timeout``: seconds a rank waits for the others before it stops with an error.
     * ``amp``: "bf16" or "fp16" autocast (fp16 with a grad scaler); ``channels_last``;
       ``compile``: torch.compile of the model's training forward.
+    * ``log_every``: without a terminal (no progress bar), a progress line at least every
+      this many seconds, and at every save and mAP evaluation; every line flushed.
 
     Ctrl-C saves ``_last.weights`` and the state, then re-raises KeyboardInterrupt; SIGTERM
     and SIGHUP do the same and raise ``darkcfg.training.signals.Stopped`` (a
@@ -677,7 +700,8 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
         return _train(data_path, cfg, weights, out, clear, resume, freeze, classes, assign,
                       map, map_every, seed, workers, device, quiet or rank > 0, max_batches,
                       loader, valid_paths, callback, nan_limit, check_data, sync_bn, amp,
-                      channels_last, compile, rank, world, dist_timeout, t_start, force, init)
+                      channels_last, compile, rank, world, dist_timeout, t_start, force, init,
+                      log_every=log_every)
     except RuntimeError as e:
         if world > 1 and _is_comm_error(e):
             raise DarkcfgError(
@@ -724,7 +748,7 @@ def _refuse_writing_over(weights, folder: str, base: str) -> None:
 def _train(data_path, cfg, weights, out, clear, resume, freeze, classes, assign, map,
            map_every, seed, workers, device, quiet, max_batches, loader, valid_paths,
            callback, nan_limit, check_data, sync_bn, amp, channels_last, compile, rank,
-           world, dist_timeout, t_start, force, init="torch"):
+           world, dist_timeout, t_start, force, init="torch", log_every=LOG_EVERY):
     import torch
     dc = _read_data(data_path)
     src_cfg = _load_cfg(cfg)
@@ -797,10 +821,12 @@ def _train(data_path, cfg, weights, out, clear, resume, freeze, classes, assign,
     if state is not None:
         with _state_fields(state_path):
             run.restore(state)
+        if not quiet:
+            print(f"resumed from {state_path} at iteration {run.iteration}", flush=True)
     if run.iteration >= sched.max_batches:
         if not quiet:
             print(f"iteration {run.iteration} >= max_batches {sched.max_batches}: nothing to "
-                  f"train (use --clear to train from the beginning)")
+                  f"train (use --clear to train from the beginning)", flush=True)
         run.files["final"] = run.weights("final")
         return _result(run, t_start)
     if loader is None:
@@ -808,11 +834,12 @@ def _train(data_path, cfg, weights, out, clear, resume, freeze, classes, assign,
     if map:
         _setup_map(run, valid_paths or _valid_paths(data_path), map_every, num_classes,
                    len(getattr(getattr(loader, "samples", None), "paths", ())), state)
-    _run_loop(run, loader, quiet, callback)
+    _run_loop(run, loader, quiet, callback, log_every)
     run.files["final"] = run.weights("final")
     run.save_last(plot=True)
     if not quiet:
-        print(f"done: {run.files['final']} ({run.iteration} iterations, {run.skipped} skipped)")
+        print(f"done: {run.files['final']} ({run.iteration} iterations, {run.skipped} skipped)",
+              flush=True)
     return _result(run, t_start)
 
 
@@ -838,7 +865,7 @@ def _starting_model(net, sched, src_cfg, state, weights, clear, classes, seed, q
     if not quiet:
         print(f"{weights}: loaded {len(loaded)} layers, seen {header.seen:,}"
               + (f"; {len(skipped)} layers kept their initialisation (shapes differ)"
-                 if skipped else ""))
+                 if skipped else ""), flush=True)
     return model, 0 if clear else header.seen // sched.images_per_iteration
 
 
@@ -856,7 +883,7 @@ def _setup_map(run, paths, every, num_classes, n_train, state) -> None:
         run.next_map = max(run.iteration + run.map_every, run.sched.burn_in)
 
 
-def _run_loop(run, loader, quiet, callback) -> None:
+def _run_loop(run, loader, quiet, callback, log_every=LOG_EVERY) -> None:
     """The loop under a tqdm bar; Ctrl-C, SIGTERM or SIGHUP saves _last and the state, then
     re-raises (a KeyboardInterrupt; signals.Stopped for a signal).  A second signal during
     that save is ignored; the previous signal handlers are back when this returns."""
@@ -865,8 +892,8 @@ def _run_loop(run, loader, quiet, callback) -> None:
     bar = tqdm(total=run.sched.max_batches, initial=run.iteration, disable=quiet or None,
                unit="it", dynamic_ncols=True, desc=run.base)
     with stop_on_signals() as stop:
-        try:     # without a terminal (no bar) a darknet-style line every savelast iterations
-            run.loop(iter(loader), bar, callback, 0 if quiet or not bar.disable else run.savelast)
+        try:     # without a terminal (no bar) darknet-style lines (Run.loop says when)
+            run.loop(iter(loader), bar, callback, None if quiet or not bar.disable else log_every)
         except KeyboardInterrupt as e:
             stop.armed = False           # from here on a signal must not cut the save short
             bar.close()
