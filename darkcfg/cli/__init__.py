@@ -6,6 +6,7 @@ module per command group - parse, call one library function, print.
 - infer: detect, export
 - data: anchors, data check, data demo
 - run: map, train
+- darknet: darknet's spellings (detector train|test|map|calc_anchors, -map, -thresh ...)
 - common: what they share (bundled cfgs, options, opening a cfg or a model)
 """
 from .app import main

@@ -76,8 +76,10 @@ def data():
 def data_check(data_file, cfg, no_decode, limit, as_json):
     """Check the data set of DATA (darknet's .data: classes, train, valid, names) as training
     does before its first step: counts per split (images, boxes, negatives), boxes per class,
-    box sizes in network pixels (with --cfg), images that cannot be decoded, and every bad
-    label line as file:line: what is wrong.  Exit 1 when there is an error.
+    box sizes in network pixels (with --cfg), images that cannot be decoded, every bad
+    label line as file:line: what is wrong, and (with --cfg) the cfg's training options that
+    train warns of (burn_in >= max_batches, steps beyond it, ...).  Exit 1 when there is an
+    error.
 
     \b
     Example:
@@ -85,6 +87,9 @@ def data_check(data_file, cfg, no_decode, limit, as_json):
     """
     from ..dataset import data as D
     rep = D.check(data_file, cfg, decode=not no_decode)
+    if cfg:                        # what train warns of before its first step
+        from ..training.lint import lint
+        rep.warnings += lint(cfg)
     if as_json:
         click.echo(json.dumps(rep.as_dict(), indent=1))
     else:

@@ -5,6 +5,8 @@
 - schedule: learning_rate, schedule, Schedule - darknet's get_current_rate
 - state: save_state, load_state - the training state beside _last, resume
 - distributed: torchrun's process group, each rank's device, the mean over ranks
+- signals: stop_on_signals, Stopped - SIGTERM/SIGHUP save as Ctrl-C does
+- lint: lint - the cfg's training options that spoil a run, warned of before the first step
 
 The submodules are imported on use (``from darkcfg.training import train``); this
 file imports none of them.

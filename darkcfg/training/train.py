@@ -589,6 +589,14 @@ def _check_data(data_path, cfg_obj, splits) -> None:
                            + report.format(limit=20))
 
 
+def _warn_lint(net) -> None:
+    """The cfg's suspicious training options (darkcfg.training.lint), on stderr."""
+    import sys
+    from .lint import lint
+    for w in lint(net):
+        print(f"warning: {w}", file=sys.stderr, flush=True)
+
+
 def _make_loader(dc, net, sched, seed, start, workers, device, rank=0, world_size=1):
     from ..dataset import data as D
     if dc.train is None:
@@ -769,6 +777,8 @@ def _train(data_path, cfg, weights, out, clear, resume, freeze, classes, assign,
             f"batch={sched.batch} subdivisions={sched.subdivisions}: the forward pass of "
             f"{sched.mini_batch} images does not split over {world} ranks: make "
             f"batch/subdivisions a multiple of {world}", "batch")
+    if rank == 0:
+        _warn_lint(net)
     if check_data and loader is None:
         _check_data(data_path, cfg_obj, ("train", "valid") if map and dc.valid else ("train",))
     folder = out or (dc.resolve("backup") if dc.backup else "backup")
