@@ -9,9 +9,13 @@ from click.testing import CliRunner
 
 from darkcfg import cli
 from darkcfg.training import train as T
-from darkcfg.training.lint import lint
 
 from test_train import make_cfg, make_data
+
+
+def lint(cfg) -> list:
+    from darkcfg.training.lint import lint as cfg_lint
+    return cfg_lint(cfg)
 
 CLEAN = dict(burn_in=3, max_batches=6, steps="2,4", batch=4, subdivisions=2)
 
