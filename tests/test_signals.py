@@ -20,7 +20,7 @@ from darkcfg.training import train as T
 from test_train import _header, small_run  # noqa: F401  (a fixture)
 
 STOPPED = """
-import os, signal, sys, torch
+import os, signal, subprocess, sys, time, torch
 torch.set_num_threads({threads})
 from darkcfg.training import train as T
 from darkcfg.cli import main
@@ -28,7 +28,14 @@ stopping = []
 def stop(iteration, model):
     if iteration == {stop_at}:
         stopping.append(True)
-        os.kill(os.getpid(), {signum})
+        if {group}:      # a scheduler signals the whole group; the workers have it first,
+            signal.pthread_sigmask(signal.SIG_BLOCK, [{signum}])   # as when this process is
+            subprocess.run([sys.executable, "-c",                   # in a long C call
+                            "import os; os.killpg(%d, %d)" % (os.getpgid(0), {signum})])
+            time.sleep(1)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [{signum}])
+        else:
+            os.kill(os.getpid(), {signum})
 save_last = T._Run.save_last
 def save_during_a_second_signal(self, plot=False):
     if stopping and {second}:      # the stop's save: two more signals arrive
@@ -38,23 +45,29 @@ def save_during_a_second_signal(self, plot=False):
 T._Run.save_last = save_during_a_second_signal
 train = T.train
 T.train = lambda *a, **k: train(*a, callback=stop, **k)
-main(["train", {data!r}, {cfg!r}, "--seed", "3", "--workers", "0", "--quiet"],
+main(["train", {data!r}, {cfg!r}, "--seed", "3", "--workers", "{workers}", "--quiet"],
      prog_name="darkcfg")
 """
 
 
-@pytest.mark.parametrize("signum,second", [(signal.SIGTERM, True), (signal.SIGHUP, False)])
-def test_a_signal_saves_like_ctrl_c_and_resume_is_bit_identical(small_run, signum, second):
+@pytest.mark.parametrize("signum,second,workers", [
+    (signal.SIGTERM, True, 0),        # a second SIGTERM and a Ctrl-C during the save
+    (signal.SIGHUP, False, 0),
+    (signal.SIGTERM, False, 2),       # to the process group: the loader's workers get it too
+])
+def test_a_signal_saves_like_ctrl_c_and_resume_is_bit_identical(small_run, signum, second,
+                                                                  workers):
     """6 iterations straight vs a CLI run stopped by the signal at iteration 3 (the last
     savelast=2 save was at 2) and resumed: the same bytes, the same losses."""
     data, cfg, tmp = small_run
     code = STOPPED.format(threads=torch.get_num_threads(), stop_at=3, signum=int(signum),
-                          second=second, data=data, cfg=cfg)
+                          second=second, data=data, cfg=cfg, workers=workers,
+                          group=bool(workers))
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=300)
+                       timeout=300, start_new_session=True)     # its own process group
     assert p.returncode == 128 + signum, p.stderr[-2000:]
     assert "Traceback" not in p.stderr
-    lines = p.stderr.strip().splitlines()
+    lines = [l for l in p.stderr.strip().splitlines() if not l.startswith("warning: ")]
     assert len(lines) == 1 and signal.Signals(signum).name in lines[0], p.stderr
     assert _header(tmp / "backup" / "tiny_last.weights").seen == 3 * 4
     assert not os.path.exists(tmp / "backup" / "tiny_final.weights")

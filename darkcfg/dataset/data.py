@@ -806,8 +806,15 @@ def _fork_safely(start):
 
 
 def _worker_init(_):
+    import signal
     import torch
     torch.set_num_threads(1)      # OpenCV's single thread comes from the parent (_fork_safely)
+    # A scheduler's SIGTERM (or SIGHUP) to the process group stops the main process, which
+    # saves and then closes the loader; torch's worker handler would die of it first and the
+    # main process would fail on the dead worker instead of saving.
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 class TrainLoader:
