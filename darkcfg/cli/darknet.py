@@ -39,7 +39,7 @@ IGNORED = {
     "-nogpu": (False, "the default --device is cpu"),
 }
 # darknet flags darkcfg has no equivalent for (the usage error names them)
-UNSUPPORTED = ("-save_labels", "-out", "-prefix", "-avgframes", "-c", "-s", "-hier",
+UNSUPPORTED = ("-save_labels", "-out", "-prefix", "-avgframes", "-hier",
                "-http_post_host", "-time_limit_sec", "-check_mistakes", "-benchmark",
                "-benchmark_layers", "-out_filename", "-random", "-calc_map", "-dontuse_opencv",
                "-show_details")
