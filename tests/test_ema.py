@@ -1,6 +1,5 @@
 """[net] ema_alpha: darknet's weight average (src/network.c train_network_waitkey,
 ema_update, ema_apply), checked against the average written out by hand in each test."""
-import os
 
 import numpy as np
 import pytest

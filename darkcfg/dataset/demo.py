@@ -11,7 +11,8 @@ download: ``darkcfg data demo DIR`` writes
 Each image (64..128 px a side) is dark noise with 1-3 bright filled rectangles (class 0) or
 discs (class 1); the label of each shape is the box it was drawn in, so the ground truth is
 exact by construction.  The schedule is the one the learning test uses (tests/test_train.py):
-300 iterations of 16 images reach mAP@0.5 about 0.3 on the valid images; an untrained model
+300 iterations of 16 images reach mAP@0.5 about 0.83-0.87 on the valid images (0.868 measured
+with 2 threads, 0.829 with 1); an untrained model
 scores about 0.0002.
 
 :func:`dots` writes the keypoint counterpart (coloured dots, labels ``class x y``), the images
