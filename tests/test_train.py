@@ -565,6 +565,26 @@ def test_map_during_training_keeps_best(small_run):
     assert [bool(x["map"]) for x in rows] == [False, False, True, True]
 
 
+def test_a_map_run_resumes_without_map_and_back(small_run):
+    """Stopped at 3 with --map, resumed to 5 without it (no evaluation, no traceback), then to
+    6 with it again: the evaluations happen only in the --map parts (at 3 and at the end)."""
+    data, cfg, tmp = small_run
+
+    def stop(k, model):
+        if k == 3:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        T.train(data, cfg, quiet=True, map=True, map_every=2, callback=stop)
+
+    def stop5(k, model):
+        if k == 5:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        T.train(data, cfg, quiet=True, resume=True, callback=stop5)
+    r = T.train(data, cfg, quiet=True, resume=True, map=True, map_every=2)
+    assert [x["iteration"] for x in r.rows if x["map"] is not None] == [3, 6]
+
+
 # ----- 7. it learns ------------------------------------------------------------------------------
 
 

@@ -841,6 +841,8 @@ def _train(data_path, cfg, weights, out, clear, resume, freeze, classes, assign,
         return _result(run, t_start)
     if loader is None:
         loader = _make_loader(dc, net, sched, run.seed, run.iteration, workers, dev, rank, world)
+    if not map:
+        run.next_map = None      # a resumed --map run continued without --map: no evaluation
     if map:
         _setup_map(run, valid_paths or _valid_paths(data_path), map_every, num_classes,
                    len(getattr(getattr(loader, "samples", None), "paths", ())), state)
@@ -889,7 +891,7 @@ def _setup_map(run, paths, every, num_classes, n_train, state) -> None:
     run.valid, run.num_classes = paths, num_classes
     n = n_train or len(paths)
     run.map_every = every or max(4 * n // run.sched.images_per_iteration, 100)
-    if state is None:
+    if state is None or run.next_map is None:     # (resumed from a run without --map)
         run.next_map = max(run.iteration + run.map_every, run.sched.burn_in)
 
 
