@@ -12,29 +12,9 @@ from darkcfg.training import train as T
 from darkcfg.training.ema import WeightEMA
 
 from _helpers import make_cfg, make_data
-from test_train import _header
+from test_train import SMALL, _header
 
-CFG = """[net]
-width=8
-height=8
-channels=3
-[convolutional]
-batch_normalize=1
-filters=4
-size=3
-stride=1
-pad=1
-activation=leaky
-[convolutional]
-filters=3
-size=1
-stride=1
-pad=0
-activation=linear
-[connected]
-output=5
-activation=linear
-"""
+CFG = SMALL.format(batch=2, subdivisions=1)    # conv+BN, conv, connected
 
 
 def _model():
