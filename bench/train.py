@@ -237,9 +237,9 @@ def _vs_loop_inputs(tmp, data, cfg):
     return data, fixed
 
 
-def plain_loop(data, cfg, iterations, seed=0) -> list:
-    """Seconds of each iteration of a plain PyTorch loop over darkcfg's model, targets and loss
-    (images read and resized once, random flips, the cfg's SGD)."""
+def plain_loop(data, cfg, iterations, seed=0, assign="per_scale") -> tuple:
+    """(seconds of each iteration, the trained model) of a plain PyTorch loop over darkcfg's
+    model, targets and loss (images read and resized once, random flips, the cfg's SGD)."""
     import cv2
     import numpy as np
     import torch
@@ -281,14 +281,14 @@ def plain_loop(data, cfg, iterations, seed=0) -> list:
             outs = model(torch.stack(xs[s:s + m]))
             targets = Y.encode_targets(boxes[s:s + m], classes[s:s + m], heads,
                                        [tuple(o.shape[-2:]) for o in outs], size,
-                                       rule="per_scale")
+                                       rule=assign)
             loss, _ = Y.yolo_loss(outs, targets, heads, size)
             (loss / sched.subdivisions).backward()
         opt.step()
         now = time.perf_counter()
         times.append(now - t)
         t = now
-    return times
+    return times, model.eval()
 
 
 def trainer_times(data, cfg, iterations, workers, out) -> list:
@@ -310,10 +310,10 @@ def vs_loop(data, cfg, iterations, workers, threads):
               f"{net.cfg.net.get_int('batch', 1)}, {threads} threads, {iterations} iterations "
               f"each, {workers} loader workers for darkcfg train:", flush=True)
         rows = {}
-        rows["plain loop (before)"] = plain_loop(data, cfg, iterations)
+        rows["plain loop (before)"] = plain_loop(data, cfg, iterations)[0]
         rows["darkcfg train"] = trainer_times(data, cfg, iterations, workers,
                                               os.path.join(tmp, "run"))
-        rows["plain loop (after)"] = plain_loop(data, cfg, iterations)
+        rows["plain loop (after)"] = plain_loop(data, cfg, iterations)[0]
     med = {k: statistics.median(v[5:]) for k, v in rows.items()}
     loop = (med["plain loop (before)"] + med["plain loop (after)"]) / 2
     for k, m in med.items():

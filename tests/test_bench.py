@@ -30,6 +30,8 @@ CASES = {
                           "--accuracy"], "bf16 autocast  heads"),
     "data": (["--images", "4", "--batches", "1", "--rounds", "1", "--workers", "1", "--mini",
               "2", "--size", "64", "--dir", "{tmp}/images"], "full+mosaic"),
+    "train-vs-loop": (["--threads", "1", "--models", "", "--vs-loop", "--loop-iterations", "8",
+                       "--workers", "1"], "x the loop"),
     # three of its cases import torch in a fresh process (~3 s each on 2 busy cores)
     "convert": (["--cfg", os.path.join(ROOT, "cfgs", "yolov3-tiny.cfg"), "--repeat", "1",
                  "--dir", "{tmp}"], "load in-process"),
@@ -45,3 +47,21 @@ def test_bench_script_runs(case, tmp_path):
                        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert expect in r.stdout, r.stdout[-3000:]
+
+
+def test_issue22_recipe_runs(tmp_path):
+    """bench/issue22.py: the set, then a 2-iteration trainer run and plain-loop run, each
+    scored (a results line each)."""
+    script = os.path.join(ROOT, "bench", "issue22.py")
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    folder = str(tmp_path / "set")
+    for args in (["set", folder, "--train", "8", "--valid", "4"],
+                 ["train", folder, "T", "--iterations", "2"],
+                 ["loop", folder, "L", "--iterations", "2"]):
+        r = subprocess.run([sys.executable, script, *args], cwd=str(tmp_path), env=env,
+                           capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    with open(os.path.join(folder, "results.txt")) as f:
+        lines = f.read().splitlines()
+    assert [line.split()[0] for line in lines] == ["T", "L"]
+    assert all(" mAP@0.5 " in line for line in lines)
