@@ -16,7 +16,7 @@ train / 200 valid.  Two choices the recipe leaves open: a shape differs from the
 under it by at least 80 (sum of |RGB| differences), and (without ``--overlap``) a new
 shape's box and an earlier one's overlap by at most 10 % of the smaller of the two - with
 ``--overlap`` shapes are placed anywhere, so some are mostly hidden by later ones (the
-harder set of docs/measured.md's first #22 table).
+harder set of docs/measured.md's first #22 table).  Triangles are equilateral, turned at random (``--upright``: apex up).
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def _covered(a, b):
     return iw * ih / min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
 
 
-def _draw(rng, size=128, overlap=False):
+def _draw(rng, size=128, overlap=False, upright=False):
     import cv2
     img = _background(rng, size)
     placed, lines = [], []
@@ -78,7 +78,7 @@ def _draw(rng, size=128, overlap=False):
             c, s = int(rng.integers(3)), float(rng.uniform(10, 56))
             cx, cy = rng.uniform(s / 2, size - s / 2, 2)
             if c == 2:                  # a triangle, turned at random; its box from its corners
-                turn = rng.uniform(0, 2 * np.pi)
+                turn = -np.pi / 2 if upright else rng.uniform(0, 2 * np.pi)
                 pts = np.array([[np.cos(turn + k * 2 * np.pi / 3), np.sin(turn + k * 2 * np.pi / 3)]
                                 for k in range(3)]) * s / 2 + [cx, cy]
                 pts = np.clip(pts, 0, size - 1)
@@ -109,13 +109,13 @@ def _draw(rng, size=128, overlap=False):
     return img, lines
 
 
-def make_set(folder, seed=0, overlap=False, train=800, valid=200):
+def make_set(folder, seed=0, overlap=False, train=800, valid=200, upright=False):
     from darkcfg.config import cfg as cfgmod
     from darkcfg.dataset import demo
     lists = {}
     for split, n, s in (("train", train, seed), ("valid", valid, seed + 1)):
         paths = demo._write_set(os.path.join(folder, split), n, s, split,
-                                lambda rng: _draw(rng, overlap=overlap))
+                                lambda rng: _draw(rng, overlap=overlap, upright=upright))
         lists[split] = os.path.join(folder, f"{split}.txt")
         with open(lists[split], "w") as f:
             f.write("\n".join(paths) + "\n")
@@ -170,6 +170,7 @@ def main():
     ap.add_argument("run", nargs="?")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--overlap", action="store_true")
+    ap.add_argument("--upright", action="store_true", help="set: triangles point up")
     ap.add_argument("--train", type=int, default=800, help="set: training images")
     ap.add_argument("--valid", type=int, default=200, help="set: held-out images")
     ap.add_argument("--set", action="append", default=[], dest="sets")
@@ -179,7 +180,7 @@ def main():
     ap.add_argument("--assign", default="per_scale")
     a = ap.parse_args()
     if a.what == "set":
-        make_set(a.folder, a.seed, a.overlap, a.train, a.valid)
+        make_set(a.folder, a.seed, a.overlap, a.train, a.valid, a.upright)
         print(f"{a.folder}: {a.train} train / {a.valid} valid images, obj.data, recipe.cfg")
         return
     import torch
