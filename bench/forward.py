@@ -87,7 +87,7 @@ def bench_cpu(name, batch, size, runs, rounds, tmp, compiled=False):
     from darkcfg.config import cfg as C
     from darkcfg.infer import speed
     from darkcfg.files import weights as W
-    from darkcfg.files.export import export_onnx
+    from darkcfg.infer.export import export_onnx
 
     cfg = C.rewrite(C.load(os.path.join(ROOT, "cfgs", f"{name}.cfg")), width=size, height=size)
     cfg_path = os.path.join(tmp, f"{name}.cfg")

@@ -13,7 +13,7 @@ _LAZY = {"build_model": "nn.model", "load": "nn.model", "load_weights": "nn.mode
 # the sub-packages, along the flow; then the old flat names, kept for one release (each a
 # darkcfg/<name>.py that makes the old name the same module as the new one)
 _MODULES = {"config", "nn", "files", "objective", "dataset", "training", "evaluation", "infer",
-            "cli", "errors",
+            "cli", "errors", "outputs",
             "anchors", "augment", "cfg", "data", "detect", "evaluate", "export", "io",
             "keypoint", "layers", "model", "ptfile", "shapes", "speed", "train", "validate",
             "weights", "yolo"}

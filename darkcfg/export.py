@@ -1,6 +1,6 @@
-"""Kept for one release: darkcfg.files.export under its old name (the same module object)."""
+"""Kept for one release: darkcfg.infer.export under its old name (the same module object)."""
 import sys
 
-from .files import export as _m
+from .infer import export as _m
 
 sys.modules[__name__] = _m

@@ -1,6 +1,7 @@
 """The package's layout: sub-packages along the flow, the old flat module paths kept for one
-release as the same module objects, no import circle (lazy, function-level imports counted),
-and the cfg side torch-free."""
+release as the same module objects, no import circle (lazy, function-level imports counted) -
+neither between modules nor between sub-packages - the cfg side torch-free, and no function
+longer than a screen."""
 import ast
 import importlib
 import os
@@ -15,24 +16,39 @@ PKG = os.path.dirname(os.path.abspath(darkcfg.__file__))
 
 # old flat name -> where it lives now
 MOVED = {
-    "cfg": "config", "shapes": "config",
-    "layers": "nn", "model": "nn", "syncbn": "nn",
-    "weights": "files", "ptfile": "files", "io": "files", "export": "files",
-    "yolo": "objective", "keypoint": "objective", "anchors": "objective",
-    "data": "dataset", "augment": "dataset", "demo": "dataset",
-    "train": "training",
-    "validate": "evaluation", "evaluate": "evaluation",
-    "detect": "infer", "speed": "infer",
+    "cfg": "config.cfg", "shapes": "config.shapes",
+    "layers": "nn.layers", "model": "nn.model", "syncbn": "nn.syncbn",
+    "weights": "files.weights", "ptfile": "files.ptfile", "io": "outputs",
+    "export": "infer.export",
+    "yolo": "objective.yolo", "keypoint": "objective.keypoint", "anchors": "objective.anchors",
+    "data": "dataset.data", "augment": "dataset.augment", "demo": "dataset.demo",
+    "train": "training.train",
+    "validate": "evaluation.validate", "evaluate": "evaluation.evaluate",
+    "detect": "infer.detect", "speed": "infer.speed",
 }
-SHIMS = {f"darkcfg.{old}" for old in MOVED}
+# sub-package paths of modules that moved again so that no two sub-packages import each other
+# (atomic writing went below config, export went downstream of nn)
+ALIASES = {"darkcfg.files.io": "darkcfg.outputs", "darkcfg.files.export": "darkcfg.infer.export"}
+SHIMS = {f"darkcfg.{old}" for old in MOVED} | set(ALIASES)
+
+
+def _home(shim: str) -> str:
+    if shim in ALIASES:
+        return ALIASES[shim]
+    return f"darkcfg.{MOVED[shim.rpartition('.')[2]]}"
 
 
 @pytest.mark.parametrize("old", sorted(MOVED))
 def test_old_path_is_the_new_module(old):
-    new = importlib.import_module(f"darkcfg.{MOVED[old]}.{old}")
+    new = importlib.import_module(f"darkcfg.{MOVED[old]}")
     assert importlib.import_module(f"darkcfg.{old}") is new
     assert getattr(darkcfg, old) is new
     assert sys.modules[f"darkcfg.{old}"] is new
+
+
+@pytest.mark.parametrize("alias", sorted(ALIASES))
+def test_an_earlier_sub_package_path_is_the_new_module(alias):
+    assert importlib.import_module(alias) is importlib.import_module(ALIASES[alias])
 
 
 def test_public_api_kept():
@@ -67,8 +83,7 @@ def _imports(name: str, path: str, known: set) -> set:
     def resolve(mod):
         # a shim stands for the module it names
         if mod in SHIMS:
-            old = mod.rpartition(".")[2]
-            mod = f"darkcfg.{MOVED[old]}.{old}"
+            mod = _home(mod)
         if mod in known:
             found.add(mod)
 
@@ -137,6 +152,46 @@ def test_no_import_cycle():
 def test_cycle_check_finds_a_circle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def _packages(graph: dict) -> dict:
+    """The module graph folded onto sub-packages (darkcfg.config, darkcfg.nn, ...; a top-level
+    module such as darkcfg.errors stands alone): package -> the packages it imports."""
+    def pkg(m):
+        return ".".join(m.split(".")[:2])
+    out = {}
+    for a, bs in graph.items():
+        out.setdefault(pkg(a), set()).update(pkg(b) for b in bs if pkg(b) != pkg(a))
+        for b in bs:
+            out.setdefault(pkg(b), set())
+    return out
+
+
+def test_no_sub_package_imports_one_that_imports_it():
+    """Data flows one way (text -> sections -> shapes -> modules -> targets/loss; data ->
+    loader -> train; model + list -> evaluate): no two sub-packages import each other, directly
+    or round a longer circle, even where no module circle exists."""
+    mods = _modules()
+    graph = {m: _imports(m, p, set(mods)) for m, p in mods.items()}
+    packages = _packages(graph)
+    assert {"darkcfg.config", "darkcfg.files", "darkcfg.nn"} <= set(packages)
+    cycle = _cycle(packages)
+    if cycle:
+        a, b = cycle[0], cycle[1]
+        why = sorted((m, n) for m, ns in graph.items() for n in ns
+                     if m.startswith(a + ".") and (n == b or n.startswith(b + ".")))
+        raise AssertionError("sub-packages import each other: " + " -> ".join(cycle)
+                             + f" ({a} -> {b} through {why[:3]})")
+
+
+def test_package_check_finds_a_two_way_import():
+    """Modules without a circle (a.x -> b.y, b.z -> a.w) still tie packages a and b both ways."""
+    graph = {"darkcfg.a.x": {"darkcfg.b.y"}, "darkcfg.b.z": {"darkcfg.a.w"},
+             "darkcfg.a.w": set(), "darkcfg.b.y": set()}
+    assert _cycle(graph) is None
+    assert _cycle(_packages(graph)) == ["darkcfg.a", "darkcfg.b", "darkcfg.a"]
+    graph["darkcfg.b.z"] = {"darkcfg.errors"}
+    assert _cycle(_packages(graph)) is None
 
 
 def test_import_edges_are_seen_inside_functions():

@@ -7,7 +7,7 @@ import json
 import click
 
 from ..config import cfg as cfgmod
-from ..files import io
+from .. import outputs as io
 from ..config import shapes
 from .common import (DEFAULT_CFG, FORCE, FORMATS, IN_FILE, OUT_FILE, YOLOV3_CFG, _assumed, _bflops,
                      _check_cutoff, _checkpoint_net, _device, _ext, _is_checkpoint, _layer_json,

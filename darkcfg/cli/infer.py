@@ -6,7 +6,7 @@ import os
 
 import click
 
-from ..files import io
+from .. import outputs as io
 from ..errors import DarkcfgError
 from .common import DEFAULT_CFG, FORCE, IN_FILE, _device, _report_skipped, load_network, open_model
 
@@ -154,7 +154,7 @@ def export(paths, weights, weights_cfg, width, height, batch, dynamic_batch, dec
     if cfg is not None and not os.path.isfile(cfg):
         raise click.BadParameter(f"'{cfg}' is not a file", param_hint="CFG")
     io.check_outputs([dst], [cfg, weights, weights_cfg], force)
-    from ..files import export as E
+    from ..infer import export as E
     from ..nn import model as M
     if weights:
         model, report, _ = open_model(weights, cfg, weights_cfg, width=width, height=height)

@@ -308,7 +308,7 @@ def load(path: str) -> Cfg:
 
 
 def save(cfg: Cfg, path: str, canonical: bool = False) -> None:
-    from ..files.io import atomic_write
+    from ..outputs import atomic_write
     atomic_write(path, cfg.to_text(canonical).encode("utf-8"))
 
 

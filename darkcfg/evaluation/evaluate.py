@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DarkcfgError
-from ..files.io import atomic_output
+from ..outputs import atomic_output
 
 __all__ = ["MapResult", "darknet_map", "KeypointResult", "keypoint_map", "coco_metrics",
            "save_detections", "confusion_matrix", "plot_pr", "plot_confusion"]

@@ -35,7 +35,7 @@ from ..dataset import data as D
 from ..dataset.prepare import (RESIZERS, cfg_letter_box, letterbox_image,  # noqa: F401
                                letterbox_size, prepare, read_names, resize_image, to_float)
 from . import evaluate as E
-from ..files import io
+from .. import outputs as io
 from ..errors import DarkcfgError
 
 DETECTION_THRESH = 0.005     # validate_detector_map's hard-coded thresh
@@ -442,7 +442,7 @@ def evaluate_keypoints(model, image_paths, *, num_classes=None, radius=None,
 def save_keypoints(path: str, dets: list, image_ids: list, force: bool = True) -> int:
     """Keypoint predictions as a json list of {image_id, category_id, x, y, score} (input
     pixels), written atomically; returns the number written."""
-    from ..files.io import atomic_output
+    from ..outputs import atomic_output
     rows = [{"image_id": int(i), "category_id": int(c), "x": round(float(x), 3),
              "y": round(float(y), 3), "score": round(float(s), 5)}
             for i, d in zip(image_ids, dets) for x, y, s, c in d]

@@ -408,7 +408,7 @@ def write_pt(arrays: dict, path: str, cfg_text: str, header: Header | None = Non
     """Write {state_dict key: array} as darkcfg's .pt, without importing torch (see ptfile).
     ``files``: {name: text} of the files the cfg names (a softmax tree), kept beside it."""
     from . import ptfile
-    from .io import atomic_output
+    from ..outputs import atomic_output
     obj = {"format": PT_FORMAT, "version": 1, "cfg": cfg_text,
            "header": (header or Header()).as_dict(), "state_dict": arrays}
     if weights_cfg is not None and weights_cfg != cfg_text:
@@ -550,7 +550,7 @@ def save_safetensors(arrays: dict, path: str, cfg_text: str, header: Header,
     names, as JSON, as for .pt).  No torch."""
     import json
     from safetensors.numpy import save_file
-    from .io import atomic_output
+    from ..outputs import atomic_output
     meta = {"format": ST_FORMAT, "cfg": cfg_text, "header": json.dumps(header.as_dict())}
     if weights_cfg is not None and weights_cfg != cfg_text:
         meta["weights_cfg"] = weights_cfg
@@ -605,7 +605,7 @@ def write_weights(arrays: dict, path: str, header: Header, file_net: Network,
                   progress: bool = False, force: bool = True) -> int:
     """Write {state_dict key: array} as a darknet .weights file in ``file_net``'s order
     (``mapping``: file layer index -> the arrays' layer index).  No torch."""
-    from .io import atomic_output
+    from ..outputs import atomic_output
     mapping = mapping or identity(file_net)
 
     def array(e):

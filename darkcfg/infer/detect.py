@@ -11,8 +11,9 @@ import torch
 from ..dataset.prepare import (letter_boxed, letterbox, network_input,  # noqa: F401
                                open_image, read_names)
 from ..objective import yolo as Y
+from ..objective.yolo import decodable  # noqa: F401  (detect.decodable, as before)
 from ..errors import DarkcfgError
-from ..files.io import atomic_write
+from ..outputs import save_image as save_drawing
 
 
 def unletterbox(box, net_size, new_size, img_size):
@@ -73,13 +74,6 @@ def region_detections(outputs: list, model, thresh: float = 0.25,
     return per_image
 
 
-def decodable(outputs: list) -> list:
-    """Head outputs of a bf16/fp16 model as float32, so that decoding and NMS keep float32's
-    precision (a bf16 box centre near the right edge of a 416 input is off by up to 1.6 px);
-    float32 and float64 outputs as they are."""
-    return [o.float() if o.dtype in (torch.bfloat16, torch.float16) else o for o in outputs]
-
-
 def detect_image(model, path: str, thresh: float = 0.25, nms_thresh: float = 0.45,
                  max_det: int | None = None, letter_box=None):
     """(detections with boxes in image pixels, clipped to the image, best ``max_det`` by score;
@@ -117,18 +111,3 @@ def draw(img, dets: list, names: list | None, dst: str) -> None:
         label = f"{names[d.cls] if names and d.cls < len(names) else d.cls} {d.score:.2f}"
         pen.text((d.box[0] + 2, d.box[1] + 1), label, fill=color)
     save_drawing(img, dst)
-
-
-def save_drawing(img, dst: str) -> None:
-    """Encode the Pillow image in memory, then write it atomically: Pillow writing a file
-    itself ignores a short write (a full disk or a file-size limit left a truncated image and
-    exit 0)."""
-    import io
-    buf = io.BytesIO()
-    img.save(buf, format=_format_of(dst))
-    atomic_write(dst, buf.getvalue())
-
-
-def _format_of(path: str) -> str:
-    ext = path.rsplit(".", 1)[-1].lower()
-    return {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "bmp": "BMP"}.get(ext, "PNG")

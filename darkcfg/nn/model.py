@@ -214,7 +214,7 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat1
 def resolve_dtype(dtype=None, device=None) -> torch.dtype:
     """The torch dtype meant by ``dtype``: None (float32), a floating torch.dtype, or one of
     "fp32", "bf16", "fp16", "fp64" (or their long names), or "auto": bfloat16 where it is
-    measured to be faster on ``device`` (:func:`darkcfg.speed.auto_dtype`), else float32."""
+    measured to be faster on ``device`` (:func:`darkcfg.nn.dtypes.auto_dtype`), else float32."""
     if dtype is None:
         return torch.float32
     if isinstance(dtype, torch.dtype):
@@ -224,8 +224,8 @@ def resolve_dtype(dtype=None, device=None) -> torch.dtype:
                            f"float64")
     name = str(dtype).lower().removeprefix("torch.")
     if name == "auto":
-        from ..infer import speed
-        return speed.auto_dtype(device)[0]
+        from .dtypes import auto_dtype
+        return auto_dtype(device)[0]
     if name not in DTYPES:
         raise DarkcfgError(f"dtype {dtype!r}: choose one of fp32, bf16, fp16, fp64, auto")
     return DTYPES[name]
@@ -265,8 +265,8 @@ def describe_dtype(dtype, device=None) -> str:
     name = str(resolve_dtype(dtype, dev)).removeprefix("torch.")
     if str(dtype).lower() != "auto":
         return f"{name} on {dev}"
-    from ..infer import speed
-    return f"{name} on {dev}, auto: {speed.auto_dtype(dev)[1]}"
+    from .dtypes import auto_dtype
+    return f"{name} on {dev}, auto: {auto_dtype(dev)[1]}"
 
 
 def device_of(name) -> torch.device:

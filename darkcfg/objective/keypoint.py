@@ -198,7 +198,7 @@ def detect_keypoints(model, path: str, thresh: float = 0.3, top_k: int = 100,
     fall outside the image (on the letterbox's grey border) dropped - never clamped to the edge
     - and of the rest the best ``max_det`` by score."""
     from ..dataset.prepare import letter_boxed, network_input, open_image
-    from ..infer.detect import decodable
+    from .yolo import decodable
     from ..errors import DarkcfgError
     net = model.net
     if not heads_of(net):
@@ -222,7 +222,7 @@ def draw_points(img, points: list, names: list | None, dst: str) -> None:
     """Draw each keypoint (a filled disc, a ring and its class name and score beside it) on a
     copy of the Pillow image ``img``; write it to ``dst`` atomically (format from the name)."""
     from PIL import ImageDraw
-    from ..infer.detect import save_drawing
+    from ..outputs import save_image
     img = img.copy()
     pen = ImageDraw.Draw(img)
     r = max(2, min(img.size) // 100)
@@ -233,4 +233,4 @@ def draw_points(img, points: list, names: list | None, dst: str) -> None:
         pen.ellipse((k.x - 2 * r, k.y - 2 * r, k.x + 2 * r, k.y + 2 * r), outline=color)
         label = f"{names[k.cls] if names and k.cls < len(names) else k.cls} {k.score:.2f}"
         pen.text((k.x + 2 * r + 1, k.y - 2 * r), label, fill=color)
-    save_drawing(img, dst)
+    save_image(img, dst)

@@ -45,7 +45,7 @@ def save_state(path: str, model, opt, run: dict) -> None:
     (momentum buffers), the counters, the results so far and every RNG state.  The loader's
     position is (seed, iteration): its samples depend on nothing else.  Atomic."""
     import torch
-    from ..files.io import atomic_output
+    from ..outputs import atomic_output
     obj = {"format": STATE_FORMAT, "version": 1, "model": model.state_dict(),
            "optimizer": opt.state_dict(), "rng": _rng_state(), **run}
     with atomic_output(path) as tmp:

@@ -245,7 +245,7 @@ CSV_FIELDS = ["iteration", "loss", "avg_loss", "xy", "wh", "iou", "obj", "cls", 
 
 def write_results(rows: list, folder: str, base: str, plot: bool = True) -> tuple:
     """results.csv and (``plot``) results.png: loss parts, lr, mAP against iteration.  Atomic."""
-    from ..files.io import atomic_output
+    from ..outputs import atomic_output
     csv_path = os.path.join(folder, "results.csv")
     fields = CSV_FIELDS + sorted({k for r in rows for k in r} - set(CSV_FIELDS))
     with atomic_output(csv_path) as tmp, open(tmp, "w", newline="") as f:
@@ -266,7 +266,7 @@ def _plot(rows, path, base):
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
-    from ..files.io import atomic_output
+    from ..outputs import atomic_output
     it = [r["iteration"] for r in rows]
     fig = Figure(figsize=(12, 4))
     ax = fig.subplots(1, 3)
@@ -744,7 +744,7 @@ def _refuse_previous_run(folder: str, base: str) -> None:
 def _refuse_writing_over(weights, folder: str, base: str) -> None:
     """WEIGHTS must not be one of the files the run writes (a ``<cfg>_*.weights`` of its
     folder): the first save would replace the input."""
-    from ..files.io import same_file
+    from ..outputs import same_file
     if isinstance(weights, (str, os.PathLike)) and \
             any(same_file(str(weights), f) for f in _run_files(folder, base)):
         raise DarkcfgError(f"{weights}: is a file this run writes ({base}_*.weights in "
