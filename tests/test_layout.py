@@ -204,3 +204,41 @@ def test_config_is_torch_free():
     code = ("import darkcfg.config, darkcfg.config.cfg, darkcfg.config.shapes, sys; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# The longest function or method allowed, in lines from ``def`` to its last line (docstring
+# included): about one screen.  STYLE.md's anchor (nanoGPT's model.py) has a
+# median of 11 and a longest of 55; past a screen a function is doing two things, and its
+# reader can no longer see where a value set at the top is used at the bottom.
+LONGEST = 60
+
+
+def _long_functions(source: str, path: str, limit: int) -> list:
+    """[(lines, "path:line name")] of every function or method over ``limit`` lines, nested
+    ones included."""
+    out = []
+    for node in ast.walk(ast.parse(source, path)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = node.end_lineno - node.lineno + 1
+            if lines > limit:
+                out.append((lines, f"{os.path.relpath(path)}:{node.lineno} {node.name}"))
+    return out
+
+
+def test_no_function_is_longer_than_a_screen():
+    found = []
+    for name, path in sorted(_modules().items()):
+        with open(path, encoding="utf-8") as f:
+            found += _long_functions(f.read(), path, LONGEST)
+    assert not found, f"over {LONGEST} lines: " + ", ".join(
+        f"{where} ({n})" for n, where in sorted(found, reverse=True))
+
+
+def test_length_check_sees_methods_and_nested_functions():
+    def block(indent):
+        return "".join(f"{indent}x{i} = {i}\n" for i in range(LONGEST))
+    src = ("class A:\n    def m(self):\n" + block(" " * 8)
+           + "def f():\n    def g():\n" + block(" " * 8)
+           + "def short():\n" + block(" " * 4)[:-len(f"    x{LONGEST - 1} = {LONGEST - 1}\n")])
+    found = sorted(w.split()[-1] for _, w in _long_functions(src, "x.py", LONGEST))
+    assert found == ["f", "g", "m"]

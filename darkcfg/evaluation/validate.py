@@ -600,6 +600,17 @@ def main_map(data_path: str, cfg, weights, *, thresh: float = 0.25, iou_thresh: 
                   progress=progress)
     r = E.darknet_map(got.dets, got.gts, s.classes, iou_thresh=iou_thresh, thresh=thresh,
                       points=points, names=s.names)
+    extra = _map_extras(s, got, r, coco=coco, save_detections=save_detections, plot=plot,
+                        thresh=thresh, iou_thresh=iou_thresh, force=force)
+    if as_json:
+        return _map_json(s, got, r, extra)
+    return _map_text(s, r, extra, save_detections, plot)
+
+
+def _map_extras(s: MapSetup, got, r, *, coco, save_detections, plot, thresh, iou_thresh,
+                force) -> dict:
+    """What ``map`` adds to darknet's lines on request: "coco" (pycocotools' metrics),
+    "detections_file" (the detections written), "plots" (the files written)."""
     extra = {}
     if coco:
         extra["coco"] = E.coco_metrics(got.dets, got.gts, s.classes, image_sizes=got.sizes,
@@ -615,15 +626,22 @@ def main_map(data_path: str, cfg, weights, *, thresh: float = 0.25, iou_thresh: 
                                iou_thresh=iou_thresh)
         written.append(E.plot_confusion(m, os.path.join(plot, "confusion.png"), s.names))
         extra["plots"] = written
-    if as_json:
-        doc = {"images": len(got.paths), "letter_box": s.letter_box, "notes": s.notes,
-               "darknet": r.as_dict(s.names)}
-        if "coco" in extra:
-            doc["coco"] = {k: v for k, v in extra["coco"].items() if k != "text"}
-        for k in ("detections_file", "plots"):
-            if k in extra:
-                doc[k] = extra[k]
-        return json.dumps(doc, indent=1)
+    return extra
+
+
+def _map_json(s: MapSetup, got, r, extra: dict) -> str:
+    doc = {"images": len(got.paths), "letter_box": s.letter_box, "notes": s.notes,
+           "darknet": r.as_dict(s.names)}
+    if "coco" in extra:
+        doc["coco"] = {k: v for k, v in extra["coco"].items() if k != "text"}
+    for k in ("detections_file", "plots"):
+        if k in extra:
+            doc[k] = extra[k]
+    return json.dumps(doc, indent=1)
+
+
+def _map_text(s: MapSetup, r, extra: dict, save_detections, plot) -> str:
+    """darknet's lines (its detection layers, the table, mAP), then the notes and extras."""
     heads = [l for l in s.model.net.layers if l.type in LAYER_TYPE]
     text = ["\n calculation mAP (mean average precision)...\n"]
     text += [f" Detection layer: {l.index} - type = {LAYER_TYPE[l.type]} \n" for l in heads]

@@ -415,37 +415,14 @@ def yolo_loss(raw: list, targets: Targets, heads: list, input_size: tuple,
     bsz = raw[0].shape[0]
     gt, valid = targets.boxes.to(raw[0]), targets.valid.to(raw[0].device)
     for r, y, head in zip(raw, targets.per_head, heads):
-        y = y.to(r)
-        p = split(r, head)
-        h, w = p.shape[1:3]
-        gx, gy = _grid(h, w, p)
+        y = y.to(r)                                     # (B, H, W, A, 5+C)
+        p = split(r, head)                              # (B, H, W, A, 5+C)
         pos = y[..., 4]
         logistic = bool(head.new_coords)
         dec = decode(r, head, input_size)
-        scale = (2 - y[..., 2] * y[..., 3]) * pos
-        if head.iou_loss in ("iou", "giou", "diou", "ciou"):
-            iou = box_iou(dec["boxes"], y[..., :4], head.iou_loss)
-            parts["iou"] = parts["iou"] + head.iou_normalizer * ((1 - iou) * pos).sum()
-        else:
-            s = head.scale_x_y
-            frac = torch.stack([y[..., 0] * w - gx, y[..., 1] * h - gy], -1)
-            txy = ((frac + (s - 1) / 2) / s).clamp(0, 1)
-            parts["xy"] = parts["xy"] + (_bce(p[..., :2], txy, logistic).sum(-1) * scale).sum()
-            ratio = y[..., 2:4] * torch.tensor(input_size, dtype=y.dtype, device=y.device) \
-                / head.anchors.to(y)
-            if logistic:
-                twh_true, twh = torch.sqrt(ratio) / 2, p[..., 2:4]
-            else:
-                twh_true, twh = torch.log(ratio.clamp(min=1e-9)), p[..., 2:4]
-            twh_true = torch.where(pos[..., None] > 0, twh_true, torch.zeros_like(twh_true))
-            parts["wh"] = parts["wh"] + (0.5 * ((twh_true - twh) ** 2).sum(-1) * scale).sum()
-        with torch.no_grad():   # ignore mask from decoded boxes vs every gt box of the image
-            pb = dec["boxes"].reshape(bsz, -1, 1, 4)
-            ious = box_iou(pb, gt[:, None, :, :]) * valid[:, None, :]
-            best = ious.max(-1).values.reshape(pos.shape) if gt.shape[1] else torch.zeros_like(pos)
-            ignored = best > head.ignore_thresh
-            if ignore == "darknet":
-                ignored &= dec["cls"].amax(-1) > 0.25 if head.classes else False
+        for k, v in _box_loss(p, y, dec, head, input_size).items():
+            parts[k] = parts[k] + v
+        best, ignored = _best_iou(dec, gt, valid, pos, head, ignore)
         neg = (1 - pos) * ~ignored
         extra = (1 - pos) * (best > head.truth_thresh)
         obj_t = torch.maximum(pos, extra)
@@ -455,6 +432,46 @@ def yolo_loss(raw: list, targets: Targets, heads: list, input_size: tuple,
         parts["cls"] = parts["cls"] + head.cls_normalizer * cls.sum()
     parts = {k: v / bsz for k, v in parts.items()}
     return sum(parts.values()), parts
+
+
+def _box_loss(p, y, dec, head: Head, input_size: tuple) -> dict:
+    """One head's box terms over the positives, each weighted by 2 - w*h: {"iou": ...} with
+    an ``iou_loss``, else {"xy": BCE of the offsets, "wh": 0.5 * squared log-ratio error}."""
+    pos = y[..., 4]
+    if head.iou_loss in ("iou", "giou", "diou", "ciou"):
+        iou = box_iou(dec["boxes"], y[..., :4], head.iou_loss)
+        return {"iou": head.iou_normalizer * ((1 - iou) * pos).sum()}
+    logistic = bool(head.new_coords)
+    h, w = p.shape[1:3]
+    gx, gy = _grid(h, w, p)
+    scale = (2 - y[..., 2] * y[..., 3]) * pos
+    s = head.scale_x_y
+    frac = torch.stack([y[..., 0] * w - gx, y[..., 1] * h - gy], -1)
+    txy = ((frac + (s - 1) / 2) / s).clamp(0, 1)
+    xy = (_bce(p[..., :2], txy, logistic).sum(-1) * scale).sum()
+    ratio = y[..., 2:4] * torch.tensor(input_size, dtype=y.dtype, device=y.device) \
+        / head.anchors.to(y)
+    if logistic:
+        twh_true, twh = torch.sqrt(ratio) / 2, p[..., 2:4]
+    else:
+        twh_true, twh = torch.log(ratio.clamp(min=1e-9)), p[..., 2:4]
+    twh_true = torch.where(pos[..., None] > 0, twh_true, torch.zeros_like(twh_true))
+    return {"xy": xy, "wh": (0.5 * ((twh_true - twh) ** 2).sum(-1) * scale).sum()}
+
+
+@torch.no_grad()
+def _best_iou(dec, gt, valid, pos, head: Head, ignore: str) -> tuple:
+    """(each prediction's best IoU with any gt box of its image, the negatives the objectness
+    loss ignores: best IoU over ignore_thresh and - darknet's rule - a class probability over
+    0.25)."""
+    bsz = pos.shape[0]
+    pb = dec["boxes"].reshape(bsz, -1, 1, 4)
+    ious = box_iou(pb, gt[:, None, :, :]) * valid[:, None, :]
+    best = ious.max(-1).values.reshape(pos.shape) if gt.shape[1] else torch.zeros_like(pos)
+    ignored = best > head.ignore_thresh
+    if ignore == "darknet":
+        ignored &= dec["cls"].amax(-1) > 0.25 if head.classes else False
+    return best, ignored
 
 
 # ----- NMS and detections -------------------------------------------------------------------------
