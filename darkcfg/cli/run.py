@@ -9,6 +9,17 @@ import click
 from .common import FORCE, IN_FILE, OUT_FILE, _device
 
 
+class ResumeMode(click.ParamType):
+    """--resume alone (True), or --resume auto."""
+    name = "auto"
+
+    def convert(self, value, param, ctx):
+        if value is True or value == "auto":
+            return value
+        self.fail(f"{value!r}: --resume takes no value, or 'auto' (give DATA and CFG before "
+                  f"it)", param, ctx)
+
+
 @click.command("map", short_help="darknet's detector map (mAP@IoU), COCO metrics, plots.")
 @click.argument("data_file", metavar="DATA", type=IN_FILE)
 @click.argument("cfg", type=IN_FILE)
@@ -73,8 +84,10 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
               help="Folder for the weights, state and results (default: the .data's backup=).")
 @click.option("--clear", is_flag=True,
               help="Start the schedule at iteration 0 whatever the weights' seen (darknet -clear).")
-@click.option("--resume", is_flag=True,
-              help="Continue exactly from <cfg>_last.state in the output folder.")
+@click.option("--resume", type=ResumeMode(), is_flag=False, flag_value=True, default=None,
+              help="Continue exactly from <cfg>_last.state in the output folder; --resume auto: "
+                   "continue where that state exists, else start as without it (scripts, "
+                   "torchrun restarts - which resume by themselves).")
 @click.option("--force", is_flag=True,
               help="Start over in a folder that holds an earlier run of this cfg (its "
                    "<cfg>_*.weights and state are replaced); refused without it.")
@@ -137,7 +150,8 @@ def train(data_file, cfg, weights, out, clear, resume, force, freeze, classes, i
     """
     from ..training import train as T
     try:
-        r = T.train(data_file, cfg, weights, out=out, clear=clear, resume=resume, freeze=freeze,
+        r = T.train(data_file, cfg, weights, out=out, clear=clear, resume=resume or False,
+                    freeze=freeze,
                     classes=classes, assign=assign, map=with_map, map_every=map_every, seed=seed,
                     workers=workers, device=device, quiet=quiet, max_batches=max_batches,
                     sync_bn=sync_bn, amp=amp, channels_last=channels_last, compile=compile_,

@@ -53,6 +53,26 @@ def _init_distributed(device, timeout):
     return dist.get_rank(), dist.get_world_size(), str(dev)
 
 
+def restart_count() -> int:
+    """How many times torchrun's elastic agent has restarted this group (its
+    TORCHELASTIC_RESTART_COUNT; 0 on the first attempt and outside torchrun)."""
+    try:
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    except ValueError:
+        return 0
+
+
+def _from_rank0(value, world: int):
+    """Rank 0's ``value`` on every rank (one broadcast): a decision every rank must share,
+    such as whether a state exists where only rank 0 may see the folder."""
+    if world <= 1:
+        return value
+    import torch.distributed as dist
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def _end_distributed(world) -> None:
     import torch.distributed as dist
     if world > 1 and dist.is_initialized():

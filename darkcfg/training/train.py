@@ -34,7 +34,8 @@ from ..config import cfg as cfgmod
 from ..config import shapes
 from ..errors import DarkcfgError
 from .distributed import (DIST_TIMEOUT, _device, _end_distributed,  # noqa: F401
-                          _init_distributed, _is_comm_error, _reduce_mean)
+                          _from_rank0, _init_distributed, _is_comm_error, _reduce_mean,
+                          restart_count)
 from .inputs import (_check_classes, _check_data, _load_cfg, _make_loader,  # noqa: F401
                      _read_data, _run_schedule, _valid_paths, _warn_lint, head_kind)
 from .saving import (CSV_FIELDS, RunFiles, _plot, _refuse_previous_run,  # noqa: F401
@@ -310,6 +311,8 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
       ``seen`` places the schedule at ``seen // (mini*S)`` (darknet); with it, at 0.
     * ``resume``: continue exactly from ``<cfg>_last.state`` in the output folder (model,
       optimizer, counters, RNG states); ``weights`` and ``clear`` must not be given.
+      ``"auto"``: resume where that state exists, else start from ``weights`` (ignored when
+      resuming, as ``clear``); a group torchrun restarted (``--max-restarts``) does so itself.
     * ``force``: start a fresh run even where the folder holds an earlier run's
       ``<cfg>_*.weights``/``_last.state`` (replaced as they come); without it (and without
       ``resume``) such a folder is refused before anything is written.
@@ -358,11 +361,16 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
 
 
 def _check_arguments(o) -> None:
+    """train's arguments checked; a group torchrun restarted resumes ("auto")."""
     if o.init not in INITS:
         raise DarkcfgError(f"--init must be one of {', '.join(INITS)}, got {o.init!r}")
     if o.assign not in ("best_of_all", "per_scale"):
         raise DarkcfgError(f"--assign must be best_of_all or per_scale, got {o.assign!r}")
-    if o.resume and (o.weights is not None or o.clear):
+    if o.resume not in (False, True, "auto"):
+        raise DarkcfgError(f"resume must be True, False or 'auto', got {o.resume!r}")
+    if restart_count() and not o.resume:
+        o.resume = "auto"           # torchrun restarted the group: continue the run
+    if o.resume is True and (o.weights is not None or o.clear):
         raise DarkcfgError("--resume continues from the training state: give no WEIGHTS and "
                            "no --clear")
     if o.amp not in (None, "bf16", "fp16"):
@@ -383,7 +391,7 @@ def _train(o, rank: int, world: int, t_start: float) -> TrainResult:
         _warn_lint(net)
     if o.check_data and o.loader is None:
         _check_data(o.data_path, cfg_obj, ("train", "valid") if o.map and dc.valid else ("train",))
-    out = _output_folder(o, dc, src_cfg, master=rank == 0)
+    out = _output_folder(o, dc, src_cfg, master=rank == 0, world=world)
     torch.manual_seed(o.seed)
 
     state = load_state(out.path("last.state")) if o.resume else None
@@ -399,7 +407,8 @@ def _train(o, rank: int, world: int, t_start: float) -> TrainResult:
     if state is not None:
         with _state_fields(out.path("last.state")):
             run.restore(state)
-        _say(o, f"resumed from {out.path('last.state')} at iteration {run.iteration}")
+        _say(o, f"resumed from {out.path('last.state')} at iteration {run.iteration}"
+                + (f" (torchrun restart {restart_count()})" if restart_count() else ""))
     if run.iteration >= sched.max_batches:
         _say(o, f"iteration {run.iteration} >= max_batches {sched.max_batches}: nothing to "
                 f"train (use --clear to train from the beginning)")
@@ -427,12 +436,20 @@ def _say(o, text: str) -> None:
         print(text, flush=True)
 
 
-def _output_folder(o, dc, src_cfg, master: bool) -> RunFiles:
+def _output_folder(o, dc, src_cfg, master: bool, world: int = 1) -> RunFiles:
     """The run's folder (--out, else the .data's backup=, else ./backup), made; refused where a
-    fresh run would replace another run's files, or where WEIGHTS is one of the run's own."""
+    fresh run would replace another run's files, or where WEIGHTS is one of the run's own.
+    ``resume="auto"`` is decided here, by rank 0 for every rank."""
     folder = o.out or (dc.resolve("backup") if dc.backup else "backup")
     os.makedirs(folder, exist_ok=True)
     base = os.path.splitext(os.path.basename(src_cfg.path or "train.cfg"))[0]
+    if o.resume == "auto":
+        o.resume = bool(_from_rank0(master and os.path.exists(
+            os.path.join(folder, f"{base}_last.state")), world))
+        if o.resume:
+            o.weights, o.clear = None, False        # the state continues the run
+        elif restart_count():
+            o.force = True      # no state yet: replace what this group's first attempt wrote
     if not o.resume and not o.force:
         _refuse_previous_run(folder, base)
     _refuse_writing_over(o.weights, folder, base)
