@@ -10,11 +10,10 @@ resumed (at an iteration past 0): a run started over from scratch would end on t
 """
 import os
 import re
-import signal
+import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from darkcfg.training import train as T
@@ -112,6 +111,33 @@ def test_a_ddp_group_stopped_by_sigterm_resumes_exactly(straight):
     assert _bytes(os.path.join(out, "nobn_final.weights")) == \
         _bytes(os.path.join(ref, "nobn_final.weights"))
     assert _losses(out) == _losses(ref)
+
+
+def test_two_nodes_on_one_machine_train_the_one_node_run(straight):
+    """The README's multi-machine command, its two "machines" started as two torchrun agents
+    here (--nnodes 2 --nproc-per-node 1, c10d rendezvous on localhost): the same losses and,
+    with 2 ranks adding the same two numbers, the same bytes as one node with 2 processes."""
+    tmp, ref = straight
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = os.path.join(tmp, "nodes")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node",
+           "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}", "--rdzv-id",
+           f"test{port}", "-m", "darkcfg", "train", os.path.join(tmp, "obj.data"),
+           os.path.join(tmp, "nobn.cfg"), "--out", out, "--workers", "0", "--max-batches",
+           str(ITERATIONS), "--dist-timeout", "60", "-q"]
+    nodes = [subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    try:
+        logs = [n.communicate(timeout=300)[0] for n in nodes]
+    finally:
+        for n in nodes:
+            n.kill()
+    assert [n.returncode for n in nodes] == [0, 0], "\n".join(l[-2000:] for l in logs)
+    assert _losses(out) == _losses(ref)
+    assert _bytes(os.path.join(out, "nobn_final.weights")) == \
+        _bytes(os.path.join(ref, "nobn_final.weights"))
 
 
 def test_resume_auto_starts_fresh_then_resumes(tmp_path):
