@@ -164,6 +164,7 @@ def test_a_rank_that_dies_or_stalls_stops_the_other_with_a_clear_message(tmp_pat
         procs[1].communicate()
     assert rc == 1, text[-3000:]
     assert "lost contact with the other ranks" in text, text[-3000:]
+    assert "rank 1 (no answer) died or stalled" in text, text[-3000:]     # the rank is named
     assert "Traceback" not in text, text[-3000:]
     assert not list((tmp_path / "o").glob("*.part")) and not list((tmp_path / "o").glob("*.tmp"))
     from darkcfg.config import shapes                       # the newest _last.weights is whole

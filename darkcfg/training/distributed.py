@@ -48,9 +48,25 @@ def _init_distributed(device, timeout):
     elif dev.type != "cpu":
         raise DarkcfgError(f"--device {device}: DDP runs on cpu (gloo) or cuda (NCCL)")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(seconds=timeout))
+        wait = datetime.timedelta(seconds=timeout)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=wait,
+                                **_attempt_store(wait))
     return dist.get_rank(), dist.get_world_size(), str(dev)
+
+
+def _attempt_store(timeout) -> dict:
+    """init_process_group's store for a group torchrun restarted: the agent's store (which
+    torchrun keeps across restarts) under a prefix of this attempt.  Without it the new ranks
+    can read the dead attempt's keys - gloo then dials a dead rank's old port ("Connection
+    refused") or waits for a peer that never comes, seen here about one restart in two.
+    {} (torch's own env:// store) on a first attempt, and where the agent shares no store."""
+    import torch.distributed as dist
+    if not restart_count() or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return {}
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          int(os.environ["WORLD_SIZE"]), is_master=False, timeout=timeout)
+    return {"store": dist.PrefixStore(f"darkcfg/attempt_{restart_count()}", store),
+            "rank": int(os.environ["RANK"]), "world_size": int(os.environ["WORLD_SIZE"])}
 
 
 def restart_count() -> int:
@@ -71,6 +87,31 @@ def _from_rank0(value, world: int):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+CHECK_IN = 10.0     # s the ranks left after a lost contact wait for one another to answer
+
+
+def _silent_ranks(rank: int, world: int, wait: float = CHECK_IN) -> list:
+    """After a collective failed: which ranks did not answer.  Each rank that is still running
+    checks in with the process group's store (torchrun's agent holds it, or rank 0 without
+    one) and waits up to ``wait`` s for the others; the dead or stalled never do.  [] when
+    the store itself is gone (it lived in the dead process) - the caller says "another rank"."""
+    import datetime
+    import torch.distributed as dist
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        store.set_timeout(datetime.timedelta(seconds=wait))
+        store.set(f"darkcfg/alive/{rank}", "1")
+        others = [r for r in range(world) if r != rank]
+        try:
+            store.wait([f"darkcfg/alive/{r}" for r in others],
+                       datetime.timedelta(seconds=wait))
+            return []
+        except Exception:           # a timeout: someone did not check in
+            return [r for r in others if not store.check([f"darkcfg/alive/{r}"])]
+    except Exception:               # no store to ask
+        return []
 
 
 def _end_distributed(world) -> None:

@@ -35,7 +35,7 @@ from ..config import shapes
 from ..errors import DarkcfgError
 from .distributed import (DIST_TIMEOUT, _device, _end_distributed,  # noqa: F401
                           _from_rank0, _init_distributed, _is_comm_error, _reduce_mean,
-                          restart_count)
+                          _silent_ranks, restart_count)
 from .inputs import (_check_classes, _check_data, _load_cfg, _make_loader,  # noqa: F401
                      _read_data, _run_schedule, _valid_paths, _warn_lint, head_kind)
 from .saving import (CSV_FIELDS, RunFiles, _plot, _refuse_previous_run,  # noqa: F401
@@ -350,14 +350,20 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
         return _train(o, rank, world, t_start)
     except RuntimeError as e:
         if world > 1 and _is_comm_error(e):
-            raise DarkcfgError(
-                f"rank {rank} of {world}: lost contact with the other ranks ({_first_line(e)}); "
-                f"another rank died or stalled for over {dist_timeout:.0f} s: training "
-                f"stopped (rank 0's last _last.weights/.state are the newest; --resume "
-                f"continues)") from None
+            raise _lost_contact(e, rank, world, dist_timeout) from None
         raise
     finally:
         _end_distributed(world)
+
+
+def _lost_contact(e, rank: int, world: int, dist_timeout: float) -> DarkcfgError:
+    """A collective failed: the error names the ranks that did not answer afterwards."""
+    silent = _silent_ranks(rank, world)
+    who = f"rank {', '.join(map(str, silent))} (no answer)" if silent else "another rank"
+    return DarkcfgError(
+        f"rank {rank} of {world}: lost contact with the other ranks ({_first_line(e)}); "
+        f"{who} died or stalled for over {dist_timeout:.0f} s: training "
+        f"stopped (rank 0's last _last.weights/.state are the newest; --resume continues)")
 
 
 def _check_arguments(o) -> None:
