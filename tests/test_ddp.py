@@ -170,3 +170,24 @@ def test_a_rank_that_dies_or_stalls_stops_the_other_with_a_clear_message(tmp_pat
     from darkcfg.config import shapes                       # the newest _last.weights is whole
     from darkcfg.files import weights as W
     W.check(shapes.network(os.path.join(str(tmp_path), "nobn.cfg")), str(last))
+
+
+def test_lr_scale_is_the_cfg_with_its_learning_rate_multiplied(tmp_path):
+    """--lr-scale 2 (darknet's -gpus 2 rate) trains the bytes of the cfg whose learning_rate
+    is written as 2x; with --lr-scale 1 it is the cfg's own run (the scale is used)."""
+    from click.testing import CliRunner
+    from darkcfg.cli import main
+    data, cfg = _setup(str(tmp_path))                    # learning_rate=0.01
+    doubled = os.path.join(str(tmp_path), "doubled", "nobn.cfg")
+    os.makedirs(os.path.dirname(doubled))
+    c = cfgmod.load(cfg)
+    c.net.set("learning_rate", 0.02)
+    cfgmod.save(c, doubled)
+    ref = T.train(data, doubled, out=str(tmp_path / "ref"), quiet=True, check_data=False)
+    plain = T.train(data, cfg, out=str(tmp_path / "plain"), quiet=True, check_data=False)
+    r = CliRunner().invoke(main, ["train", data, cfg, "--out", str(tmp_path / "scaled"),
+                                  "--lr-scale", "2", "--workers", "0", "-q"])
+    assert r.exit_code == 0, r.output
+    scaled = _floats(str(tmp_path / "scaled" / "nobn_final.weights"))
+    assert np.array_equal(scaled, _floats(ref.files["final"]))
+    assert not np.array_equal(scaled, _floats(plain.files["final"]))

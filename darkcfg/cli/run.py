@@ -121,6 +121,10 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
 @click.option("--dist-timeout", type=click.FloatRange(min=1), default=900, show_default=True,
               help="Under torchrun: seconds a rank waits for the others before it stops with "
                    "an error (a dead or stalled rank; rank 0's --map must fit in it).")
+@click.option("--lr-scale", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True,
+              help="Multiply the cfg's learning_rate (darknet's -gpus N multiplies it by N; "
+                   "darkcfg's DDP does not - docs: training).")
 @click.option("--amp", type=click.Choice(["bf16", "fp16"]),
               help="Mixed precision (torch.autocast; fp16 with a grad scaler).")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format.")
@@ -131,8 +135,8 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
                    "often, and at every save and mAP evaluation.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no progress lines.")
 def train(data_file, cfg, weights, out, clear, resume, force, freeze, classes, init, assign,
-          with_map, map_every, max_batches, seed, workers, device, sync_bn, dist_timeout, amp,
-          channels_last, compile_, log_every, quiet):
+          with_map, map_every, max_batches, seed, workers, device, sync_bn, dist_timeout,
+          lr_scale, amp, channels_last, compile_, log_every, quiet):
     """Train CFG on DATA, starting from WEIGHTS (a full .weights/.pt, a partial file such as
     darknet53.conv.74, or none: PyTorch's initialisation, --init), the way
     `darknet detector train DATA CFG WEIGHTS` does: the cfg's [net] batch, subdivisions,
@@ -155,7 +159,8 @@ def train(data_file, cfg, weights, out, clear, resume, force, freeze, classes, i
                     classes=classes, assign=assign, map=with_map, map_every=map_every, seed=seed,
                     workers=workers, device=device, quiet=quiet, max_batches=max_batches,
                     sync_bn=sync_bn, amp=amp, channels_last=channels_last, compile=compile_,
-                    dist_timeout=dist_timeout, force=force, init=init, log_every=log_every)
+                    dist_timeout=dist_timeout, force=force, init=init, log_every=log_every,
+                    lr_scale=lr_scale)
     except KeyboardInterrupt as e:     # Ctrl-C, or a signals.Stopped for SIGTERM/SIGHUP
         signum = getattr(e, "signum", 2)
         if quiet:      # otherwise train() has said where it saved, once

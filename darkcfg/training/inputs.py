@@ -83,12 +83,14 @@ def _check_classes(net, dc, data_path, cfg_name) -> int:
 
 
 
-def _run_schedule(net, max_batches, world: int):
+def _run_schedule(net, max_batches, world: int, lr_scale: float = 1.0):
     """The cfg's schedule (``max_batches`` overriding it, and sgdr_cycle with it unless the cfg
-    sets one), refused where an iteration trains on one image or its forward pass does not
-    split over the ``world`` ranks."""
+    sets one; learning_rate times ``lr_scale``, as darknet's -gpus N multiplies it by N),
+    refused where an iteration trains on one image or its forward pass does not split over
+    the ``world`` ranks."""
     from .schedule import schedule
     sched = schedule(net)
+    sched.learning_rate *= lr_scale
     if max_batches is not None:
         if not net.cfg.net.has("sgdr_cycle"):
             sched.sgdr_cycle = max_batches

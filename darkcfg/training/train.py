@@ -303,7 +303,7 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
           device="cpu", quiet=False, max_batches=None, loader=None, valid_paths=None,
           callback=None, nan_limit=NAN_LIMIT, check_data=True, sync_bn=False, amp=None,
           channels_last=False, compile=False, dist_timeout=DIST_TIMEOUT,
-          force=False, init="torch", log_every=LOG_EVERY) -> TrainResult:
+          force=False, init="torch", log_every=LOG_EVERY, lr_scale=1.0) -> TrainResult:
     """Train as ``darknet detector train DATA CFG [WEIGHTS]`` does; see the module docstring.
 
     * ``weights``: a .weights file (full, or a prefix such as darknet53.conv.74: the layers it
@@ -331,6 +331,7 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
       CUDA, darkcfg.syncbn's on CPU, where PyTorch's refuses CPU tensors); without it each
       rank's batch norms see only its share.
       ``dist_timeout``: seconds a rank waits for the others before it stops with an error.
+      ``lr_scale``: the cfg's learning_rate times this (darknet's -gpus N uses N; default 1).
     * ``amp``: "bf16" or "fp16" autocast (fp16 with a grad scaler); ``channels_last``;
       ``compile``: torch.compile of the model's training forward.
     * ``log_every``: without a terminal (no progress bar), a progress line at least every
@@ -379,6 +380,8 @@ def _check_arguments(o) -> None:
     if o.resume is True and (o.weights is not None or o.clear):
         raise DarkcfgError("--resume continues from the training state: give no WEIGHTS and "
                            "no --clear")
+    if not (o.lr_scale > 0 and math.isfinite(o.lr_scale)):
+        raise DarkcfgError(f"--lr-scale must be a positive number, got {o.lr_scale}")
     if o.amp not in (None, "bf16", "fp16"):
         raise DarkcfgError(f"--amp must be bf16 or fp16, got {o.amp!r}")
 
@@ -392,7 +395,7 @@ def _train(o, rank: int, world: int, t_start: float) -> TrainResult:
     cfg_obj = cfgmod.rewrite(src_cfg, classes=o.classes) if o.classes else src_cfg
     net = shapes.infer(cfg_obj)
     num_classes = _check_classes(net, dc, o.data_path, src_cfg.path or "<cfg>")
-    sched = _run_schedule(net, o.max_batches, world)
+    sched = _run_schedule(net, o.max_batches, world, o.lr_scale)
     if rank == 0:
         _warn_lint(net)
     if o.check_data and o.loader is None:
