@@ -20,42 +20,59 @@ from .common import BUNDLED, IN_FILE
 @click.option("--num", type=click.IntRange(min=1), default=9, show_default=True,
               help="Number of anchors.")
 @click.option("--width", type=click.IntRange(min=1), help="Network input width in pixels "
-              "(default: the --write-cfg cfg's, else 416).")
+              "(default: the --cfg or --write-cfg cfg's, else 416).")
 @click.option("--height", type=click.IntRange(min=1), help="Network input height in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="k-means++ seed.")
+@click.option("--cfg", type=IN_FILE,
+              help="The training cfg: its [net] width and height size the boxes (nothing is "
+                   "written to it; --write-cfg writes).")
 @click.option("--write-cfg", type=IN_FILE,
               help="Put anchors=, num= and mask= into this cfg's [yolo] sections (in place, "
                    "atomically, comments, mode and symlinks kept; filters= of the feeding "
                    "convs follow).")
-def anchors(labels, num, width, height, seed, write_cfg):
+def anchors(labels, num, width, height, seed, cfg, write_cfg):
     """k-means anchors (1 - IoU, as darknet's calc_anchors) from YOLO labels.
 
-    LABELS: a folder of YOLO .txt labels (class cx cy w h, normalized) or a file listing
-    label or image files (relative paths from the current folder, as darknet reads them).
+    LABELS: a .data file (its train= list, as darknet's detector calc_anchors reads it), a
+    folder of YOLO .txt labels (class cx cy w h, normalized) or a file listing label or
+    image files (relative paths from the current folder, as darknet reads them).
     Prints the anchors small to large, the average IoU of each box with its best anchor,
     and the best possible recall at IoU 0.5.  Deterministic for a seed.
 
     \b
     Example:
+      darkcfg anchors data/obj.data --num 6 --cfg my-yolov3-tiny.cfg
       darkcfg anchors data/labels --num 9 --width 416 --height 416 --write-cfg my.cfg
     """
     import numpy as np
     from ..objective import anchors as A
-    cfg = cfgmod.load(write_cfg) if write_cfg else None
-    if cfg is not None:
-        net = shapes.infer(cfg)
+    sized = cfgmod.load(write_cfg or cfg) if (write_cfg or cfg) else None
+    if sized is not None:
+        net = shapes.infer(sized)
         width, height = width or net.width, height or net.height
     width, height = width or 416, height or 416
-    wh = A.read_labels(labels) * np.array([width, height])
+    wh = A.read_labels(_train_list(labels)) * np.array([width, height])
     res = A.kmeans(wh, num, seed)
     click.echo(f"{len(wh):,} boxes, {num} anchors at {width} x {height}, seed {seed} "
                f"({res.iterations} iterations)")
     click.echo("anchors = " + ", ".join(f"{w:.0f},{h:.0f}" for w, h in res.anchors))
     click.echo(f"average IoU: {res.avg_iou * 100:.2f}%   best possible recall at IoU 0.5: "
                f"{res.recall50 * 100:.2f}%")
-    if cfg is not None:
-        cfgmod.save(A.write_cfg(cfg, res.anchors), write_cfg)
+    if write_cfg:
+        cfgmod.save(A.write_cfg(sized, res.anchors), write_cfg)
         click.echo(f"wrote anchors into {write_cfg}")
+
+
+def _train_list(labels: str) -> str:
+    """LABELS as anchors reads it: a .data gives its train= list (darknet's calc_anchors)."""
+    if not labels.lower().endswith(".data"):
+        return labels
+    from ..dataset import data as D
+    from ..errors import DarkcfgError
+    d = D.read_data(labels)
+    if d.train is None:
+        raise DarkcfgError(f"{labels}: no train= list to take the boxes from")
+    return d.resolve("train")
 
 
 # ----- data / map / train: training on your own data set ------------------------------------

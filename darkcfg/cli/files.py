@@ -119,10 +119,14 @@ def convert(src, dst, cfg, weights_cfg, cutoff, force, quiet):
         _convert_checkpoint(src, dst, cfg, weights_cfg, cutoff, not quiet)
 
 
-def _wrote(dst, arrays, src, header, extra=""):
+def _wrote(dst, arrays, src, header, extra="", cutoff=None):
+    """``wrote DST: 52 layers, 260 tensors ...``; with a cutoff the layers it kept and how many
+    of them carry weights: ``layers 0-14 (9 with weights)``."""
     layers = len({k.split(".")[1] for k in arrays})
     tensors = sum(1 for k in arrays if not k.endswith("num_batches_tracked"))
-    click.echo(f"wrote {dst}: {layers} layers, {tensors} tensors from {src}{extra} (version "
+    kept = f"{layers} layers" if cutoff is None else \
+        f"layers 0-{cutoff - 1} ({layers} with weights)"
+    click.echo(f"wrote {dst}: {kept}, {tensors} tensors from {src}{extra} (version "
                f"{header.major}.{header.minor}.{header.revision}, seen {header.seen:,})")
 
 
@@ -164,7 +168,7 @@ def _convert_weights(src, dst, cfg, weights_cfg, cutoff, progress):
     else:                       # DST in cfg's order (the arrays are keyed by it)
         out_cutoff = None if cutoff is None else 1 + max(int(k.split(".")[1]) for k in arrays)
         W.write_weights(arrays, dst, header, net, None, out_cutoff, progress)
-    _wrote(dst, arrays, src, header)
+    _wrote(dst, arrays, src, header, cutoff=cutoff)
 
 
 def _convert_checkpoint(src, dst, cfg, weights_cfg, cutoff, progress):
@@ -196,7 +200,7 @@ def _convert_checkpoint(src, dst, cfg, weights_cfg, cutoff, progress):
                for k in [f"layers.{(mapping or {}).get(e.layer.index, e.layer.index)}."
                          f"{e.tensor.key}"]}
     _wrote(dst, {k: None for k in written}, src, ck.header,
-           f" in {file_net.cfg.name}'s layer order" if file_net is not net else "")
+           f" in {file_net.cfg.name}'s layer order" if file_net is not net else "", cutoff)
 
 
 # ----- init -----------------------------------------------------------------------------------

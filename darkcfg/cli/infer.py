@@ -23,6 +23,9 @@ from .common import DEFAULT_CFG, FORCE, IN_FILE, _device, _report_skipped, load_
 @click.option("--weights-cfg", type=IN_FILE,
               help="The cfg whose layer order --weights follows (default: --cfg).")
 @click.option("--names", type=IN_FILE, help="Class names, one per line (darknet's coco.names).")
+@click.option("--data", "data_file", type=IN_FILE,
+              help="A darknet .data file: the class names from its names= (darknet's detector "
+                   "test DATA); --names wins when both are given.")
 @click.option("--thresh", type=click.FloatRange(0, 1), default=0.25, show_default=True,
               help="Keep class j when objectness * p(j) exceeds this ([keypoint]: when "
                    "centerness * p(j) at a 3x3 peak does).")
@@ -43,8 +46,8 @@ from .common import DEFAULT_CFG, FORCE, IN_FILE, _device, _report_skipped, load_
 @click.option("--device", default="cpu", show_default=True, callback=_device,
               help="cpu, cuda, cuda:N or mps.")
 @FORCE
-def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, max_det, letter_box,
-           output, dtype, device, force):
+def detect(images, weights, cfg, weights_cfg, names, data_file, thresh, nms_thresh, max_det,
+           letter_box, output, dtype, device, force):
     """Detect objects in IMAGES with a [yolo] or [region] network, or keypoints with a
     [keypoint] one.
 
@@ -56,10 +59,12 @@ def detect(images, weights, cfg, weights_cfg, names, thresh, nms_thresh, max_det
     \b
     Example:
       darkcfg detect dog.jpg --cfg cfgs/yolov3.cfg --weights yolov3.weights --names coco.names -o out/
+      darkcfg detect a.jpg --cfg my.cfg --weights backup/my_best.weights --data obj.data
       darkcfg detect a.jpg --cfg cfgs/yolo_kp.cfg --weights kp.weights --names obj.names -o out/
     """
     from ..infer import detect as D
     from ..nn import model as M
+    names = names or _data_names(data_file)
     drawn = _drawings(images, output)
     io.check_outputs(drawn, list(images) + [weights, cfg, weights_cfg, names], force)
     model, _, _ = open_model(weights, cfg, weights_cfg)
@@ -98,6 +103,20 @@ def _detect_points(model, path, dst, output, thresh, max_det, labels, letter_box
     if dst:
         os.makedirs(output, exist_ok=True)
         K.draw_points(img, kps, labels, dst)
+
+
+def _data_names(data_file):
+    """The names file a .data names (None without a .data); a missing one is an error."""
+    if data_file is None:
+        return None
+    from ..dataset import data as DS
+    d = DS.read_data(data_file)
+    if d.names is None:
+        raise DarkcfgError(f"{data_file}: no names= file to take the class names from")
+    path = d.resolve("names")
+    if not os.path.isfile(path):
+        raise DarkcfgError(f"{d.where('names')}: names={d.names}: no such file")
+    return path
 
 
 def _drawings(images, output) -> list:

@@ -58,12 +58,22 @@ class DataConfig:
     backup: str | None = None
     options: dict = field(default_factory=dict)     # every key, as written (first wins)
     lines: dict = field(default_factory=dict)       # key -> line number
+    spaced: dict = field(default_factory=dict)      # key -> its value as written, with spaces
 
     def resolve(self, key: str) -> str | None:
         """The value of ``key`` as a path that exists (see the module notes), or as written
-        (relative to the current folder) when none does; None when the key is absent."""
+        (relative to the current folder) when none does; None when the key is absent.  A value
+        written with spaces whose space-less path (what darknet reads) does not exist is an
+        error saying so."""
         value = self.options.get(key)
-        return None if value is None else resolve_path(value, self.path)
+        if value is None:
+            return None
+        path = resolve_path(value, self.path)
+        if key in self.spaced and not os.path.exists(path):
+            raise DarkcfgError(f"{self.where(key)}: {key} = {self.spaced[key]}: darknet's .data "
+                               f"reader drops every space, so this reads as '{value}', which "
+                               f"does not exist: rename the file or folder without spaces")
+        return path
 
     def where(self, key: str) -> str:
         return f"{self.path}:{self.lines[key]}" if key in self.lines else self.path
@@ -73,9 +83,9 @@ def read_data(path: str) -> DataConfig:
     """darknet's read_data_cfg.  A line without ``=`` or with nothing after it is an error
     (darknet prints 'Config file error' or keeps a key without value)."""
     text = _read_text(path)
-    options, lines = {}, {}
-    for nu, line in enumerate(text.splitlines(), 1):
-        line = "".join(line.split())            # darknet's strip(): every space, tab, CR, LF
+    options, lines, spaced = {}, {}, {}
+    for nu, raw in enumerate(text.splitlines(), 1):
+        line = "".join(raw.split())             # darknet's strip(): every space, tab, CR, LF
         if not line or line[0] in "#;":
             continue
         key, eq, value = line.partition("=")
@@ -85,6 +95,9 @@ def read_data(path: str) -> DataConfig:
             raise DarkcfgError(f"{path}:{nu}: '{key}=' has no value")
         if key not in options:                  # option_find walks from the front
             options[key], lines[key] = value, nu
+            written = raw.partition("=")[2].strip()
+            if written != value:
+                spaced[key] = written
     classes = None
     if "classes" in options:
         try:
@@ -95,7 +108,7 @@ def read_data(path: str) -> DataConfig:
         if classes < 1:
             raise DarkcfgError(f"{path}:{lines['classes']}: classes must be >= 1, got {classes}")
     return DataConfig(path, classes, options.get("train"), options.get("valid"),
-                      options.get("names"), options.get("backup"), options, lines)
+                      options.get("names"), options.get("backup"), options, lines, spaced)
 
 
 def _read_text(path: str) -> str:
@@ -171,6 +184,19 @@ def _list_base(entries: list, source: str) -> str | None:
         if any(os.path.exists(os.path.join(base, p)) for p in rel):
             return None if base == os.getcwd() else base
     return None
+
+
+def check_listed(source: str, limit: int = 5) -> None:
+    """Every entry of a list file exists, else an error naming the first ``limit`` missing
+    ones by the list's file:line (a folder lists only what exists)."""
+    if os.path.isdir(source):
+        return
+    missing = [f"{source}:{nu}: image '{p}' does not exist"
+               for nu, p in list_lines(source) if not os.path.isfile(p)]
+    if missing:
+        more = f"\n  ... and {len(missing) - limit} more" if len(missing) > limit else ""
+        raise DarkcfgError(f"{source}: {_n(len(missing), 'listed image')} missing:\n  "
+                           + "\n  ".join(missing[:limit]) + more)
 
 
 def list_lines(source: str) -> list:
@@ -297,17 +323,60 @@ def _is_float(v: str) -> bool:
 # ----- images ------------------------------------------------------------------------------------
 
 
+def opencv():
+    """cv2, with OpenCV's own log lines (``[ WARN:0@0.8] global loadsave.cpp ...``) silenced:
+    darkcfg says what went wrong itself, naming the file (:func:`image_damage`, :func:`_imread`)."""
+    import cv2
+    global _OPENCV_QUIET
+    if not _OPENCV_QUIET:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        _OPENCV_QUIET = True
+    return cv2
+
+
+_OPENCV_QUIET = False
+_TAIL = 65536           # bytes read from a JPEG's end to find its end-of-image marker
+
+
+def image_damage(path: str) -> str | None:
+    """Why an image file is cut short, or None: the one rule train, map, detect and data check
+    apply before decoding.  A JPEG must have its end-of-image marker (FF D9) after its last
+    start-of-scan (FF DA; scan data cannot hold FF D9, so a marker there is the real end):
+    libjpeg decodes a truncated JPEG into grey rows with one 'Premature end of JPEG file' on
+    stderr that names no file, and darknet trains on it; darkcfg refuses it, by name.  Other
+    formats a decoder cannot read fail to decode (:func:`_imread`)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\xff\xd8":
+                return None
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(2, size - _TAIL))
+            tail = f.read()
+    except OSError:
+        return None                     # the decoder's error says it
+    sos = tail.rfind(b"\xff\xda")
+    if tail.find(b"\xff\xd9", max(sos, 0)) < 0:
+        return (f"{path}: a truncated JPEG (no end-of-image marker after its last scan; "
+                f"libjpeg would fill the rest with grey): re-save or replace it, or remove it "
+                f"from the list")
+    return None
+
+
 def load_image(path: str, channels: int = 3) -> np.ndarray:
     """H x W x 3 uint8 RGB (H x W x 1 for ``channels=1``), decoded by OpenCV as darknet's
     load_image_mat_cv does (BGR -> RGB)."""
-    import cv2
+    cv2 = opencv()
     img = _imread(path, channels)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if channels >= 3 else img
 
 
 def _imread(path: str, channels: int = 3) -> np.ndarray:
-    """H x W x 3 BGR (or H x W x 1) uint8, as OpenCV decodes it."""
-    import cv2
+    """H x W x 3 BGR (or H x W x 1) uint8, as OpenCV decodes it; a missing, truncated or
+    undecodable file is an error naming it."""
+    cv2 = opencv()
+    damage = image_damage(path)
+    if damage:
+        raise DarkcfgError(damage)
     img = cv2.imread(path, cv2.IMREAD_COLOR if channels >= 3 else cv2.IMREAD_GRAYSCALE)
     if img is None:
         if not os.path.exists(path):
@@ -465,23 +534,30 @@ def _spread(v: np.ndarray) -> dict:
     return dict(zip(("min", "p5", "p50", "p95", "max"), (round(float(x), 2) for x in p)))
 
 
-def _decodes(path: str) -> bool:
-    import cv2
+def _decodes(path: str) -> str | None:
+    """None when the image decodes, else why not (naming it)."""
+    damage = image_damage(path)
+    if damage:
+        return damage
+    cv2 = opencv()
     # an eighth of the resolution: libjpeg decodes that far faster, and still reads the file
-    return cv2.imread(path, cv2.IMREAD_REDUCED_GRAYSCALE_8) is not None
+    if cv2.imread(path, cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
+        return f"{path}: OpenCV cannot decode this image"
+    return None
 
 
 def _inspect(path: str, decode: bool) -> tuple:
-    """(exists, decodes, label file exists, rows, problems) of one image."""
+    """(exists, why it does not decode or None, label file exists, rows, problems) of one
+    image."""
     if not os.path.isfile(path):
-        return False, False, False, None, []
-    ok = _decodes(path) if decode else True
+        return False, None, False, None, []
+    bad = _decodes(path) if decode else None
     try:
         lab = label_path(path)
     except DarkcfgError as e:
-        return True, ok, False, np.zeros((0, 5), np.float32), [str(e)]
+        return True, bad, False, np.zeros((0, 5), np.float32), [str(e)]
     rows, problems = read_labels(lab)
-    return True, ok, os.path.exists(lab), rows, problems
+    return True, bad, os.path.exists(lab), rows, problems
 
 
 def check(data, cfg=None, splits=("train", "valid"), decode: bool = True,
@@ -548,7 +624,11 @@ def _check_split(rep, d, name, net, keypoints, decode, pool, seen):
             return SplitStats(name, None, same_as="train")
         rep.errors.append(f"{d.path}: no '{name}=' list")
         return None
-    source = d.resolve(name)
+    try:
+        source = d.resolve(name)
+    except DarkcfgError as e:            # a path with spaces: darknet reads another one
+        rep.errors.append(str(e))
+        return SplitStats(name, d.options[name])
     stats = SplitStats(name, source)
     if os.path.isdir(source):
         entries = [(None, p) for p in image_list(source)]
@@ -564,15 +644,15 @@ def _check_split(rep, d, name, net, keypoints, decode, pool, seen):
     seen[name] = {os.path.abspath(p) for _, p in entries}
     sizes = []
     results = pool.map(lambda e: _inspect(e[1], decode), entries)
-    for (nu, path), (exists, ok, has_label, rows, problems) in zip(entries, results):
+    for (nu, path), (exists, bad, has_label, rows, problems) in zip(entries, results):
         where = f"{source}:{nu}" if nu is not None else path
         if not exists:
             rep.errors.append(f"{where}: image '{path}' does not exist")
             continue
         stats.images += 1
-        if not ok:
+        if bad is not None:                     # why it does not decode
             stats.undecodable += 1
-            rep.errors.append(f"{path}: OpenCV cannot decode this image")
+            rep.errors.append(bad)
         rep.errors += problems
         if not has_label:
             stats.no_label_file += 1

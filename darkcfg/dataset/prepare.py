@@ -22,6 +22,10 @@ def open_image(path: str):
     their top 8 bits, as darknet's stb_image loader does (Pillow's own convert("RGB") clips
     them to white)."""
     from PIL import Image, UnidentifiedImageError
+    from .data import image_damage
+    damage = image_damage(path)        # the rule train, map and data check apply
+    if damage:
+        raise DarkcfgError(damage)
     try:
         img = Image.open(path)
         if img.mode.startswith("I;16") or img.mode == "I":

@@ -504,6 +504,7 @@ def setup(data_path: str, cfg, weights, *, letter_box=None, device=None,
     if key == "train":
         notes.append(f"{data_path}: no valid=, evaluating the train= list")
     paths = D.image_list(d.resolve(key))
+    D.check_listed(d.resolve(key))          # a missing image named by the list's file:line
     if any(outputs) or plot:
         inputs = [data_path, cfg, weights,
                   *[d.resolve(k) for k in ("train", "valid", "names") if getattr(d, k)]]

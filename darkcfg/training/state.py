@@ -86,3 +86,20 @@ def _state_fields(path):
 
 def _first_line(e) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+# ----- a finished run ---------------------------------------------------------------------------
+
+def train_on(folder: str, base: str) -> str:
+    """The one way to train on from a finished run, as the messages and the docs say it."""
+    return (f"to train on, raise max_batches (in the cfg, or --max-batches) and --resume "
+            f"(the same schedule continues); or start a new schedule from the trained weights "
+            f"with darknet's -clear: WEIGHTS --clear, e.g. "
+            f"{os.path.join(folder, base + '_final.weights')} --clear --out NEW_FOLDER")
+
+
+def finished(iteration: int, max_batches: int, folder: str, base: str, resumed: bool) -> str:
+    """What a run that starts at or past max_batches says: nothing to train, and how to."""
+    where = "the run is finished" if resumed else "the weights' seen places the start there"
+    return (f"iteration {iteration} >= max_batches {max_batches}: {where}, nothing to train; "
+            + train_on(folder, base))

@@ -44,8 +44,8 @@ from .schedule import Schedule, learning_rate, schedule  # noqa: F401
 from .start import (BN_MOMENTUM, INITS, _ready_to_train, _starting_model,  # noqa: F401
                     _uniform, darknet_init_, layers_in_file, make_optimizer, param_groups,
                     set_bn_training, start_weights, torch_init_)
-from .state import (_first_line, _set_rng_state, _state_fields, load_state,  # noqa: F401
-                    save_state)
+from .state import (_first_line, _set_rng_state, _state_fields, finished,  # noqa: F401
+                    load_state, save_state, train_on)
 from .update import (_autocast, _bn_buffers, _grads_finite, _restore_buffers,  # noqa: F401
                      step)
 
@@ -379,7 +379,7 @@ def _check_arguments(o) -> None:
         o.resume = "auto"           # torchrun restarted the group: continue the run
     if o.resume is True and (o.weights is not None or o.clear):
         raise DarkcfgError("--resume continues from the training state: give no WEIGHTS and "
-                           "no --clear")
+                           "no --clear; " + train_on("backup", "<cfg>"))
     if not (o.lr_scale > 0 and math.isfinite(o.lr_scale)):
         raise DarkcfgError(f"--lr-scale must be a positive number, got {o.lr_scale}")
     if o.amp not in (None, "bf16", "fp16"):
@@ -419,8 +419,7 @@ def _train(o, rank: int, world: int, t_start: float) -> TrainResult:
         _say(o, f"resumed from {out.path('last.state')} at iteration {run.iteration}"
                 + (f" (torchrun restart {restart_count()})" if restart_count() else ""))
     if run.iteration >= sched.max_batches:
-        _say(o, f"iteration {run.iteration} >= max_batches {sched.max_batches}: nothing to "
-                f"train (use --clear to train from the beginning)")
+        _say(o, finished(run.iteration, sched.max_batches, out.folder, out.base, o.resume))
         run.files["final"] = run.weights("final")
         return _result(run, t_start)
 
