@@ -35,6 +35,7 @@ from ..dataset import data as D
 from ..dataset.prepare import (RESIZERS, cfg_letter_box, letterbox_image,  # noqa: F401
                                letterbox_size, prepare, read_names, resize_image, to_float)
 from . import evaluate as E
+from . import per_class as PC
 from .. import outputs as io
 from ..errors import DarkcfgError
 
@@ -555,7 +556,7 @@ def coco_image_ids(paths: list) -> list:
     return ids if len(set(ids)) == len(ids) else list(range(len(paths)))
 
 
-PLOT_FILES = ("pr_*.png", "confusion.png")        # what --plot writes (evaluate.plot_*)
+PLOT_FILES = ("pr_*.png", "confusion.png", "per_class.png")   # what --plot writes
 
 
 def _check_map_outputs(files, paths, outputs, plot, force) -> None:
@@ -623,6 +624,7 @@ def _map_extras(s: MapSetup, got, r, *, coco, save_detections, plot, thresh, iou
     if plot:
         os.makedirs(plot, exist_ok=True)
         written = E.plot_pr(r, plot, s.names)
+        written.append(PC.plot_per_class(r, os.path.join(plot, "per_class.png"), s.names))
         m = E.confusion_matrix(got.dets, got.gts, s.classes, thresh=thresh,
                                iou_thresh=iou_thresh)
         written.append(E.plot_confusion(m, os.path.join(plot, "confusion.png"), s.names))
@@ -647,6 +649,7 @@ def _map_text(s: MapSetup, r, extra: dict, save_detections, plot) -> str:
     text = ["\n calculation mAP (mean average precision)...\n"]
     text += [f" Detection layer: {l.index} - type = {LAYER_TYPE[l.type]} \n" for l in heads]
     text.append(r.format(s.names))
+    text.append(PC.class_table(r, s.names))       # the maintained darknet's per-class table
     text += [f"note: {n}\n" for n in s.notes]
     if "coco" in extra:
         text.append("\nCOCO (pycocotools, same detections):\n" + extra["coco"]["text"])

@@ -7,17 +7,18 @@ from __future__ import annotations
 import csv
 import os
 
-import numpy as np
-
 from ..errors import DarkcfgError
+from . import chart
 
 
 CSV_FIELDS = ["iteration", "loss", "avg_loss", "xy", "wh", "iou", "obj", "cls", "lr",
               "images_per_s", "skipped", "map"]
 
 
-def write_results(rows: list, folder: str, base: str, plot: bool = True) -> tuple:
-    """results.csv and (``plot``) results.png: loss parts, lr, mAP against iteration.  Atomic."""
+def write_results(rows: list, folder: str, base: str, plot: bool = True,
+                  map_every: int | None = None) -> tuple:
+    """results.csv and (``plot``) the chart results.png (:mod:`.chart`; ``map_every`` None:
+    the run has no --map, and the chart says so).  Atomic."""
     from ..outputs import atomic_output
     csv_path = os.path.join(folder, "results.csv")
     fields = CSV_FIELDS + sorted({k for r in rows for k in r} - set(CSV_FIELDS))
@@ -29,38 +30,10 @@ def write_results(rows: list, folder: str, base: str, plot: bool = True) -> tupl
     png = os.path.join(folder, "results.png") if plot else None
     try:
         if png:
-            _plot(rows, png, base)
+            chart.plot(rows, png, base, map_every)
     except ImportError:      # matplotlib is optional: the csv carries the same numbers
         png = None
     return csv_path, png
-
-
-def _plot(rows, path, base):
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-    from ..outputs import atomic_output
-    it = [r["iteration"] for r in rows]
-    fig = Figure(figsize=(12, 4))
-    ax = fig.subplots(1, 3)
-    for k in ("loss", "avg_loss", "xy", "wh", "iou", "obj", "cls"):
-        ys = [r.get(k) for r in rows]
-        if any(y for y in ys if y is not None):
-            ax[0].plot(it, [np.nan if y is None else y for y in ys], label=k)
-    ax[0].set_title(f"{base}: loss")
-    ax[0].set_yscale("log")
-    ax[0].legend(fontsize=7)
-    ax[1].plot(it, [r["lr"] for r in rows])
-    ax[1].set_title("learning rate")
-    m = [(r["iteration"], r["map"]) for r in rows if r.get("map") is not None]
-    if m:
-        ax[2].plot(*zip(*m), "o-", color="red")
-    ax[2].set_title("mAP@0.5")
-    for a in ax:
-        a.set_xlabel("iteration")
-    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.14, top=0.9, wspace=0.25)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
 
 
 
@@ -127,10 +100,11 @@ class RunFiles:
             save_state(p, model, opt, fields)
         return p
 
-    def results(self, rows: list, plot: bool = True) -> None:
-        """results.csv at every save; results.png (about a second of matplotlib) when ``plot``:
-        at the <cfg>_<iteration>, _best and _final saves and on Ctrl-C."""
+    def results(self, rows: list, map_every: int | None = None) -> None:
+        """results.csv and the chart results.png at every save (``map_every``: the run's --map
+        period, None without --map)."""
         if rows and self.master:
-            self.files["csv"], png = write_results(rows, self.folder, self.base, plot)
+            self.files["csv"], png = write_results(rows, self.folder, self.base, True,
+                                                   map_every)
             if png:
                 self.files["png"] = png

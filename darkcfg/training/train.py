@@ -38,7 +38,7 @@ from .distributed import (DIST_TIMEOUT, _device, _end_distributed,  # noqa: F401
                           _silent_ranks, restart_count)
 from .inputs import (_check_classes, _check_data, _load_cfg, _make_loader,  # noqa: F401
                      _read_data, _run_schedule, _valid_paths, _warn_lint, head_kind)
-from .saving import (CSV_FIELDS, RunFiles, _plot, _refuse_previous_run,  # noqa: F401
+from .saving import (CSV_FIELDS, RunFiles, _refuse_previous_run,  # noqa: F401
                      _refuse_writing_over, _run_files, write_results)
 from .schedule import Schedule, learning_rate, schedule  # noqa: F401
 from .start import (BN_MOMENTUM, INITS, _ready_to_train, _starting_model,  # noqa: F401
@@ -162,7 +162,8 @@ class _Run:
         return self.out.weights(self.model, tag, self.iteration * self.sched.images_per_iteration)
 
     def save_last(self, plot=False) -> None:
-        """_last.weights (and _ema.weights), the state beside them, results.csv."""
+        """_last.weights (and _ema.weights), the state beside them, results.csv and the chart
+        (``plot`` is kept for callers: the chart is drawn at every save)."""
         self.files["last"] = self.weights("last")
         if not self.out.master:
             self.out.state(self.model, self.opt, {})
@@ -176,7 +177,7 @@ class _Run:
         if self.scaler is not None:
             fields["scaler"] = self.scaler.state_dict()
         self.out.state(self.model, self.opt, {**fields, "cfg": self.net.cfg.to_text()})
-        self.out.results(self.rows, plot)
+        self.out.results(self.rows, self.map_every)
 
     def restore(self, state: dict) -> None:
         self.opt.load_state_dict(state["optimizer"])
@@ -276,7 +277,7 @@ class _Run:
         if best:
             self.best_map = row["map"]
             self.files["best"] = self.weights("best")
-            self.out.results(self.rows)
+            self.out.results(self.rows, self.map_every)
 
     def maybe_save(self) -> None:
         """darknet's cadence (PR #7932): <cfg>_<N> every saveweights, _last every savelast
@@ -288,7 +289,7 @@ class _Run:
         if it >= self.iter_save + self.saveweights or it % self.saveweights == 0:
             self.iter_save = it
             self.saved.append(self.weights(str(it)))
-            self.out.results(self.rows)
+            self.out.results(self.rows, self.map_every)
         if self.saveweights > self.savelast and (it >= self.iter_save_last + self.savelast
                                                  or it % self.savelast == 0):
             self.iter_save_last = it
