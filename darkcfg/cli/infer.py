@@ -13,8 +13,19 @@ from .common import DEFAULT_CFG, FORCE, IN_FILE, _device, _report_skipped, load_
 
 # ----- detect ---------------------------------------------------------------------------------
 
-@click.command(short_help="Detect objects (or keypoints) in images; print and draw them.")
-@click.argument("images", nargs=-1, required=True, type=IN_FILE)
+class _Input(click.ParamType):
+    """An existing file or folder, or a stream URL (rtsp://, http://, ...)."""
+    name = "input"
+
+    def convert(self, value, param, ctx):
+        from ..infer.sources import is_stream
+        if is_stream(value) or os.path.exists(value):
+            return value
+        self.fail(f"'{value}' does not exist (and is not a stream URL)", param, ctx)
+
+
+@click.command(short_help="Detect objects in images, folders, lists, videos, cameras, streams.")
+@click.argument("inputs", nargs=-1, type=_Input(), metavar="INPUT...")
 @click.option("--weights", required=True, type=IN_FILE,
               help="darknet .weights (with --cfg), or a .pt/.safetensors (which carries its cfg).")
 @click.option("--cfg", type=IN_FILE,
@@ -26,6 +37,8 @@ from .common import DEFAULT_CFG, FORCE, IN_FILE, _device, _report_skipped, load_
 @click.option("--data", "data_file", type=IN_FILE,
               help="A darknet .data file: the class names from its names= (darknet's detector "
                    "test DATA); --names wins when both are given.")
+@click.option("--camera", type=click.IntRange(min=0), multiple=True,
+              help="Read camera N (OpenCV's index; darknet's -c N); may be repeated.")
 @click.option("--thresh", type=click.FloatRange(0, 1), default=0.25, show_default=True,
               help="Keep class j when objectness * p(j) exceeds this ([keypoint]: when "
                    "centerness * p(j) at a 3x3 peak does).")
@@ -38,18 +51,36 @@ from .common import DEFAULT_CFG, FORCE, IN_FILE, _device, _report_skipped, load_
                    "-letter_box; default: stretch them to the network's size, unless the cfg's "
                    "[net] letter_box=1.")
 @click.option("-o", "--output", type=click.Path(file_okay=False),
-              help="Write each image with its boxes (or points) drawn into this folder (an "
-                   "existing drawing needs --force).")
+              help="Draw the detections into this folder: each image under its name, each "
+                   "video as <name>.avi (same size, fps and frame count); existing files need "
+                   "--force.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False),
+              help="Write every image's or frame's detections to this file in darknet's "
+                   "-out result.json layout.")
+@click.option("--ext-output", is_flag=True,
+              help="Also print each box as darknet's -ext_output does (left_x top_y width "
+                   "height in pixels).")
+@click.option("--save-labels", is_flag=True,
+              help="Write a YOLO label file beside each image from its detections (darknet's "
+                   "-save_labels; an existing label needs --force).")
+@click.option("--reconnect", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Reopen a stream that drops this many times before giving it up.")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32",
               show_default=True, help="Compute in this type (batch norms folded first); auto: "
               "bf16 on a CPU with AMX or AVX512_BF16 or a CUDA GPU of capability 8.0+.")
 @click.option("--device", default="cpu", show_default=True, callback=_device,
               help="cpu, cuda, cuda:N or mps.")
 @FORCE
-def detect(images, weights, cfg, weights_cfg, names, data_file, thresh, nms_thresh, max_det,
-           letter_box, output, dtype, device, force):
-    """Detect objects in IMAGES with a [yolo] or [region] network, or keypoints with a
+def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, nms_thresh,
+           max_det, letter_box, output, json_file, ext_output, save_labels, reconnect, dtype,
+           device, force):
+    """Detect objects in each INPUT with a [yolo] or [region] network, or keypoints with a
     [keypoint] one.
+
+    INPUT: an image, a folder (its images and videos, recursively), a list file (.txt, one
+    path a line, as darknet's valid=), a video file, or a stream URL (rtsp://, http://);
+    --camera N reads a camera.  An input that cannot be read is named and skipped; the
+    others are done and the exit status is 1.
 
     Resize to the network's size (darknet's resize, as `map`: stretched, or letterboxed with
     --letter-box or the cfg's [net] letter_box=1), run, decode, NMS; print one line per
@@ -60,13 +91,25 @@ def detect(images, weights, cfg, weights_cfg, names, data_file, thresh, nms_thre
     Example:
       darkcfg detect dog.jpg --cfg cfgs/yolov3.cfg --weights yolov3.weights --names coco.names -o out/
       darkcfg detect a.jpg --cfg my.cfg --weights backup/my_best.weights --data obj.data
+      darkcfg detect clips/ list.txt --weights my.pt --json result.json -o drawn/
       darkcfg detect a.jpg --cfg cfgs/yolo_kp.cfg --weights kp.weights --names obj.names -o out/
     """
     from ..infer import detect as D
+    from ..infer import run as R
+    from ..infer import sources as S
     from ..nn import model as M
+    if not inputs and not camera:
+        raise click.UsageError("give at least one INPUT (or --camera N)")
     names = names or _data_names(data_file)
+    items, problems = S.expand(inputs, camera)
+    images = [i.source for i in items if i.kind == "image"]
     drawn = _drawings(images, output)
-    io.check_outputs(drawn, list(images) + [weights, cfg, weights_cfg, names], force)
+    written = drawn + ([json_file] if json_file else []) + \
+        [R.video_output(i, output) for i in items if output and i.kind != "image"]
+    labels_out = _labels_out(images, save_labels)
+    io.check_outputs(written + labels_out, [*images, weights, cfg, weights_cfg, names], force)
+    for p in problems:
+        click.echo(f"skipped: {p}", err=True)
     model, _, _ = open_model(weights, cfg, weights_cfg)
     points = D.head_kind(model) == "points"
     if points and click.get_current_context().get_parameter_source("nms_thresh").name != "DEFAULT":
@@ -77,19 +120,42 @@ def detect(images, weights, cfg, weights_cfg, names, data_file, thresh, nms_thre
         click.echo(f"dtype: {M.describe_dtype(dtype, device)}", err=True)
     labels = D.read_names(names) if names else None
     letter_box = True if letter_box else None                 # None: the cfg's letter_box
-    for path, dst in zip(images, drawn or [None] * len(images)):
-        if points:
-            _detect_points(model, path, dst, output, thresh, max_det, labels, letter_box)
+    if points:
+        bad = _points_all(model, items, drawn, output, thresh, max_det, labels, letter_box)
+    else:
+        opt = R.Options(thresh, nms_thresh, max_det, letter_box, labels, output, json_file,
+                        ext_output, save_labels, force, reconnect, dict(zip(images, drawn)))
+        bad = R.detect_all(model, items, opt, click.echo)
+    bad += len(problems)
+    if bad:
+        raise click.ClickException(f"{bad} of {bad - len(problems) + len(items)} inputs could "
+                                   f"not be read (named above as 'skipped'); the rest were done")
+
+
+def _labels_out(images, save_labels) -> list:
+    """The label files --save-labels writes (one per image; two images may not share one)."""
+    if not save_labels:
+        return []
+    from ..dataset.data import label_path
+    return [label_path(p) for p in images]
+
+
+def _points_all(model, items, drawn, output, thresh, max_det, labels, letter_box) -> int:
+    """detect on a [keypoint] network: images only (a video is skipped, named)."""
+    from ..infer import sources as S
+    bad, dst = 0, dict(zip([i.source for i in items if i.kind == "image"], drawn or []))
+    for item in items:
+        if item.kind != "image":
+            click.echo(f"skipped: {item.where}: a [keypoint] network runs on images only", err=True)
+            bad += 1
             continue
-        dets, img = D.detect_image(model, path, thresh, nms_thresh, max_det, letter_box)
-        click.echo(f"{path}: {len(dets)} detections ({img.size[0]} x {img.size[1]})")
-        for d in dets:
-            name = labels[d.cls] if labels and d.cls < len(labels) else f"class {d.cls}"
-            x1, y1, x2, y2 = d.box
-            click.echo(f"  {name}: {d.score * 100:.1f}%  {x1:.0f} {y1:.0f} {x2:.0f} {y2:.0f}")
-        if dst:
-            os.makedirs(output, exist_ok=True)
-            D.draw(img, dets, labels, dst)
+        try:
+            _detect_points(model, item.source, dst.get(item.source), output, thresh, max_det,
+                           labels, letter_box)
+        except DarkcfgError as e:
+            click.echo(f"skipped: {S._named(str(e), item)}", err=True)
+            bad += 1
+    return bad
 
 
 def _detect_points(model, path, dst, output, thresh, max_det, labels, letter_box) -> None:

@@ -79,9 +79,17 @@ def detect_image(model, path: str, thresh: float = 0.25, nms_thresh: float = 0.4
     """(detections with boxes in image pixels, clipped to the image, best ``max_det`` by score;
     the RGB image as read).  The image is stretched to the network's size, or letterboxed when
     ``letter_box`` (None: the cfg's [net] letter_box decides, see :func:`letter_boxed`)."""
+    img = open_image(path)
+    return detect_frame(model, img, thresh, nms_thresh, max_det, letter_box), img
+
+
+def detect_frame(model, img, thresh: float = 0.25, nms_thresh: float = 0.45,
+                 max_det: int | None = None, letter_box=None) -> list:
+    """:func:`detect_image` on a Pillow RGB image already read (a video frame, a camera's):
+    the detections, boxes in image pixels clipped to the image; each keeps its unclipped box
+    as ``d.raw`` (what darknet's JSON and labels are made from)."""
     check_detector(model)
     net = model.net
-    img = open_image(path)
     x, new = network_input(img, net.width, net.height, letter_boxed(net, letter_box))
     with torch.no_grad():
         outs = decodable(model(torch.from_numpy(x)[None].to(**model.placement())))
@@ -93,14 +101,19 @@ def detect_image(model, path: str, thresh: float = 0.25, nms_thresh: float = 0.4
         dets = sorted(dets, key=lambda d: -d.score)[:max_det]
     w, h = img.size
     for d in dets:
-        x1, y1, x2, y2 = unletterbox(d.box, (net.width, net.height), new, img.size)
+        x1, y1, x2, y2 = d.raw = unletterbox(d.box, (net.width, net.height), new, img.size)
         d.box = (min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w),
                  min(max(y2, 0.0), h))
-    return dets, img
+    return dets
 
 
 def draw(img, dets: list, names: list | None, dst: str) -> None:
     """Draw the boxes on a copy of ``img`` and write it to ``dst`` (format from the name)."""
+    save_drawing(drawn(img, dets, names), dst)
+
+
+def drawn(img, dets: list, names: list | None):
+    """A copy of the Pillow image ``img`` with the boxes and labels drawn."""
     from PIL import ImageDraw
     img = img.copy()
     pen = ImageDraw.Draw(img)
@@ -110,4 +123,4 @@ def draw(img, dets: list, names: list | None, dst: str) -> None:
         pen.rectangle(d.box, outline=color, width=max(1, img.size[0] // 200))
         label = f"{names[d.cls] if names and d.cls < len(names) else d.cls} {d.score:.2f}"
         pen.text((d.box[0] + 2, d.box[1] + 1), label, fill=color)
-    save_drawing(img, dst)
+    return img

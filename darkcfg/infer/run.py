@@ -1,0 +1,113 @@
+"""``darkcfg detect`` over everything it reads (:mod:`.sources`): per frame, detect, print,
+and the outputs asked for (:mod:`.outputs`).  A bad item is named on stderr and skipped; the
+run goes on and :func:`detect_all` returns how many there were, for the exit status.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+from . import detect as D
+from . import outputs as O
+from . import sources as S
+
+
+@dataclass
+class Options:
+    thresh: float = 0.25
+    nms: float = 0.45
+    max_det: int | None = None
+    letter_box: bool | None = None
+    names: list | None = None
+    output: str | None = None          # a folder: drawn images, drawn videos
+    json: str | None = None            # darknet's -out file
+    ext_output: bool = False
+    save_labels: bool = False
+    force: bool = False
+    reconnect: int = 3
+    drawn: dict = field(default_factory=dict)    # image path -> its drawing in ``output``
+
+
+def detect_all(model, items: list, opt: Options, echo=print) -> int:
+    """Run ``model`` over ``items``; returns the number of items that could not be read."""
+    out = O.DarknetJson(opt.json) if opt.json else None
+    bad, count = 0, 0
+    try:
+        for item in items:
+            try:
+                if item.kind == "image":
+                    count += 1
+                    _image(model, item, opt, out, count, echo)
+                else:
+                    _video(model, item, opt, out, echo)
+            except S.Bad as e:
+                bad += 1
+                print(f"skipped: {e}", file=sys.stderr, flush=True)
+    finally:
+        if out is not None:
+            out.write()          # what was detected before a stop, well formed
+    return bad
+
+
+def _print(echo, where, dets, size, opt) -> None:
+    echo(f"{where}: {len(dets)} detections ({size[0]} x {size[1]})")
+    for d in dets:
+        x1, y1, x2, y2 = d.box
+        line = f"  {O._name(opt.names, d.cls) if opt.names else f'class {d.cls}'}: " \
+               f"{d.score * 100:.1f}%  {x1:.0f} {y1:.0f} {x2:.0f} {y2:.0f}"
+        echo(line + ("\t" + O.ext_output(d) if opt.ext_output else ""))
+
+
+def _image(model, item, opt, out, frame_id, echo) -> None:
+    frame = next(S.frames(item))
+    dets = D.detect_frame(model, frame.image, opt.thresh, opt.nms, opt.max_det, opt.letter_box)
+    size = frame.image.size
+    _print(echo, item.source, dets, size, opt)
+    if out is not None:
+        out.add(frame_id, item.source, dets, size, opt.names)
+    if opt.save_labels:
+        from ..dataset.data import label_path
+        from ..outputs import atomic_write
+        atomic_write(label_path(item.source), O.label_text(dets, size).encode(), opt.force)
+    dst = opt.drawn.get(item.source)
+    if dst:
+        os.makedirs(opt.output, exist_ok=True)
+        D.draw(frame.image, dets, opt.names, dst)
+
+
+def video_output(item, folder: str) -> str:
+    """Where ``-o`` draws a video, camera or stream: ``<stem>.avi`` (``.mp4`` for one)."""
+    if item.kind == "video":
+        stem, ext = os.path.splitext(os.path.basename(item.source))
+        return os.path.join(folder, stem + (".mp4" if ext.lower() == ".mp4" else ".avi"))
+    return os.path.join(folder, f"camera{item.source}.avi" if item.kind == "camera"
+                        else "stream.avi")
+
+
+def _video(model, item, opt, out, echo) -> None:
+    writer = None
+    try:
+        for frame in S.frames(item, opt.reconnect):
+            dets = D.detect_frame(model, frame.image, opt.thresh, opt.nms, opt.max_det,
+                                  opt.letter_box)
+            size = frame.image.size
+            _print(echo, f"{item.where} frame {frame.index}", dets, size, opt)
+            if out is not None:
+                out.add(frame.index, str(item.source), dets, size, opt.names)
+            if opt.output:
+                if writer is None:
+                    os.makedirs(opt.output, exist_ok=True)
+                    writer = O.VideoOut(video_output(item, opt.output), frame.fps, size,
+                                        opt.force)
+                writer.write(D.drawn(frame.image, dets, opt.names))
+    except (KeyboardInterrupt, SystemExit, S.Bad):
+        if writer is not None:
+            writer.finish()          # what was drawn so far stays a playable video
+        raise
+    except BaseException as e:
+        if writer is not None:
+            writer.abandon(e)
+        raise
+    if writer is not None:
+        writer.finish()

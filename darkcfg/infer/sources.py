@@ -1,0 +1,159 @@
+"""What ``detect`` reads: image files, folders (recursively), list files (darknet's ``valid=``
+lists, one path a line), video files, camera indices and stream URLs - as :class:`Item` s, each
+then read as frames (:func:`frames`).  A bad item (a missing list entry, an image that does not
+decode, a video or stream OpenCV cannot open) is a :class:`Bad` carrying the words that name
+it: the caller prints them, goes on with the rest, and fails at the end.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from ..dataset import data as D
+from ..errors import DarkcfgError
+
+VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv",
+              ".mjpeg", ".mjpg", ".ts")
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+OPEN_TIMEOUT_S = 10.0       # how long a stream may take to answer before it is a bad item
+
+
+@dataclass
+class Item:
+    kind: str               # "image", "video", "camera" or "stream"
+    source: object          # a path, a camera index or a URL
+    where: str              # how errors name it: the path, "list.txt:3", "camera 0"
+
+
+class Bad(DarkcfgError):
+    """An item that cannot be read: named, skipped, and the command fails at the end."""
+
+
+def is_stream(text: str) -> bool:
+    return str(text).lower().startswith(STREAM_SCHEMES)
+
+
+def is_video(path: str) -> bool:
+    return str(path).lower().endswith(VIDEO_EXTS)
+
+
+def _of_path(path: str, where: str) -> Item:
+    if is_stream(path):
+        return Item("stream", path, where)
+    return Item("video" if is_video(path) else "image", path, where)
+
+
+def expand(inputs, cameras=()) -> tuple:
+    """(items in order, problems): folders give their images and videos (recursively, sorted),
+    a ``.txt`` file its entries (resolved as training resolves a list; a missing entry is a
+    problem naming its file:line), anything else itself; then each camera index."""
+    items, problems = [], []
+    for x in inputs:
+        x = str(x)
+        if is_stream(x):
+            items.append(Item("stream", x, x))
+        elif os.path.isdir(x):
+            found = sorted(os.path.join(root, f) for root, _, files in os.walk(x)
+                           for f in files if D.is_image(f) or is_video(f))
+            if not found:
+                problems.append(f"{x}: no images or videos in this folder")
+            items += [_of_path(p, p) for p in found]
+        elif x.lower().endswith(".txt"):
+            items += _listed(x, problems)
+        else:
+            items.append(_of_path(x, x))
+    items += [Item("camera", int(c), f"camera {c}") for c in cameras]
+    return items, problems
+
+
+def _listed(path: str, problems: list) -> list:
+    out = []
+    entries = D.list_lines(path)
+    if not entries:
+        problems.append(f"{path}: lists no images")
+    for nu, p in entries:
+        where = f"{path}:{nu}"
+        if not is_stream(p) and not os.path.exists(p):
+            problems.append(f"{where}: '{p}' does not exist")
+            continue
+        out.append(_of_path(p, where))
+    return out
+
+
+@dataclass
+class Frame:
+    item: Item
+    index: int              # 1-based within its video or stream; 1 for an image
+    image: object           # a Pillow RGB image
+    fps: float | None = None
+
+
+def frames(item: Item, reconnect: int = 3, open_timeout: float = OPEN_TIMEOUT_S):
+    """The item's frames, as Pillow RGB images.  A stream that drops is reopened up to
+    ``reconnect`` times (a second apart), then ends with :class:`Bad`."""
+    if item.kind == "image":
+        from ..dataset.prepare import open_image
+        try:
+            yield Frame(item, 1, open_image(item.source))
+        except DarkcfgError as e:
+            raise Bad(_named(str(e), item)) from None
+        return
+    yield from _video_frames(item, reconnect if item.kind == "stream" else 0, open_timeout)
+
+
+def _named(message: str, item: Item) -> str:
+    """A message about an item's file, with the list's file:line in front when it came from
+    a list."""
+    return message if item.where == str(item.source) else f"{item.where}: {message}"
+
+
+def open_capture(item: Item, open_timeout: float = OPEN_TIMEOUT_S):
+    """An opened cv2.VideoCapture of a video file, camera or stream, or :class:`Bad`."""
+    cv2 = D.opencv()
+    ms = int(open_timeout * 1000)
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+    if item.kind == "stream":
+        cap = cv2.VideoCapture(item.source, cv2.CAP_FFMPEG, params)
+    else:
+        cap = cv2.VideoCapture(item.source)
+    if not cap.isOpened():
+        cap.release()
+        what = {"video": "OpenCV cannot open this video",
+                "camera": "OpenCV cannot open this camera",
+                "stream": f"the stream did not answer within {open_timeout:g} s"}[item.kind]
+        raise Bad(_named(f"{item.source}: {what}", item) if item.kind != "camera"
+                  else f"{item.where}: {what}")
+    return cap
+
+
+def _video_frames(item: Item, reconnect: int, open_timeout: float):
+    from PIL import Image
+    cv2 = D.opencv()
+    cap = open_capture(item, open_timeout)
+    fps = cap.get(cv2.CAP_PROP_FPS) or None
+    index, tries = 0, 0
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                if item.kind != "stream":
+                    if index == 0:
+                        raise Bad(_named(f"{item.source}: no frame could be decoded", item))
+                    return
+                if tries >= reconnect:
+                    raise Bad(f"{item.where}: the stream dropped after frame {index} and did "
+                              f"not come back after {reconnect} reconnects")
+                tries += 1
+                cap.release()
+                time.sleep(1.0)
+                try:
+                    cap = open_capture(item, open_timeout)
+                except Bad:
+                    continue
+                continue
+            tries = 0
+            index += 1
+            yield Frame(item, index, Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), fps)
+    finally:
+        cap.release()
