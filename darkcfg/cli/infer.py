@@ -63,6 +63,11 @@ class _Input(click.ParamType):
 @click.option("--save-labels", is_flag=True,
               help="Write a YOLO label file beside each image from its detections (darknet's "
                    "-save_labels; an existing label needs --force).")
+@click.option("--tile", metavar="WxH",
+              help="Detect on tiles of this many pixels (e.g. 416x416) cut from each image "
+                   "with --tile-overlap, boxes merged by one NMS: small objects in large images.")
+@click.option("--tile-overlap", type=click.FloatRange(0, 1, max_open=True), default=0.2,
+              show_default=True, help="How much of a tile its neighbour covers again.")
 @click.option("--reconnect", type=click.IntRange(min=0), default=3, show_default=True,
               help="Reopen a stream that drops this many times before giving it up.")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32",
@@ -72,8 +77,8 @@ class _Input(click.ParamType):
               help="cpu, cuda, cuda:N or mps.")
 @FORCE
 def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, nms_thresh,
-           max_det, letter_box, output, json_file, ext_output, save_labels, reconnect, dtype,
-           device, force):
+           max_det, letter_box, output, json_file, ext_output, save_labels, tile, tile_overlap,
+           reconnect, dtype, device, force):
     """Detect objects in each INPUT with a [yolo] or [region] network, or keypoints with a
     [keypoint] one.
 
@@ -97,10 +102,15 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
     from ..infer import detect as D
     from ..infer import run as R
     from ..infer import sources as S
+    from ..infer.tiles import parse_tile
     from ..nn import model as M
     if not inputs and not camera:
         raise click.UsageError("give at least one INPUT (or --camera N)")
     names = names or _data_names(data_file)
+    try:
+        tile = parse_tile(tile) if tile else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--tile") from None
     items, problems = S.expand(inputs, camera)
     images = [i.source for i in items if i.kind == "image"]
     drawn = _drawings(images, output)
@@ -124,7 +134,8 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
         bad = _points_all(model, items, drawn, output, thresh, max_det, labels, letter_box)
     else:
         opt = R.Options(thresh, nms_thresh, max_det, letter_box, labels, output, json_file,
-                        ext_output, save_labels, force, reconnect, dict(zip(images, drawn)))
+                        ext_output, save_labels, force, reconnect, dict(zip(images, drawn)),
+                        tile, tile_overlap)
         bad = R.detect_all(model, items, opt, click.echo)
     bad += len(problems)
     if bad:

@@ -27,6 +27,20 @@ class Options:
     force: bool = False
     reconnect: int = 3
     drawn: dict = field(default_factory=dict)    # image path -> its drawing in ``output``
+    tile: tuple | None = None          # (w, h): detect on tiles of this size (:mod:`.tiles`)
+    tile_overlap: float = 0.2
+
+
+def detect(model, image, opt: Options) -> list:
+    """One image's or frame's detections: whole, or over tiles merged by one NMS."""
+    def one(im):
+        return D.detect_frame(model, im, opt.thresh, opt.nms, None if opt.tile else opt.max_det,
+                              opt.letter_box)
+    if not opt.tile:
+        return one(image)
+    from .tiles import detect_tiled
+    dets = detect_tiled(one, image, opt.tile, opt.tile_overlap, opt.nms)
+    return dets[:opt.max_det] if opt.max_det else dets
 
 
 def detect_all(model, items: list, opt: Options, echo=print) -> int:
@@ -61,7 +75,7 @@ def _print(echo, where, dets, size, opt) -> None:
 
 def _image(model, item, opt, out, frame_id, echo) -> None:
     frame = next(S.frames(item))
-    dets = D.detect_frame(model, frame.image, opt.thresh, opt.nms, opt.max_det, opt.letter_box)
+    dets = detect(model, frame.image, opt)
     size = frame.image.size
     _print(echo, item.source, dets, size, opt)
     if out is not None:
@@ -89,8 +103,7 @@ def _video(model, item, opt, out, echo) -> None:
     writer = None
     try:
         for frame in S.frames(item, opt.reconnect):
-            dets = D.detect_frame(model, frame.image, opt.thresh, opt.nms, opt.max_det,
-                                  opt.letter_box)
+            dets = detect(model, frame.image, opt)
             size = frame.image.size
             _print(echo, f"{item.where} frame {frame.index}", dets, size, opt)
             if out is not None:
