@@ -24,6 +24,9 @@ FLAGS = {
     "-num_of_clusters": ("--num", True),
     "-width": ("--width", True),
     "-height": ("--height", True),
+    "-ext_output": ("--ext-output", False),
+    "-out": ("--json", True),
+    "-save_labels": ("--save-labels", False),
 }
 # accepted and ignored: flag -> (takes a value, why)
 IGNORED = {
@@ -32,14 +35,13 @@ IGNORED = {
     "-show": (False, "no window is shown"),
     "-mjpeg_port": (True, "no window is shown"),
     "-json_port": (True, "no window is shown"),
-    "-ext_output": (False, "detect always prints each box's coordinates"),
     "-gpus": (True, "one process trains on --device (default cpu); several GPUs: torchrun "
                     "(docs: training)"),
     "-i": (True, "one process trains on --device (default cpu)"),
     "-nogpu": (False, "the default --device is cpu"),
 }
 # darknet flags darkcfg has no equivalent for (the usage error names them)
-UNSUPPORTED = ("-save_labels", "-out", "-prefix", "-avgframes", "-hier",
+UNSUPPORTED = ("-prefix", "-avgframes", "-hier",
                "-http_post_host", "-time_limit_sec", "-check_mistakes", "-benchmark",
                "-benchmark_layers", "-out_filename", "-random", "-calc_map", "-dontuse_opencv",
                "-show_details")
@@ -58,7 +60,21 @@ def translate(args: list) -> list:
     words += args[end:]
     if len(words) >= 2 and words[0] == "detector" and words[1] in SUBCOMMANDS:
         return _detector(words[1], words[2:])
+    if words and words[0] == "partial":
+        return _partial(words[1:])
     return words
+
+
+def _partial(words: list) -> list:
+    """darknet's ``partial CFG WEIGHTS OUT N`` (the first N layers, a backbone to start from)
+    -> ``convert WEIGHTS OUT --cfg CFG --cutoff N``."""
+    pos, opts = _positionals(words)
+    if len(pos) != 4:
+        raise click.UsageError("partial needs CFG WEIGHTS OUT N, as darknet's "
+                               "(./darknet partial cfg/yolov3-tiny.cfg yolov3-tiny.weights "
+                               "yolov3-tiny.conv.15 15)")
+    cfg, weights, out, n = pos
+    return ["convert", weights, out, "--cfg", cfg, "--cutoff", n, *opts]
 
 
 def _flags(args: list) -> tuple:
@@ -112,9 +128,7 @@ def _detector(sub: str, words: list) -> list:
     if sub == "calc_anchors":
         return _calc_anchors(pos, opts)
     if sub == "demo":
-        raise click.UsageError("darknet's detector demo (video or camera) has no darkcfg "
-                               "equivalent: detect runs on image files "
-                               "(darkcfg detect IMAGE... --cfg CFG --weights WEIGHTS)")
+        return _demo(pos, opts)
     raise click.UsageError("darknet's detector valid (result files for an evaluation server) "
                            "has no darkcfg equivalent: darkcfg map DATA CFG WEIGHTS "
                            "--save-detections FILE.json writes the detections as COCO json")
@@ -129,6 +143,17 @@ def _test(pos: list, opts: list) -> list:
     data, cfg, weights, images = pos[0], pos[1], pos[2], pos[3:]
     names = _data_value(data, "names")
     return ["detect", *images, "--cfg", cfg, "--weights", weights,
+            *(["--names", names] if names else []), *opts]
+
+
+def _demo(pos: list, opts: list) -> list:
+    """detector demo DATA CFG WEIGHTS [VIDEO or URL] -> detect VIDEO --cfg CFG --weights
+    WEIGHTS --names <the .data's names>; without a video, camera 0 (darknet's default)."""
+    if len(pos) < 3:
+        raise click.UsageError("detector demo needs DATA CFG WEIGHTS [VIDEO]")
+    data, cfg, weights, rest = pos[0], pos[1], pos[2], pos[3:]
+    names = _data_value(data, "names")
+    return ["detect", *(rest or ["--camera", "0"]), "--cfg", cfg, "--weights", weights,
             *(["--names", names] if names else []), *opts]
 
 
@@ -166,11 +191,15 @@ def detector(words):
       detector map DATA CFG WEIGHTS [-thresh T] [-iou_thresh T] [-points N] -> darkcfg map
       detector test DATA CFG WEIGHTS IMAGE [-thresh T]       -> darkcfg detect (names from DATA)
       detector calc_anchors DATA [-num_of_clusters N] [-width W] [-height H] -> darkcfg anchors
+      detector demo DATA CFG WEIGHTS [VIDEO]                 -> darkcfg detect (camera 0 without)
 
-    darknet's display flags (-dont_show, -show_imgs, -mjpeg_port N, -ext_output) and -gpus
-    are accepted and ignored, with one note on stderr; darkcfg's own --options may follow.
-    detector demo and detector valid have no equivalent (an error says what to use).
+      partial CFG WEIGHTS OUT N                               -> darkcfg convert --cutoff N
+
+    darknet's display flags (-dont_show, -show_imgs, -mjpeg_port N) and -gpus are accepted
+    and ignored, with one note on stderr; -ext_output, -out FILE and -save_labels are detect's
+    --ext-output, --json FILE and --save-labels; darkcfg's own --options may follow.
+    detector valid has no equivalent (an error says what to use).
     """
     sub = words[0] if words else "(none)"
     raise click.UsageError(f"detector {sub}: darknet's detector subcommands darkcfg runs are "
-                           f"{', '.join(SUBCOMMANDS[:4])}")
+                           f"{', '.join(SUBCOMMANDS[:5])}")
