@@ -193,3 +193,10 @@ def test_convert_cutoff_says_the_layers_it_kept(tmp_path):
                   "-q")
     assert res.exit_code == 0, res.output
     assert "layers 0-14 (9 with weights)" in res.output
+
+
+def test_the_readme_says_the_way_on_in_the_messages_words():
+    from darkcfg.training.state import train_on
+    words = train_on("backup", "x").split(", e.g.")[0]
+    readme = " ".join(open(os.path.join(os.path.dirname(TINY), "..", "README.md")).read().split())
+    assert words[0].upper() + words[1:] in readme or words in readme
