@@ -102,7 +102,7 @@ def video_output(item, folder: str) -> str:
 def _video(model, item, opt, out, echo) -> None:
     writer = None
     try:
-        for frame in S.frames(item, opt.reconnect):
+        for frame in S.prefetched(S.frames(item, opt.reconnect)):
             dets = detect(model, frame.image, opt)
             size = frame.image.size
             _print(echo, f"{item.where} frame {frame.index}", dets, size, opt)

@@ -157,3 +157,42 @@ def _video_frames(item: Item, reconnect: int, open_timeout: float):
             yield Frame(item, index, Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), fps)
     finally:
         cap.release()
+
+
+def prefetched(frames_iter, depth: int = 4):
+    """``frames_iter`` read ahead by a thread (up to ``depth`` frames), so decoding overlaps
+    the network (OpenCV and torch release the GIL); an error in the reader is raised here, in
+    order.  Stopping early (a break, Ctrl-C) stops the reader."""
+    import queue
+    import threading
+    q, stop, end = queue.Queue(depth), threading.Event(), object()
+
+    def reader():
+        try:
+            for f in frames_iter:
+                while not stop.is_set():
+                    try:
+                        q.put(f, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as e:            # noqa: BLE001 - handed to the consumer
+            q.put(e)
+        finally:
+            if stop.is_set():
+                frames_iter.close()
+    t = threading.Thread(target=reader, daemon=True, name="darkcfg-frames")
+    t.start()
+    try:
+        while True:
+            f = q.get()
+            if f is end:
+                return
+            if isinstance(f, BaseException):
+                raise f
+            yield f
+    finally:
+        stop.set()

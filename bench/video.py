@@ -1,0 +1,120 @@
+"""detect on a video: frames/s of darkcfg's loop beside its floor and a plain OpenCV loop.
+
+    python bench/video.py [--frames 60] [--threads 2] [--cfg cfgs/yolov3-tiny.cfg]
+
+A 640x480 MJPG video of moving shapes is generated, and yolov3-tiny at 416 (random weights
+from ``darkcfg init``: speed does not depend on the values) runs over it.  Cases, round-robin:
+
+* floor          the network alone on the video's frames decoded beforehand (detect_frame:
+                 preparation, forward, decode, NMS) - nothing left to overlap
+* darkcfg        ``detect``'s own loop (infer.run.detect_all): frames read ahead by a thread
+* no read-ahead  the same loop with frames read in turn (decode, then network)
+* OpenCV         VideoCapture + cv2.dnn (readNetFromDarknet, blobFromImage, forward) on the
+                 same cfg and weights, the usual plain loop
+
+Prints frames/s (best of --repeat) and each case's ratio to the floor.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def make_video(path, frames):
+    import cv2
+    out = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (640, 480))
+    rng = np.random.default_rng(0)
+    for k in range(frames):
+        img = rng.integers(0, 80, (480, 640, 3), dtype=np.uint8)
+        cv2.rectangle(img, (40 + 5 * k, 100), (200 + 5 * k, 260), (230, 230, 230), -1)
+        cv2.circle(img, (500 - 4 * k, 330), 60, (200, 240, 250), -1)
+        out.write(img)
+    out.release()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cfg", default=os.path.join(ROOT, "cfgs", "yolov3-tiny.cfg"))
+    a = ap.parse_args()
+    import cv2
+    import torch
+    torch.set_num_threads(a.threads)
+    cv2.setNumThreads(a.threads)
+    from PIL import Image
+    import darkcfg
+    from darkcfg.infer import detect as D, run as R, sources as S
+    from darkcfg.nn import model as M
+    tmp = tempfile.mkdtemp()
+    video, weights = os.path.join(tmp, "v.avi"), os.path.join(tmp, "w.weights")
+    make_video(video, a.frames)
+    subprocess.run([sys.executable, "-m", "darkcfg", "init", a.cfg, weights], check=True,
+                   capture_output=True, env={**os.environ, "PYTHONPATH": ROOT})
+    model = M.for_inference(darkcfg.load(weights, a.cfg), "fp32", "cpu")
+    item = S.Item("video", video, video)
+    frames = [Image.fromarray(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+              for f in _decoded(video)]
+    opt = R.Options(thresh=0.25)
+
+    def floor():
+        for f in frames:
+            D.detect_frame(model, f, 0.25)
+
+    def ours():
+        R.detect_all(model, [item], opt, echo=lambda *_: None)
+
+    def in_turn():
+        real = S.prefetched
+        S.prefetched = lambda it, depth=4: it
+        try:
+            R.detect_all(model, [item], opt, echo=lambda *_: None)
+        finally:
+            S.prefetched = real
+
+    net = cv2.dnn.readNetFromDarknet(a.cfg, weights)
+    outs = net.getUnconnectedOutLayersNames()
+
+    def opencv():
+        cap = cv2.VideoCapture(video)
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                break
+            net.setInput(cv2.dnn.blobFromImage(f, 1 / 255, (416, 416), swapRB=True))
+            net.forward(outs)
+
+    cases = {"floor": floor, "darkcfg": ours, "no read-ahead": in_turn, "OpenCV": opencv}
+    best = {k: float("inf") for k in cases}
+    for _ in range(a.repeat):
+        for k, fn in cases.items():
+            t = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t)
+    print(f"{a.frames} frames 640x480, {os.path.basename(a.cfg)} at 416, {a.threads} threads")
+    for k, s in best.items():
+        print(f"  {k:14s} {a.frames / s:6.2f} frames/s   {best['floor'] / s:5.2f}x the floor")
+
+
+def _decoded(video):
+    import cv2
+    cap = cv2.VideoCapture(video)
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            return
+        yield f
+
+
+if __name__ == "__main__":
+    main()
