@@ -171,3 +171,29 @@ def test_save_labels_then_data_check_passes_and_never_overwrites(tmp_path, net):
     assert sum(len(t.splitlines()) for t in written) == boxes
     check = run_cli("data", "check", data, "--cfg", cfg)
     assert check.exit_code == 0, check.output
+
+
+def test_a_keypoint_network_finds_and_draws_its_points_in_a_video(tmp_path):
+    from test_keypoint import _point_model
+    cfg, w, names = _point_model(tmp_path)
+    video = str(tmp_path / "dots.avi")
+    out = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 8.0, (64, 32))
+    for k in range(4):
+        img = np.zeros((32, 64, 3), np.uint8)
+        img[4:7, 8 + 4 * k:11 + 4 * k] = (0, 0, 255)              # red (BGR)
+        img[20:23, 40:43] = (0, 200, 0)
+        out.write(img)
+    out.release()
+    pngs = []
+    for k, f in enumerate(_frames_of(video), 1):
+        pngs.append(str(tmp_path / f"p{k}.png"))
+        cv2.imwrite(pngs[-1], f)
+    args = ("--cfg", cfg, "--weights", w, "--names", names, "--thresh", "0.5")
+    res_v = run_cli("detect", video, *args, "-o", tmp_path / "drawn")
+    res_i = run_cli("detect", *pngs, *args)
+    assert res_v.exit_code == res_i.exit_code == 0, res_v.output
+    strip = [[l for l in r.output.splitlines() if not l.startswith("note")] for r in (res_v, res_i)]
+    assert [l.split(": ", 1)[-1] if "points" in l else l for l in strip[0]] == \
+        [l.split(": ", 1)[-1] if "points" in l else l for l in strip[1]]
+    assert "red:" in res_v.output and "green:" in res_v.output
+    assert len(_frames_of(str(tmp_path / "drawn" / "dots.avi"))) == 4

@@ -130,12 +130,12 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
         click.echo(f"dtype: {M.describe_dtype(dtype, device)}", err=True)
     labels = D.read_names(names) if names else None
     letter_box = True if letter_box else None                 # None: the cfg's letter_box
+    opt = R.Options(thresh, nms_thresh, max_det, letter_box, labels, output, json_file,
+                    ext_output, save_labels, force, reconnect, dict(zip(images, drawn)),
+                    tile, tile_overlap)
     if points:
-        bad = _points_all(model, items, drawn, output, thresh, max_det, labels, letter_box)
+        bad = _points_all(model, items, opt)
     else:
-        opt = R.Options(thresh, nms_thresh, max_det, letter_box, labels, output, json_file,
-                        ext_output, save_labels, force, reconnect, dict(zip(images, drawn)),
-                        tile, tile_overlap)
         bad = R.detect_all(model, items, opt, click.echo)
     bad += len(problems)
     if bad:
@@ -151,18 +151,18 @@ def _labels_out(images, save_labels) -> list:
     return [label_path(p) for p in images]
 
 
-def _points_all(model, items, drawn, output, thresh, max_det, labels, letter_box) -> int:
-    """detect on a [keypoint] network: images only (a video is skipped, named)."""
+def _points_all(model, items, opt) -> int:
+    """detect on a [keypoint] network: its points in images and videos, printed and drawn."""
+    from ..infer import run as R
     from ..infer import sources as S
-    bad, dst = 0, dict(zip([i.source for i in items if i.kind == "image"], drawn or []))
+    bad = 0
     for item in items:
-        if item.kind != "image":
-            click.echo(f"skipped: {item.where}: a [keypoint] network runs on images only", err=True)
-            bad += 1
-            continue
         try:
-            _detect_points(model, item.source, dst.get(item.source), output, thresh, max_det,
-                           labels, letter_box)
+            if item.kind != "image":
+                R.points_video(model, item, opt, click.echo)
+                continue
+            _detect_points(model, item.source, opt.drawn.get(item.source), opt.output,
+                           opt.thresh, opt.max_det, opt.names, opt.letter_box)
         except DarkcfgError as e:
             click.echo(f"skipped: {S._named(str(e), item)}", err=True)
             bad += 1

@@ -124,3 +124,35 @@ def _video(model, item, opt, out, echo) -> None:
         raise
     if writer is not None:
         writer.finish()
+
+
+def points_video(model, item, opt: Options, echo=print) -> None:
+    """A [keypoint] network over a video, camera or stream: each frame's points printed
+    (class, score, x y in pixels) and, with ``opt.output``, drawn into a video."""
+    from ..objective import keypoint as K
+    writer = None
+    try:
+        for frame in S.prefetched(S.frames(item, opt.reconnect)):
+            kps, img = K.detect_keypoints(model, frame.image, opt.thresh, max_det=opt.max_det,
+                                          letter_box=opt.letter_box)
+            echo(f"{item.where} frame {frame.index}: {len(kps)} points "
+                 f"({img.size[0]} x {img.size[1]})")
+            for k in kps:
+                echo(f"  {O._name(opt.names, k.cls) if opt.names else f'class {k.cls}'}: "
+                     f"{k.score * 100:.1f}%  {k.x:.1f} {k.y:.1f}")
+            if opt.output:
+                if writer is None:
+                    os.makedirs(opt.output, exist_ok=True)
+                    writer = O.VideoOut(video_output(item, opt.output), frame.fps, img.size,
+                                        opt.force)
+                writer.write(K.points_drawn(img, kps, opt.names))
+    except (KeyboardInterrupt, SystemExit, S.Bad):
+        if writer is not None:
+            writer.finish()
+        raise
+    except BaseException as e:
+        if writer is not None:
+            writer.abandon(e)
+        raise
+    if writer is not None:
+        writer.finish()

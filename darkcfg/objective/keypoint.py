@@ -22,6 +22,7 @@ several levels closer than ``merge_radius`` pixels merge into the best-scoring o
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -187,9 +188,10 @@ def decode(raw: list, model_or_net, thresh: float = 0.3, top_k: int = 100,
 # ----- images in, points out (what `darkcfg detect` runs for a [keypoint] cfg) -----------------
 
 
-def detect_keypoints(model, path: str, thresh: float = 0.3, top_k: int = 100,
+def detect_keypoints(model, path, thresh: float = 0.3, top_k: int = 100,
                      max_det: int | None = None, letter_box=None):
-    """(keypoints of one image with x, y in image pixels, the RGB image as read): detect's
+    """(keypoints of one image - ``path``, or a Pillow RGB image already read, a video's
+    frame - with x, y in image pixels, the RGB image): detect's
     network input (darkcfg.detect.network_input, darknet's resize as for box models and map:
     stretched, or letterboxed when ``letter_box`` - None: the cfg's [net] letter_box decides,
     detect.letter_boxed), the model, :func:`decode` above ``thresh``, each point moved back to
@@ -203,7 +205,7 @@ def detect_keypoints(model, path: str, thresh: float = 0.3, top_k: int = 100,
     net = model.net
     if not heads_of(net):
         raise DarkcfgError(f"{net.cfg.name}: detect_keypoints needs [keypoint] heads")
-    img = open_image(path)
+    img = open_image(path) if isinstance(path, (str, os.PathLike)) else path
     x, (nw, nh) = network_input(img, net.width, net.height, letter_boxed(net, letter_box))
     with torch.no_grad():
         raw = decodable(model(torch.from_numpy(x)[None].to(**model.placement())))
@@ -221,8 +223,13 @@ def detect_keypoints(model, path: str, thresh: float = 0.3, top_k: int = 100,
 def draw_points(img, points: list, names: list | None, dst: str) -> None:
     """Draw each keypoint (a filled disc, a ring and its class name and score beside it) on a
     copy of the Pillow image ``img``; write it to ``dst`` atomically (format from the name)."""
-    from PIL import ImageDraw
     from ..outputs import save_image
+    save_image(points_drawn(img, points, names), dst)
+
+
+def points_drawn(img, points: list, names: list | None):
+    """A copy of the Pillow image ``img`` with the keypoints drawn (see :func:`draw_points`)."""
+    from PIL import ImageDraw
     img = img.copy()
     pen = ImageDraw.Draw(img)
     r = max(2, min(img.size) // 100)
@@ -233,4 +240,4 @@ def draw_points(img, points: list, names: list | None, dst: str) -> None:
         pen.ellipse((k.x - 2 * r, k.y - 2 * r, k.x + 2 * r, k.y + 2 * r), outline=color)
         label = f"{names[k.cls] if names and k.cls < len(names) else k.cls} {k.score:.2f}"
         pen.text((k.x + 2 * r + 1, k.y - 2 * r), label, fill=color)
-    save_image(img, dst)
+    return img
