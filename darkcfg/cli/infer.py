@@ -139,8 +139,8 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
         bad = R.detect_all(model, items, opt, click.echo)
     bad += len(problems)
     if bad:
-        raise click.ClickException(f"{bad} of {bad - len(problems) + len(items)} inputs could "
-                                   f"not be read (named above as 'skipped'); the rest were done")
+        raise click.ClickException(f"{bad} of {len(items) + len(problems)} inputs could not be "
+                                   f"read (named above as 'skipped'); the rest were done")
 
 
 def _labels_out(images, save_labels) -> list:

@@ -326,8 +326,12 @@ def _is_float(v: str) -> bool:
 def opencv():
     """cv2, with OpenCV's own log lines (``[ WARN:0@0.8] global loadsave.cpp ...``) silenced:
     darkcfg says what went wrong itself, naming the file (:func:`image_damage`, :func:`_imread`)."""
-    import cv2
     global _OPENCV_QUIET
+    if not _OPENCV_QUIET:
+        # FFmpeg's own lines ('[tcp @ 0x..] Connection refused') too: OpenCV reads this when
+        # it first opens a video, so it is set before any VideoCapture exists
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    import cv2
     if not _OPENCV_QUIET:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
         _OPENCV_QUIET = True

@@ -121,7 +121,8 @@ def open_capture(item: Item, open_timeout: float = OPEN_TIMEOUT_S):
         cap.release()
         what = {"video": "OpenCV cannot open this video",
                 "camera": "OpenCV cannot open this camera",
-                "stream": f"the stream did not answer within {open_timeout:g} s"}[item.kind]
+                "stream": f"the stream could not be opened (refused, or no answer within "
+                          f"{open_timeout:g} s)"}[item.kind]
         raise Bad(_named(f"{item.source}: {what}", item) if item.kind != "camera"
                   else f"{item.where}: {what}")
     return cap
