@@ -133,10 +133,15 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
     opt = R.Options(thresh, nms_thresh, max_det, letter_box, labels, output, json_file,
                     ext_output, save_labels, force, reconnect, dict(zip(images, drawn)),
                     tile, tile_overlap)
+    said = []                        # one input: its problem is the error itself
+    report = said.append if len(items) == 1 and not problems else \
+        (lambda m: click.echo(f"skipped: {m}", err=True))
     if points:
-        bad = _points_all(model, items, opt)
+        bad = _points_all(model, items, opt, report)
     else:
-        bad = R.detect_all(model, items, opt, click.echo)
+        bad = R.detect_all(model, items, opt, click.echo, report)
+    if said:
+        raise click.ClickException(said[0])
     bad += len(problems)
     if bad:
         raise click.ClickException(f"{bad} of {len(items) + len(problems)} inputs could not be "
@@ -151,7 +156,7 @@ def _labels_out(images, save_labels) -> list:
     return [label_path(p) for p in images]
 
 
-def _points_all(model, items, opt) -> int:
+def _points_all(model, items, opt, report) -> int:
     """detect on a [keypoint] network: its points in images and videos, printed and drawn."""
     from ..infer import run as R
     from ..infer import sources as S
@@ -164,7 +169,7 @@ def _points_all(model, items, opt) -> int:
             _detect_points(model, item.source, opt.drawn.get(item.source), opt.output,
                            opt.thresh, opt.max_det, opt.names, opt.letter_box)
         except DarkcfgError as e:
-            click.echo(f"skipped: {S._named(str(e), item)}", err=True)
+            report(S._named(str(e), item) if not isinstance(e, S.Bad) else str(e))
             bad += 1
     return bad
 

@@ -43,8 +43,14 @@ def detect(model, image, opt: Options) -> list:
     return dets[:opt.max_det] if opt.max_det else dets
 
 
-def detect_all(model, items: list, opt: Options, echo=print) -> int:
-    """Run ``model`` over ``items``; returns the number of items that could not be read."""
+def skip(message: str) -> None:
+    """How a bad item is named as the run goes on: ``skipped: ...`` on stderr."""
+    print(f"skipped: {message}", file=sys.stderr, flush=True)
+
+
+def detect_all(model, items: list, opt: Options, echo=print, report=skip) -> int:
+    """Run ``model`` over ``items``; ``report(message)`` names each item that could not be
+    read; returns how many there were."""
     out = O.DarknetJson(opt.json) if opt.json else None
     bad, count = 0, 0
     try:
@@ -57,7 +63,7 @@ def detect_all(model, items: list, opt: Options, echo=print) -> int:
                     _video(model, item, opt, out, echo)
             except S.Bad as e:
                 bad += 1
-                print(f"skipped: {e}", file=sys.stderr, flush=True)
+                report(str(e))
     finally:
         if out is not None:
             out.write()          # what was detected before a stop, well formed
