@@ -483,7 +483,8 @@ def test_checkpoints_work_in_detect_build_and_export(kind, tmp_path, small):
 def test_cutoff_convert_writes_darknet53_conv_74(tmp_path):
     """Item 10: darknet's `partial`.  The real darknet53.conv.74 is 162,482,580 bytes: a
     20-byte header and the floats of the first 52 convs.  On a width-scaled darknet53 the
-    output is the source's first bytes, cut after layer 74, and the message counts 52 layers."""
+    output is the source's first bytes, cut after layer 74, and the message says which layers
+    it kept and how many of them carry weights: layers 0-74 (52 with weights)."""
     r = run("summary", os.path.join(CFGS, "darknet53.cfg"), "--cutoff", 75, "--json")
     assert 20 + 4 * json.loads(r.output)["total"]["weights"] == 162_482_580
     cfg = tmp_path / "d53.cfg"
@@ -493,14 +494,14 @@ def test_cutoff_convert_writes_darknet53_conv_74(tmp_path):
     assert run("init", cfg, src).exit_code == 0
     r = run("convert", src, conv74, "--cfg", cfg, "--cutoff", 75, "-q")
     assert r.exit_code == 0, r.output
-    assert "52 layers, 260 tensors" in r.output
+    assert "layers 0-74 (52 with weights), 260 tensors" in r.output
     cut = 20 + 4 * json.loads(run("summary", cfg, "--cutoff", 75, "--json").output)[
         "total"]["weights"]
     assert conv74.read_bytes() == src.read_bytes()[:cut]
     via = tmp_path / "d53.pt"
     assert run("convert", src, via, "--cfg", cfg, "-q").exit_code == 0
     r = run("convert", via, tmp_path / "via.conv.74", "--cutoff", 75, "-q")
-    assert r.exit_code == 0 and "52 layers, 260 tensors" in r.output, r.output
+    assert r.exit_code == 0 and "layers 0-74 (52 with weights), 260 tensors" in r.output, r.output
     assert (tmp_path / "via.conv.74").read_bytes() == conv74.read_bytes()
     r = run("convert", src, tmp_path / "x.weights", "--cfg", cfg, "--cutoff", 999)
     assert r.exit_code == 2 and "outside 1..78" in r.output
