@@ -101,7 +101,6 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
     """
     from ..infer import detect as D
     from ..infer import run as R
-    from ..infer import sources as S
     from ..infer.tiles import parse_tile
     from ..nn import model as M
     if not inputs and not camera:
@@ -111,13 +110,9 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
         tile = parse_tile(tile) if tile else None
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--tile") from None
-    items, problems = S.expand(inputs, camera)
-    images = [i.source for i in items if i.kind == "image"]
-    drawn = _drawings(images, output)
-    written = drawn + ([json_file] if json_file else []) + \
-        [R.video_output(i, output) for i in items if output and i.kind != "image"]
-    labels_out = _labels_out(images, save_labels)
-    io.check_outputs(written + labels_out, [*images, weights, cfg, weights_cfg, names], force)
+    items, problems, images, drawn = _detect_plan(inputs, camera, output, json_file,
+                                                  save_labels, force,
+                                                  [weights, cfg, weights_cfg, names])
     for p in problems:
         click.echo(f"skipped: {p}", err=True)
     model, _, _ = open_model(weights, cfg, weights_cfg)
@@ -133,7 +128,29 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
     opt = R.Options(thresh, nms_thresh, max_det, letter_box, labels, output, json_file,
                     ext_output, save_labels, force, reconnect, dict(zip(images, drawn)),
                     tile, tile_overlap)
-    said = []                        # one input: its problem is the error itself
+    _detect_all(model, items, problems, opt, points)
+
+
+def _detect_plan(inputs, camera, output, json_file, save_labels, force, given) -> tuple:
+    """(items, problems, images, their drawings) of detect's INPUTs, every output checked
+    against the inputs (and ``given``) before anything runs."""
+    from ..infer import run as R
+    from ..infer import sources as S
+    items, problems = S.expand(inputs, camera)
+    images = [i.source for i in items if i.kind == "image"]
+    drawn = _drawings(images, output)
+    written = drawn + ([json_file] if json_file else []) + \
+        [R.video_output(i, output) for i in items if output and i.kind != "image"]
+    labels_out = _labels_out(images, save_labels)
+    io.check_outputs(written + labels_out, [*images, *given], force)
+    return items, problems, images, drawn
+
+
+def _detect_all(model, items, problems, opt, points) -> None:
+    """Run every item; a bad one is named and skipped (exit 1 at the end), except that the
+    problem of a single input is the error itself."""
+    from ..infer import run as R
+    said = []
     report = said.append if len(items) == 1 and not problems else \
         (lambda m: click.echo(f"skipped: {m}", err=True))
     if points:
