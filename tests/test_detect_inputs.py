@@ -205,3 +205,31 @@ def test_a_keypoint_network_finds_and_draws_its_points_in_a_video(tmp_path):
         [l.split(": ", 1)[-1] if "points" in l else l for l in strip[1]]
     assert "red:" in res_v.output and "green:" in res_v.output
     assert len(_frames_of(str(tmp_path / "drawn" / "dots.avi"))) == 4
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
+def test_a_drawn_video_is_kept_on_a_stop_and_removed_on_an_error(tmp_path, net, monkeypatch,
+                                                                 stop):
+    """Ctrl-C after 2 frames leaves a playable 2-frame video; an error leaves no file."""
+    from darkcfg.infer import run as R
+    from darkcfg.infer import sources as S
+    from darkcfg.nn import model as M
+    cfg, weights = net
+    video = make_video(tmp_path / "clip.avi", frames=5)
+    real, seen = R.detect, []
+
+    def detect(model, image, opt):
+        if len(seen) == 2:
+            raise stop("stopped")
+        seen.append(1)
+        return real(model, image, opt)
+    monkeypatch.setattr(R, "detect", detect)
+    items, problems = S.expand([video], ())
+    opt = R.Options(output=str(tmp_path / "out"))
+    with pytest.raises(stop):
+        R._video(M.load(weights, cfg), items[0], opt, None, lambda *a: None)
+    kept = os.listdir(tmp_path / "out")
+    if stop is KeyboardInterrupt:
+        assert kept == ["clip.avi"] and len(_frames_of(str(tmp_path / "out" / "clip.avi"))) == 2
+    else:
+        assert kept == []

@@ -105,9 +105,35 @@ def video_output(item, folder: str) -> str:
                         else "stream.avi")
 
 
+class _DrawnVideo:
+    """``-o``'s video of one item, opened at its first frame.  Leaving the ``with``: finished
+    at the end and on a stop (Ctrl-C, a bad stream: what was drawn so far stays a playable
+    video), abandoned (no file) on any other error."""
+
+    def __init__(self, item, opt: Options):
+        self.item, self.opt, self.writer = item, opt, None
+
+    def write(self, image, fps, size) -> None:
+        if self.writer is None:
+            os.makedirs(self.opt.output, exist_ok=True)
+            self.writer = O.VideoOut(video_output(self.item, self.opt.output), fps, size,
+                                     self.opt.force)
+        self.writer.write(image)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb) -> bool:
+        if self.writer is not None:
+            if kind is None or issubclass(kind, (KeyboardInterrupt, SystemExit, S.Bad)):
+                self.writer.finish()
+            else:
+                self.writer.abandon(e)
+        return False
+
+
 def _video(model, item, opt, out, echo) -> None:
-    writer = None
-    try:
+    with _DrawnVideo(item, opt) as video:
         for frame in S.prefetched(S.frames(item, opt.reconnect)):
             dets = detect(model, frame.image, opt)
             size = frame.image.size
@@ -115,29 +141,14 @@ def _video(model, item, opt, out, echo) -> None:
             if out is not None:
                 out.add(frame.index, str(item.source), dets, size, opt.names)
             if opt.output:
-                if writer is None:
-                    os.makedirs(opt.output, exist_ok=True)
-                    writer = O.VideoOut(video_output(item, opt.output), frame.fps, size,
-                                        opt.force)
-                writer.write(D.drawn(frame.image, dets, opt.names))
-    except (KeyboardInterrupt, SystemExit, S.Bad):
-        if writer is not None:
-            writer.finish()          # what was drawn so far stays a playable video
-        raise
-    except BaseException as e:
-        if writer is not None:
-            writer.abandon(e)
-        raise
-    if writer is not None:
-        writer.finish()
+                video.write(D.drawn(frame.image, dets, opt.names), frame.fps, size)
 
 
 def points_video(model, item, opt: Options, echo=print) -> None:
     """A [keypoint] network over a video, camera or stream: each frame's points printed
     (class, score, x y in pixels) and, with ``opt.output``, drawn into a video."""
     from ..objective import keypoint as K
-    writer = None
-    try:
+    with _DrawnVideo(item, opt) as video:
         for frame in S.prefetched(S.frames(item, opt.reconnect)):
             kps, img = K.detect_keypoints(model, frame.image, opt.thresh, max_det=opt.max_det,
                                           letter_box=opt.letter_box)
@@ -147,18 +158,4 @@ def points_video(model, item, opt: Options, echo=print) -> None:
                 echo(f"  {O._name(opt.names, k.cls) if opt.names else f'class {k.cls}'}: "
                      f"{k.score * 100:.1f}%  {k.x:.1f} {k.y:.1f}")
             if opt.output:
-                if writer is None:
-                    os.makedirs(opt.output, exist_ok=True)
-                    writer = O.VideoOut(video_output(item, opt.output), frame.fps, img.size,
-                                        opt.force)
-                writer.write(K.points_drawn(img, kps, opt.names))
-    except (KeyboardInterrupt, SystemExit, S.Bad):
-        if writer is not None:
-            writer.finish()
-        raise
-    except BaseException as e:
-        if writer is not None:
-            writer.abandon(e)
-        raise
-    if writer is not None:
-        writer.finish()
+                video.write(K.points_drawn(img, kps, opt.names), frame.fps, img.size)
