@@ -109,3 +109,21 @@ def test_map_prints_the_table_and_plot_draws_per_class_and_confusion(tmp_path, d
     assert any("best mean F1" in t and "P / R / F1 at conf" in t for t in drawn)
     res = run_cli("map", data, cfg, weights, "--quiet", "--plot", plots)
     assert res.exit_code == 1 and "already exists" in res.output      # --force replaces them
+
+
+def test_train_map_draws_the_pictures_of_its_best_weights(tmp_path):
+    """With --map, each new best writes map --plot's pictures beside _best.weights: the same
+    bytes as drawing them afresh from _best.weights."""
+    from darkcfg.evaluation import validate as V
+    from darkcfg.nn import model as M
+    data = make_data(tmp_path, ntrain=4, nvalid=2)
+    cfg = make_cfg(tmp_path / "tiny.cfg", max_batches=3)
+    r = T.train(data, cfg, quiet=True, map=True, map_every=1)
+    folder = r.files["best_plots"]
+    assert {"per_class.png", "confusion.png"} <= set(os.listdir(folder))
+    model = M.load(r.files["best"], cfg).eval()
+    got = V.collect(model, T._valid_paths(data), num_classes=2)
+    again = V.write_plots(got, E.darknet_map(got.dets, got.gts, 2), 2, None, tmp_path / "again")
+    for path in again:
+        with open(path, "rb") as a, open(os.path.join(folder, os.path.basename(path)), "rb") as b:
+            assert a.read() == b.read(), os.path.basename(path)

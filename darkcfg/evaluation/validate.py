@@ -622,14 +622,21 @@ def _map_extras(s: MapSetup, got, r, *, coco, save_detections, plot, thresh, iou
                               force=force)
         extra["detections_file"] = {"path": save_detections, "detections": n}
     if plot:
-        os.makedirs(plot, exist_ok=True)
-        written = E.plot_pr(r, plot, s.names)
-        written.append(PC.plot_per_class(r, os.path.join(plot, "per_class.png"), s.names))
-        m = E.confusion_matrix(got.dets, got.gts, s.classes, thresh=thresh,
-                               iou_thresh=iou_thresh)
-        written.append(E.plot_confusion(m, os.path.join(plot, "confusion.png"), s.names))
-        extra["plots"] = written
+        extra["plots"] = write_plots(got, r, s.classes, s.names, plot, thresh=thresh,
+                                     iou_thresh=iou_thresh)
     return extra
+
+
+def write_plots(got, r, classes: int, names, folder: str, *, thresh: float = 0.25,
+                iou_thresh: float = 0.5) -> list:
+    """``map --plot``'s pictures of one evaluation (``got`` from :func:`collect`, ``r`` its
+    darknet_map) into ``folder``: pr_<class>.png, per_class.png, confusion.png; their paths."""
+    os.makedirs(folder, exist_ok=True)
+    written = E.plot_pr(r, folder, names)
+    written.append(PC.plot_per_class(r, os.path.join(folder, "per_class.png"), names))
+    m = E.confusion_matrix(got.dets, got.gts, classes, thresh=thresh, iou_thresh=iou_thresh)
+    written.append(E.plot_confusion(m, os.path.join(folder, "confusion.png"), names))
+    return written
 
 
 def _map_json(s: MapSetup, got, r, extra: dict) -> str:

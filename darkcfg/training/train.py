@@ -82,15 +82,23 @@ def _keypoint_loss(outputs, batch, model):
     return K.loss(outputs, targets, layers)
 
 
-def evaluate(model, paths, num_classes) -> float:
-    """Validation mAP@0.5 (darknet's detector map) of the model as it is now."""
+def evaluate(model, paths, num_classes) -> tuple:
+    """(validation mAP@0.5 - darknet's detector map - of the model as it is now, ``plot``):
+    ``plot(folder)`` draws ``map --plot``'s pictures of this evaluation (per-class AP,
+    precision, recall and F1, the confusion matrix, PR curves); None for a [keypoint] model."""
     import torch
+    from ..evaluation import evaluate as E
     from ..evaluation import validate as V
     was = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return float(V.evaluate_model(model, paths, num_classes=num_classes).map)
+            if V.is_keypoint(model.net):
+                return float(V.evaluate_model(model, paths, num_classes=num_classes).map), None
+            got = V.collect(model, paths, num_classes=num_classes)
+        classes = num_classes or V.model_classes(model)
+        r = E.darknet_map(got.dets, got.gts, classes)
+        return float(r.map), lambda folder: V.write_plots(got, r, classes, None, folder)
     finally:
         model.train(was)
 
@@ -101,7 +109,8 @@ def evaluate(model, paths, num_classes) -> float:
 @dataclass
 class TrainResult:
     iteration: int                  # the last completed iteration
-    files: dict                     # "last", "final", "best", "state", "csv", "png" -> path
+    files: dict                     # "last", "final", "best", "best_plots" (a folder), "state",
+                                    # "csv", "png" -> path
     saved: list                     # every <cfg>_<iteration>.weights written
     best_map: float | None
     skipped: int                    # iterations whose update was skipped (non-finite)
@@ -266,7 +275,7 @@ class _Run:
     def record_map(self, row, bar) -> None:
         """The validation mAP into ``row``, said on the bar or the log line; a new best saves
         _best.weights."""
-        row["map"] = evaluate(self.model, self.valid, self.num_classes)
+        row["map"], plot = evaluate(self.model, self.valid, self.num_classes)
         best = self.best_map is None or row["map"] >= self.best_map
         text = f"mAP@0.50 = {row['map']:.4f}" + (" (new best)" if best else
                                                 f", best = {self.best_map:.4f}")
@@ -277,6 +286,12 @@ class _Run:
         if best:
             self.best_map = row["map"]
             self.files["best"] = self.weights("best")
+            if plot is not None:          # map --plot's pictures of _best.weights
+                try:
+                    plot(self.out.path("best_map"))
+                    self.files["best_plots"] = self.out.path("best_map")
+                except ImportError:       # matplotlib is optional
+                    pass
             self.out.results(self.rows, self.map_every)
 
     def maybe_save(self) -> None:
