@@ -459,22 +459,54 @@ def test_jitter_resize_letter_box_labels_stay_on_their_pixels(seed, resize, lett
     (1, 0, 320),         # r = 1/1.4: roundl(9.29 + 1) = 10 -> 320
 ])
 def test_multiscale_darknet_formula(r, coin, expect):
-    opt = A.Options(416, 416, 1, random=1, max_batches=10000)
+    opt = A.Options(416, 416, 1, random=1, max_batches=10000, multiscale="darknet")
     rng = _FixedRng(random=r, integer=coin)
     assert A.network_size(opt, 25, lambda block: rng) == (expect, expect)
 
 
+@pytest.mark.parametrize("init, r, coin, expect", [
+    (416, .5, 1, 512),     # r = 1.2: roundl(1.2 * 13) = roundl(15.6) = 16 -> 512
+    (416, 0, 1, 416),      # r = 1: the cfg's own size
+    (416, 1, 0, 288),      # r = 1/1.4: roundl(9.29) = 9 -> 288
+    (128, 0, 0, 128),      # r = 1
+    (128, 1, 1, 192),      # r = 1.4: roundl(5.6) = 6 -> 192 (darknet's: 224)
+    (128, 1, 0, 96),       # r = 1/1.4: roundl(2.86) = 3 -> 96 (darknet's: never below 128)
+    (128, .25, 0, 128),    # r = 1/1.1: roundl(3.64) = 4 -> 128
+])
+def test_multiscale_centred_formula(init, r, coin, expect):
+    opt = A.Options(init, init, 1, random=1, max_batches=10000)     # centred: the default
+    rng = _FixedRng(random=r, integer=coin)
+    assert A.network_size(opt, 25, lambda block: rng) == (expect, expect)
+
+
+def test_multiscale_centred_sizes_straddle_the_cfgs():
+    """Over many blocks, centred sizes at 128 are 96..192 with the cfg's own among them, and
+    their mean is within a step of 128 (darknet's never go below 128)."""
+    sizes = [A.network_size(A.Options(128, 128, 1, random=1, max_batches=10 ** 6), i,
+                            lambda b: np.random.default_rng(b))[0] for i in range(10, 20000, 10)]
+    assert set(sizes) == {96, 128, 160, 192}
+    assert abs(np.mean(sizes) - 128) < 32
+    dk = {A.network_size(A.Options(128, 128, 1, random=1, max_batches=10 ** 6,
+                                   multiscale="darknet"), i,
+                         lambda b: np.random.default_rng(b))[0] for i in range(10, 20000, 10)}
+    assert dk == {128, 160, 192, 224}
+
+
 def test_multiscale_first_and_last_blocks_are_the_largest():
-    opt = A.Options(416, 416, 1, random=1, max_batches=1000)
+    opt = A.Options(416, 416, 1, random=1, max_batches=1000, multiscale="darknet")
     rng = _FixedRng(random=1, integer=0)                 # 320 elsewhere
     size = lambda i: A.network_size(opt, i, lambda block: rng)[0]   # noqa: E731
     assert [size(i) for i in (0, 9, 10, 900, 909, 910, 999)] == [608, 608, 320, 320, 320, 608,
                                                                    608]
     opt.random = 0
     assert size(5) == 416
-    sizes = {A.network_size(A.Options(416, 416, 1, random=1, max_batches=10 ** 6), i,
+    sizes = {A.network_size(A.Options(416, 416, 1, random=1, max_batches=10 ** 6,
+                                      multiscale="darknet"), i,
                             lambda b: np.random.default_rng(b))[0] for i in range(10, 3000, 10)}
     assert sizes <= set(range(320, 609, 32)) and 608 in sizes and 320 in sizes
+    opt.multiscale = "centred"                           # largest: roundl(1.4 * 13) = 18 -> 576
+    opt.random = 1
+    assert [size(i) for i in (0, 9, 10, 999)] == [576, 576, 288, 576]
 
 
 # ----- options ----------------------------------------------------------------------------------

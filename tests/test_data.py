@@ -382,12 +382,12 @@ def test_loader_batches_are_what_encode_targets_takes(tmp_path):
             assert bx.dtype == torch.float32 and bx.shape[1:] == (4,) and c.dtype == torch.int64
             assert ((bx[:, :2] > 0) & (bx[:, :2] <= 1)).all() and (c < 2).all()
             assert ((bx[:, 2:] >= torch.tensor([1 / w, 1 / h])) & (bx[:, 2:] < 1)).all()
-    # multi-scale: the first 10 iterations run at the largest size, roundl(1.4 * 2 + 1) * 32
-    assert bs[0].size == (128, 64)          # width 64 * 1.4 / 32 + 1 = 3.8 -> 4; height 2.4 -> 2
+    # multi-scale: the first 10 iterations run at the largest size, roundl(1.4 * 64 / 32) * 32
+    assert bs[0].size == (96, 32)           # width 64 * 1.4 / 32 = 2.8 -> 3; height 1.4 -> 1
     from darkcfg.objective import yolo as Y
     from darkcfg.config import shapes
     heads = Y.heads_of(shapes.network(AUG_CFG))
-    Y.encode_targets(bs[0].boxes, bs[0].classes, heads, [(2, 4)], bs[0].size)
+    Y.encode_targets(bs[0].boxes, bs[0].classes, heads, [(1, 3)], bs[0].size)
     moved = bs[0].to("cpu")
     assert torch.equal(moved.images, bs[0].images) and moved.size == bs[0].size
 

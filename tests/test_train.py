@@ -759,7 +759,7 @@ def test_multi_scale_and_a_cfg_without_yolo_heads(tmp_path):
     import unittest.mock
     with unittest.mock.patch.object(T, "compute_loss", T_loss):
         r = T.train(data, str(tmp_path / "ms.cfg"), quiet=True)
-    assert r.skipped == 0 and sizes[0] == (128, 128)   # roundl(1.4*64/32 + 1)*32 = 4*32
+    assert r.skipped == 0 and sizes[0] == (96, 96)     # roundl(1.4*64/32)*32 = 3*32 (centred)
     with pytest.raises(CfgError, match=r"needs \[yolo\] or \[keypoint\] heads.*has none"):
         T.train(data, os.path.join(REPO, "cfgs", "darknet53.cfg"), quiet=True)
 

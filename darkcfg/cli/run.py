@@ -104,6 +104,11 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
               help="Target assignment: one positive per scale (the design notes'; learned 72.9 % "
                    "mAP@0.5 against 56.6 % on issue #22's set), or darknet's best of all "
                    "anchors (+ iou_thresh).")
+@click.option("--multiscale", type=click.Choice(["centred", "darknet"]), default="centred",
+              show_default=True,
+              help="[yolo] random=1's sizes: 1/1.4 to 1.4 of the cfg's size, or darknet's "
+                   "formula, one resize_step larger (at 128x128: 128..224, never smaller; 6 mAP "
+                   "points less on issue #22's recipe - docs: training).")
 @click.option("--map", "with_map", is_flag=True,
               help="Validation mAP@0.5 on the .data's valid list during training; keeps "
                    "<cfg>_best.weights.")
@@ -135,8 +140,8 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
                    "often, and at every save and mAP evaluation.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no progress lines.")
 def train(data_file, cfg, weights, out, clear, resume, force, freeze, classes, init, assign,
-          with_map, map_every, max_batches, seed, workers, device, sync_bn, dist_timeout,
-          lr_scale, amp, channels_last, compile_, log_every, quiet):
+          multiscale, with_map, map_every, max_batches, seed, workers, device, sync_bn,
+          dist_timeout, lr_scale, amp, channels_last, compile_, log_every, quiet):
     """Train CFG on DATA, starting from WEIGHTS (a full .weights/.pt, a partial file such as
     darknet53.conv.74, or none: PyTorch's initialisation, --init), the way
     `darknet detector train DATA CFG WEIGHTS` does: the cfg's [net] batch, subdivisions,
@@ -160,7 +165,7 @@ def train(data_file, cfg, weights, out, clear, resume, force, freeze, classes, i
                     workers=workers, device=device, quiet=quiet, max_batches=max_batches,
                     sync_bn=sync_bn, amp=amp, channels_last=channels_last, compile=compile_,
                     dist_timeout=dist_timeout, force=force, init=init, log_every=log_every,
-                    lr_scale=lr_scale)
+                    lr_scale=lr_scale, multiscale=multiscale)
     except KeyboardInterrupt as e:     # Ctrl-C, or a signals.Stopped for SIGTERM/SIGHUP
         signum = getattr(e, "signum", 2)
         if quiet:      # otherwise train() has said where it saved, once

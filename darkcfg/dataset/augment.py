@@ -49,6 +49,7 @@ class Options:
     resize_step: int = 32
     max_batches: int = 0
     keypoints: bool = False        # the last head is darkcfg's [keypoint]: labels are points
+    multiscale: str = "centred"    # random=1's sizes: "centred" on the cfg's, or "darknet"'s
     warnings: list = field(default_factory=list)
 
     @classmethod
@@ -635,28 +636,37 @@ def _roundl(x: float) -> int:
 
 def network_size(opt: Options, iteration: int, rng_for_block) -> tuple:
     """The [yolo] random=... multi-scale size of ``iteration`` (train_detector): a new size
-    every 10 iterations, ``dim = roundl(r * init / step + 1) * step`` with r = rand_scale(coef)
-    (coef 1.4 for random=1), kept at init when r < 1 would round above it; the largest size,
-    ``roundl(coef * init / step + 1) * step``, for the first 10 iterations and once
-    ``iteration > max_batches - 100`` (max_batches > 0).  ``rng_for_block(block)`` gives the
-    Generator of one block of 10 iterations.  darknet restarts its count of 10 in each run (a
-    resumed run starts with 10 iterations at the largest size); darkcfg counts from iteration
-    0, so a resumed run continues the same sizes."""
+    every 10 iterations from r = rand_scale(coef) (coef 1.4 for random=1); the largest size
+    for the first 10 iterations and once ``iteration > max_batches - 100`` (max_batches > 0).
+    ``rng_for_block(block)`` gives the Generator of one block of 10 iterations.
+
+    ``opt.multiscale``:
+
+    * ``"darknet"``: darknet's ``dim = roundl(r * init / step + 1) * step`` (kept at init when
+      r < 1 would round above it), largest ``roundl(coef * init / step + 1) * step``.  The
+      "+1" adds one step (32 px) to every size: at 416 that is YOLOv2's 320..608, but at 128 it
+      is 128..224 - the network never sees its own size going up nor anything smaller, and on
+      issue #22's 128x128 recipe with jitter it cost 6 mAP points (docs/decisions.md).
+    * ``"centred"`` (default): ``dim = roundl(r * init / step) * step`` - r = 1 is the cfg's
+      own size, the range is the documented "1/1.4 to 1.4 of the network size" (at 128:
+      96..192; at 416: 288..576).
+
+    darknet restarts its count of 10 in each run (a resumed run starts with 10 iterations at
+    the largest size); darkcfg counts from iteration 0, so a resumed run continues the same
+    sizes."""
     if not opt.random:
         return opt.width, opt.height
+    if opt.multiscale not in ("centred", "darknet"):
+        raise ValueError(f"multiscale must be centred or darknet, got {opt.multiscale!r}")
     coef = 1.4 if opt.random == 1 else opt.random
     step = opt.resize_step
+    plus = 1 if opt.multiscale == "darknet" else 0
     block = iteration // 10
     iw, ih = opt.width, opt.height
-    if block == 0 or (opt.max_batches > 0 and block * 10 > opt.max_batches - 100):
-        r = None
-    else:
-        r = rand_scale(coef, rng_for_block(block))
-    if r is None:
-        dw, dh = _roundl(coef * iw / step + 1) * step, _roundl(coef * ih / step + 1) * step
-    else:
-        dw, dh = _roundl(r * iw / step + 1) * step, _roundl(r * ih / step + 1) * step
-        if r < 1 and (dw > iw or dh > ih):
-            dw, dh = iw, ih
+    largest = block == 0 or (opt.max_batches > 0 and block * 10 > opt.max_batches - 100)
+    r = coef if largest else rand_scale(coef, rng_for_block(block))
+    dw, dh = _roundl(r * iw / step + plus) * step, _roundl(r * ih / step + plus) * step
+    if not largest and r < 1 and (dw > iw or dh > ih):
+        dw, dh = iw, ih
     return max(dw, step), max(dh, step)
 

@@ -319,7 +319,8 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
           device="cpu", quiet=False, max_batches=None, loader=None, valid_paths=None,
           callback=None, nan_limit=NAN_LIMIT, check_data=True, sync_bn=False, amp=None,
           channels_last=False, compile=False, dist_timeout=DIST_TIMEOUT,
-          force=False, init="torch", log_every=LOG_EVERY, lr_scale=1.0) -> TrainResult:
+          force=False, init="torch", log_every=LOG_EVERY, lr_scale=1.0,
+          multiscale="centred") -> TrainResult:
     """Train as ``darknet detector train DATA CFG [WEIGHTS]`` does; see the module docstring.
 
     * ``weights``: a .weights file (full, or a prefix such as darknet53.conv.74: the layers it
@@ -335,6 +336,8 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     * ``classes``: rewrite every head to N classes first (weights of resized layers are skipped).
     * ``assign``: ``per_scale`` (the design notes', the default: it learned 72.9 % mAP@0.5
       against darknet's ``best_of_all`` 56.6 % on issue #22's set, 1000 iterations).
+    * ``multiscale``: [yolo] ``random=1``'s sizes, ``centred`` (default) or ``darknet``'s
+      one step larger (darkcfg.dataset.augment.network_size).
     * ``map``: validation mAP@0.5 every ``map_every`` iterations (default darknet's: 4 epochs,
       at least 100) and at the end, on the .data's ``valid`` list; ``_best.weights`` follows it.
     * ``loader``: an iterator of batches to use instead of darkcfg.data's (tests); ``callback``:
@@ -389,6 +392,8 @@ def _check_arguments(o) -> None:
         raise DarkcfgError(f"--init must be one of {', '.join(INITS)}, got {o.init!r}")
     if o.assign not in ("best_of_all", "per_scale"):
         raise DarkcfgError(f"--assign must be best_of_all or per_scale, got {o.assign!r}")
+    if o.multiscale not in ("centred", "darknet"):
+        raise DarkcfgError(f"--multiscale must be centred or darknet, got {o.multiscale!r}")
     if o.resume not in (False, True, "auto"):
         raise DarkcfgError(f"resume must be True, False or 'auto', got {o.resume!r}")
     if restart_count() and not o.resume:
@@ -442,7 +447,7 @@ def _train(o, rank: int, world: int, t_start: float) -> TrainResult:
     loader = o.loader
     if loader is None:
         loader = _make_loader(dc, net, sched, run.seed, run.iteration, o.workers, dev, rank,
-                              world)
+                              world, o.multiscale)
     if o.map:
         _setup_map(run, o.valid_paths or _valid_paths(o.data_path), o.map_every, num_classes,
                    len(getattr(getattr(loader, "samples", None), "paths", ())), state)
