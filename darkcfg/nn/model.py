@@ -139,13 +139,13 @@ class Darknet(nn.Module):
         """{name: text} of the files the cfg names (a softmax tree): a checkpoint carries them."""
         return shapes.attached_files(self.net)
 
-    def _loop(self, x, every: bool):
+    def _loop(self, x, every: bool, call=None):
         kept, outs = {}, []
         prev = x
         for i in (range(len(self.layers)) if every else self._run):
             m = self.layers[i]
             xs = [x if s < 0 else (prev if s == i - 1 else kept[s]) for s in self.sources[i]]
-            prev = m(*xs)
+            prev = m(*xs) if call is None else call(i, m, xs)
             if every:
                 outs.append(prev)
             if i in self._keep:
@@ -154,6 +154,12 @@ class Darknet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list:
         return self._loop(x, every=False)
+
+    def forward_calling(self, x: torch.Tensor, call) -> list:
+        """:meth:`forward` with each layer run by ``call(index, layer, inputs)``, which returns
+        the layer's output: how detect's ``--batch`` runs some layers image by image
+        (infer.batching)."""
+        return self._loop(x, every=False, call=call)
 
     @torch.no_grad()
     def trace(self, x: torch.Tensor) -> list:

@@ -1,0 +1,87 @@
+"""``detect --batch N``: N prepared frames through the network in one forward, each frame's
+outputs bit for bit those of its own forward (``--batch 1``), so that batching never changes
+a detection, its order or a printed digit.
+
+A backend may pick its kernel by the batch: PyTorch runs a small convolution of one image
+with its own kernel and the same convolution of a batch with oneDNN's, and the two round
+their sums differently (1e-7 apart: enough to move a JSON coordinate's last digit).  So before
+the first batch :func:`uneven_layers` runs every layer once on a batch of noise and on each of
+its images alone, and the layers whose outputs differ in any bit are run image by image inside
+the batch (:func:`batched_forward`); the rest run batched.  Kernels are chosen by shapes, not
+values, so one batch of noise tells.  A batch of fewer than N (the end of a video, before a bad
+item) is run image by image, as ``--batch 1``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def one_by_one(layer, inputs: list) -> torch.Tensor:
+    """``layer`` run on each image of the batch alone (a fresh copy, as ``--batch 1`` gives
+    it), the outputs stacked again."""
+    return torch.cat([layer(*[x[j:j + 1].clone() for x in inputs])
+                      for j in range(inputs[0].shape[0])])
+
+
+def uneven_layers(model, n: int, seed: int = 0) -> frozenset:
+    """The indices of ``model``'s layers whose output for a batch of ``n`` differs in any bit
+    from the outputs of its images one by one.  Each layer is tried on fresh normal noise of
+    its inputs' shapes: a forward's own activations can hide a difference (a trained head's
+    1x1 conv differed in 2 of 252 values on them, in 3 of 4 on noise)."""
+    net = model.net
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, net.channels, net.height, net.width, generator=g).to(**model.placement())
+    uneven = set()
+
+    def call(i, layer, inputs):
+        noise = [torch.randn(t.shape, generator=g).to(t) for t in inputs]
+        if not torch.equal(layer(*noise), one_by_one(layer, noise)):
+            uneven.add(i)
+        return layer(*inputs)
+    with torch.no_grad():
+        model.forward_calling(x, call)
+    return frozenset(uneven)
+
+
+def batched_forward(model, x: torch.Tensor, uneven: frozenset) -> list:
+    """``model(x)`` with the ``uneven`` layers run image by image."""
+    if not uneven:
+        return model(x)
+    return model.forward_calling(
+        x, lambda i, layer, inputs: one_by_one(layer, inputs) if i in uneven else layer(*inputs))
+
+
+class Engine:
+    """The network over prepared inputs (CHW float32 arrays), ``batch`` at a time: a full batch
+    in one forward (its uneven layers found at the first one), fewer one by one."""
+
+    def __init__(self, model, batch: int = 1, note=None):
+        self.model, self.batch, self.note = model, batch, note
+        self.uneven = None
+
+    def outputs(self, inputs: list) -> list:
+        """Per input, the head outputs of its image (each with a batch dimension of 1)."""
+        out = []
+        with torch.no_grad():
+            for s in range(0, len(inputs), self.batch):
+                chunk = inputs[s:s + self.batch]
+                if self.batch == 1 or len(chunk) < self.batch:
+                    out += [self._forward(x[None]) for x in chunk]
+                    continue
+                heads = self._forward(np.stack(chunk), batched=True)
+                out += [[h[j:j + 1] for h in heads] for j in range(len(chunk))]
+        return out
+
+    def _forward(self, x: np.ndarray, batched: bool = False) -> list:
+        t = torch.from_numpy(x).to(**self.model.placement())
+        if not batched:
+            return self.model(t)
+        if self.uneven is None:
+            self.uneven = uneven_layers(self.model, self.batch)
+            if self.uneven and self.note:
+                self.note(f"--batch {self.batch}: {len(self.uneven)} of "
+                          f"{len(self.model.layers)} layers run image by image inside the "
+                          f"batch (this machine's kernels for a batch round them differently), "
+                          f"so each frame's detections stay those of --batch 1")
+        return batched_forward(self.model, t, self.uneven)
