@@ -205,29 +205,33 @@ def test_a_keypoint_network_finds_and_draws_its_points_in_a_video(tmp_path):
         [l.split(": ", 1)[-1] if "points" in l else l for l in strip[1]]
     assert "red:" in res_v.output and "green:" in res_v.output
     assert len(_frames_of(str(tmp_path / "drawn" / "dots.avi"))) == 4
+    res_b = run_cli("detect", *pngs, *args, "--batch", "3")
+    assert res_b.exit_code == 0 and res_b.output == res_i.output, res_b.output
+    for flag in (("--json", tmp_path / "p.json"), ("--save-labels",), ("--tile", "32x32")):
+        res = run_cli("detect", *pngs, *args, *flag)
+        assert res.exit_code == 2 and f"{flag[0]}: for boxes" in res.output, res.output
+    assert not (tmp_path / "p.json").exists() and not os.path.exists(pngs[0][:-4] + ".txt")
 
 
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
-def test_a_drawn_video_is_kept_on_a_stop_and_removed_on_an_error(tmp_path, net, monkeypatch,
-                                                                 stop):
+def test_a_drawn_video_is_kept_on_a_stop_and_removed_on_an_error(tmp_path, net, stop):
     """Ctrl-C after 2 frames leaves a playable 2-frame video; an error leaves no file."""
     from darkcfg.infer import run as R
     from darkcfg.infer import sources as S
     from darkcfg.nn import model as M
     cfg, weights = net
     video = make_video(tmp_path / "clip.avi", frames=5)
-    real, seen = R.detect, []
+    seen = []
 
-    def detect(model, image, opt):
-        if len(seen) == 2:
-            raise stop("stopped")
-        seen.append(1)
-        return real(model, image, opt)
-    monkeypatch.setattr(R, "detect", detect)
+    def echo(line):
+        if "frame" in line:
+            if len(seen) == 2:
+                raise stop("stopped")
+            seen.append(line)
     items, problems = S.expand([video], ())
     opt = R.Options(output=str(tmp_path / "out"))
     with pytest.raises(stop):
-        R._video(M.load(weights, cfg), items[0], opt, None, lambda *a: None)
+        R.detect_all(M.load(weights, cfg), items, opt, echo)
     kept = os.listdir(tmp_path / "out")
     if stop is KeyboardInterrupt:
         assert kept == ["clip.avi"] and len(_frames_of(str(tmp_path / "out" / "clip.avi"))) == 2

@@ -41,7 +41,8 @@ def test_a_small_object_only_tiles_find_is_found_once_in_place():
     a[200:212, 300:312] = 255                      # 12 px: under 2 px at 64 x 64 whole
     img = Image.fromarray(a)
     assert blob_detector(img) == []
-    dets = T.detect_tiled(blob_detector, img, (64, 64), 0.5, 0.45)
+    dets = T.detect_tiled(lambda crops: [blob_detector(c) for c in crops], img,
+                           (64, 64), 0.5, 0.45)
     assert len(dets) == 1                          # seen by 4 overlapping tiles, merged
     assert dets[0].box == pytest.approx((300, 200, 312, 212), abs=1.5)
 

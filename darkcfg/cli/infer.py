@@ -70,6 +70,10 @@ class _Input(click.ParamType):
               show_default=True, help="How much of a tile its neighbour covers again.")
 @click.option("--reconnect", type=click.IntRange(min=0), default=3, show_default=True,
               help="Reopen a stream that drops this many times before giving it up.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run this many images or frames (with --tile: tiles) through the network "
+                   "at once; the detections are those of --batch 1 to the bit.  1 measured "
+                   "fastest on a 2-core CPU (docs/detect.md); larger batches can pay on a GPU.")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32",
               show_default=True, help="Compute in this type (batch norms folded first); auto: "
               "bf16 on a CPU with AMX or AVX512_BF16 or a CUDA GPU of capability 8.0+.")
@@ -78,7 +82,7 @@ class _Input(click.ParamType):
 @FORCE
 def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, nms_thresh,
            max_det, letter_box, output, json_file, ext_output, save_labels, tile, tile_overlap,
-           reconnect, dtype, device, force):
+           reconnect, batch, dtype, device, force):
     """Detect objects in each INPUT with a [yolo] or [region] network, or keypoints with a
     [keypoint] one.
 
@@ -116,10 +120,7 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
     for p in problems:
         click.echo(f"skipped: {p}", err=True)
     model, _, _ = open_model(weights, cfg, weights_cfg)
-    points = D.head_kind(model) == "points"
-    if points and click.get_current_context().get_parameter_source("nms_thresh").name != "DEFAULT":
-        click.echo("warning: --nms is for boxes; keypoints of one class closer than half the "
-                   "coarsest stride merge instead", err=True)
+    _check_points(D.head_kind(model) == "points", json_file, save_labels, tile, ext_output)
     model = M.for_inference(model, dtype, device)
     if dtype == "auto":
         click.echo(f"dtype: {M.describe_dtype(dtype, device)}", err=True)
@@ -127,8 +128,8 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
     letter_box = True if letter_box else None                 # None: the cfg's letter_box
     opt = R.Options(thresh, nms_thresh, max_det, letter_box, labels, output, json_file,
                     ext_output, save_labels, force, reconnect, dict(zip(images, drawn)),
-                    tile, tile_overlap)
-    _detect_all(model, items, problems, opt, points)
+                    tile, tile_overlap, batch)
+    _detect_all(model, items, problems, opt)
 
 
 def _detect_plan(inputs, camera, output, json_file, save_labels, force, given) -> tuple:
@@ -146,17 +147,29 @@ def _detect_plan(inputs, camera, output, json_file, save_labels, force, given) -
     return items, problems, images, drawn
 
 
-def _detect_all(model, items, problems, opt, points) -> None:
+def _check_points(points, json_file, save_labels, tile, ext_output) -> None:
+    """A [keypoint] network has no boxes: the options made of boxes are refused, --nms
+    warned about."""
+    if not points:
+        return
+    given = [name for name, v in (("--json", json_file), ("--save-labels", save_labels),
+                                  ("--tile", tile), ("--ext-output", ext_output)) if v]
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: for boxes; this network's heads are "
+                               f"[keypoint] (points)")
+    if click.get_current_context().get_parameter_source("nms_thresh").name != "DEFAULT":
+        click.echo("warning: --nms is for boxes; keypoints of one class closer than half the "
+                   "coarsest stride merge instead", err=True)
+
+
+def _detect_all(model, items, problems, opt) -> None:
     """Run every item; a bad one is named and skipped (exit 1 at the end), except that the
     problem of a single input is the error itself."""
     from ..infer import run as R
     said = []
     report = said.append if len(items) == 1 and not problems else \
         (lambda m: click.echo(f"skipped: {m}", err=True))
-    if points:
-        bad = _points_all(model, items, opt, report)
-    else:
-        bad = R.detect_all(model, items, opt, click.echo, report)
+    bad = R.detect_all(model, items, opt, click.echo, report)
     if said:
         raise click.ClickException(said[0])
     bad += len(problems)
@@ -171,37 +184,6 @@ def _labels_out(images, save_labels) -> list:
         return []
     from ..dataset.data import label_path
     return [label_path(p) for p in images]
-
-
-def _points_all(model, items, opt, report) -> int:
-    """detect on a [keypoint] network: its points in images and videos, printed and drawn."""
-    from ..infer import run as R
-    from ..infer import sources as S
-    bad = 0
-    for item in items:
-        try:
-            if item.kind != "image":
-                R.points_video(model, item, opt, click.echo)
-                continue
-            _detect_points(model, item.source, opt.drawn.get(item.source), opt.output,
-                           opt.thresh, opt.max_det, opt.names, opt.letter_box)
-        except DarkcfgError as e:
-            report(S._named(str(e), item) if not isinstance(e, S.Bad) else str(e))
-            bad += 1
-    return bad
-
-
-def _detect_points(model, path, dst, output, thresh, max_det, labels, letter_box) -> None:
-    """detect on a [keypoint] network: print the image's points, draw them into ``dst``."""
-    from ..objective import keypoint as K
-    kps, img = K.detect_keypoints(model, path, thresh, max_det=max_det, letter_box=letter_box)
-    click.echo(f"{path}: {len(kps)} points ({img.size[0]} x {img.size[1]})")
-    for k in kps:
-        name = labels[k.cls] if labels and k.cls < len(labels) else f"class {k.cls}"
-        click.echo(f"  {name}: {k.score * 100:.1f}%  {k.x:.1f} {k.y:.1f}")
-    if dst:
-        os.makedirs(output, exist_ok=True)
-        K.draw_points(img, kps, labels, dst)
 
 
 def _data_names(data_file):

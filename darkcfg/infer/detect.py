@@ -92,16 +92,26 @@ def detect_frame(model, img, thresh: float = 0.25, nms_thresh: float = 0.45,
     net = model.net
     x, new = network_input(img, net.width, net.height, letter_boxed(net, letter_box))
     with torch.no_grad():
-        outs = decodable(model(torch.from_numpy(x)[None].to(**model.placement())))
+        outs = model(torch.from_numpy(x)[None].to(**model.placement()))
+    return boxes_of(model, outs, img.size, new, thresh, nms_thresh, max_det)
+
+
+def boxes_of(model, outs: list, img_size, new_size, thresh: float = 0.25,
+             nms_thresh: float = 0.45, max_det: int | None = None) -> list:
+    """One image's head outputs (batch dimension 1) -> its detections in image pixels:
+    decode, NMS, the best ``max_det``, boxes mapped back (``new_size``: the image's size inside
+    the input, from network_input) and clipped, the unclipped box kept as ``d.raw``."""
+    net = model.net
+    outs = decodable(outs)
     if any(l.type == "region" for l in net.layers if l.head):
         dets = region_detections(outs, model, thresh, nms_thresh)[0]
     else:
         dets = Y.detections(outs, model, thresh, nms_thresh)[0]
     if max_det is not None:
         dets = sorted(dets, key=lambda d: -d.score)[:max_det]
-    w, h = img.size
+    w, h = img_size
     for d in dets:
-        x1, y1, x2, y2 = d.raw = unletterbox(d.box, (net.width, net.height), new, img.size)
+        x1, y1, x2, y2 = d.raw = unletterbox(d.box, (net.width, net.height), new_size, img_size)
         d.box = (min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w),
                  min(max(y2, 0.0), h))
     return dets

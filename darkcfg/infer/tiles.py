@@ -26,12 +26,14 @@ def tiles(size, tile, overlap: float) -> list:
 
 
 def detect_tiled(detect, img, tile, overlap: float, nms_thresh: float) -> list:
-    """``detect(pil_image) -> detections`` (boxes in that image's pixels, with ``.raw``) run
-    on every tile of ``img``; the boxes moved back into ``img`` and merged by per-class NMS
-    at ``nms_thresh``.  Highest score first."""
+    """``detect(pil_images) -> detections of each`` (boxes in that image's pixels, with
+    ``.raw``) run on every tile of ``img`` (all of them in one call: detect may batch them);
+    the boxes moved back into ``img`` and merged by per-class NMS at ``nms_thresh``.  Highest
+    score first."""
     found = []
-    for x0, y0, x1, y1 in tiles(img.size, tile, overlap):
-        for d in detect(img.crop((x0, y0, x1, y1))):
+    cuts = tiles(img.size, tile, overlap)
+    for (x0, y0, _, _), dets in zip(cuts, detect([img.crop(c) for c in cuts])):
+        for d in dets:
             raw = getattr(d, "raw", None)
             d.box = _moved(d.box, x0, y0)
             d.raw = _moved(raw, x0, y0) if raw is not None else d.box

@@ -200,24 +200,32 @@ def detect_keypoints(model, path, thresh: float = 0.3, top_k: int = 100,
     fall outside the image (on the letterbox's grey border) dropped - never clamped to the edge
     - and of the rest the best ``max_det`` by score."""
     from ..dataset.prepare import letter_boxed, network_input, open_image
-    from .yolo import decodable
     from ..errors import DarkcfgError
     net = model.net
     if not heads_of(net):
         raise DarkcfgError(f"{net.cfg.name}: detect_keypoints needs [keypoint] heads")
     img = open_image(path) if isinstance(path, (str, os.PathLike)) else path
-    x, (nw, nh) = network_input(img, net.width, net.height, letter_boxed(net, letter_box))
+    x, new = network_input(img, net.width, net.height, letter_boxed(net, letter_box))
     with torch.no_grad():
-        raw = decodable(model(torch.from_numpy(x)[None].to(**model.placement())))
-    w, h = img.size
+        raw = model(torch.from_numpy(x)[None].to(**model.placement()))
+    return points_of(model, raw, img.size, new, thresh, top_k, max_det), img
+
+
+def points_of(model, raw: list, img_size, new_size, thresh: float = 0.3, top_k: int = 100,
+              max_det: int | None = None) -> list:
+    """One image's head outputs (batch dimension 1) -> its keypoints in image pixels (see
+    :func:`detect_keypoints`; ``new_size``: the image's size inside the input)."""
+    from .yolo import decodable
+    net = model.net
+    (w, h), (nw, nh) = img_size, new_size
     x0, y0 = (net.width - nw) // 2, (net.height - nh) // 2
     kps = []
-    for k in decode(raw, net, thresh=thresh, top_k=top_k)[0]:
+    for k in decode(decodable(raw), net, thresh=thresh, top_k=top_k)[0]:
         k.x, k.y = (k.x - x0) / nw * w, (k.y - y0) / nh * h
         if 0 <= k.x <= w and 0 <= k.y <= h:
             kps.append(k)
     kps.sort(key=lambda k: -k.score)
-    return kps[:max_det] if max_det is not None else kps, img
+    return kps[:max_det] if max_det is not None else kps
 
 
 def draw_points(img, points: list, names: list | None, dst: str) -> None:
