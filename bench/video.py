@@ -7,8 +7,14 @@ from ``darkcfg init``: speed does not depend on the values) runs over it.  Cases
 
 * floor          the network alone on the video's frames decoded beforehand (detect_frame:
                  preparation, forward, decode, NMS) - nothing left to overlap
-* darkcfg        ``detect``'s own loop (infer.run.detect_all): frames read ahead by a thread
-* no read-ahead  the same loop with frames read in turn (decode, then network)
+* darkcfg        ``detect``'s own loop (infer.run.detect_all): frames read and prepared ahead
+                 by a thread
+* darkcfg --batch 4   the same loop with 4 frames per forward (infer.batching; on yolov3-tiny
+                 at 416 no layer has to run image by image)
+* no read-ahead  the same loop with frames read and prepared in turn (then the network)
+* darkcfg fused, channels-last   the loop with the model loaded as precision.md's fastest
+                 plain CPU path (``darkcfg.load(..., fuse=True, channels_last=True)``): batch
+                 norms folded (outputs move by ~1e-6), NHWC kernels; not what detect runs
 * OpenCV         VideoCapture + cv2.dnn (readNetFromDarknet, blobFromImage, forward) on the
                  same cfg and weights, the usual plain loop
 
@@ -79,6 +85,15 @@ def main():
     def ours():
         R.detect_all(model, [item], opt, echo=lambda *_: None)
 
+    def batched():
+        R.detect_all(model, [item], R.Options(thresh=THRESH, batch=4), echo=lambda *_: None)
+
+    fast = M.for_inference(darkcfg.load(weights, a.cfg, fuse=True, channels_last=True),
+                           "fp32", "cpu")
+
+    def fused():
+        R.detect_all(fast, [item], opt, echo=lambda *_: None)
+
     def in_turn():
         real = S.prefetched
         S.prefetched = lambda it, depth=4: it
@@ -99,7 +114,8 @@ def main():
             net.setInput(cv2.dnn.blobFromImage(f, 1 / 255, (416, 416), swapRB=True))
             net.forward(outs)
 
-    cases = {"floor": floor, "darkcfg": ours, "no read-ahead": in_turn, "OpenCV": opencv}
+    cases = {"floor": floor, "darkcfg": ours, "darkcfg --batch 4": batched,
+             "no read-ahead": in_turn, "darkcfg fused, channels-last": fused, "OpenCV": opencv}
     best = {k: float("inf") for k in cases}
     for _ in range(a.repeat):
         for k, fn in cases.items():
@@ -108,7 +124,7 @@ def main():
             best[k] = min(best[k], time.perf_counter() - t)
     print(f"{a.frames} frames 640x480, {os.path.basename(a.cfg)} at 416, {a.threads} threads")
     for k, s in best.items():
-        print(f"  {k:14s} {a.frames / s:6.2f} frames/s   {best['floor'] / s:5.2f}x the floor")
+        print(f"  {k:29s} {a.frames / s:6.2f} frames/s   {best['floor'] / s:5.2f}x the floor")
 
 
 def _decoded(video):
