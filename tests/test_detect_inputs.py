@@ -214,6 +214,28 @@ def test_folders_recursively_lists_and_a_bad_item_named_and_skipped(tmp_path, le
     assert "2 of 4 inputs could not be read" in res.output and "Traceback" not in res.output
 
 
+def test_a_list_on_stdin_as_darknets_redirect(tmp_path, net):
+    """``detect -`` (and no INPUT, and darknet's ``detector test DATA CFG WEIGHTS``) read the
+    image paths from stdin, darknet's ``< list.txt``: a missing entry named by its stdin line,
+    the rest done; an empty stdin and no INPUT is a usage error."""
+    from click.testing import CliRunner
+    from darkcfg.cli import main
+    cfg, weights = net
+    data = make_data(tmp_path, ntrain=1, nvalid=2)
+    imgs = (tmp_path / "valid.txt").read_text().split()
+    listed = f"{imgs[0]}\n{tmp_path / 'gone.png'}\n\n{imgs[1]}\n"
+    args = ["--cfg", cfg, "--weights", weights, *DETECT, "--names", str(tmp_path / "obj.names")]
+    direct = run_cli("detect", *imgs, *args)
+    for words in (["detect", "-", *args], ["detect", *args],
+                  ["detector", "test", data, cfg, weights, "-thresh", "0.15", "--max-det", "4"]):
+        res = CliRunner().invoke(main, words, input=listed)
+        assert res.exit_code == 1, res.output
+        assert f"skipped: stdin:2: '{tmp_path / 'gone.png'}' does not exist" in res.output
+        assert _blocks(res.output) == _blocks(direct.output) and len(_blocks(res.output)) == 2
+    res = CliRunner().invoke(main, ["detect", *args], input="")
+    assert res.exit_code == 2 and "list on stdin" in res.output
+
+
 def _garble_frame(video, k, dst) -> str:
     """``video`` (MJPG) with the middle of frame k's JPEG data overwritten."""
     data = bytearray(open(video, "rb").read())

@@ -135,11 +135,11 @@ def _detector(sub: str, words: list) -> list:
 
 
 def _test(pos: list, opts: list) -> list:
-    """detector test DATA CFG WEIGHTS IMAGE -> detect IMAGE --cfg CFG --weights WEIGHTS
-    --names <the .data's names>."""
-    if len(pos) < 4:
-        raise click.UsageError("detector test needs DATA CFG WEIGHTS IMAGE (darknet asks for "
-                               "the image at a prompt; darkcfg needs it on the command line)")
+    """detector test DATA CFG WEIGHTS [IMAGE] -> detect IMAGE --cfg CFG --weights WEIGHTS
+    --names <the .data's names>; without IMAGE detect reads a list on stdin (darknet's
+    ``< list.txt``: it reads the image paths at its prompt)."""
+    if len(pos) < 3:
+        raise click.UsageError("detector test needs DATA CFG WEIGHTS [IMAGE]")
     data, cfg, weights, images = pos[0], pos[1], pos[2], pos[3:]
     names = _data_value(data, "names")
     return ["detect", *images, "--cfg", cfg, "--weights", weights,
@@ -189,7 +189,7 @@ def detector(words):
     \b
       detector train DATA CFG [WEIGHTS] [-map] [-clear]      -> darkcfg train
       detector map DATA CFG WEIGHTS [-thresh T] [-iou_thresh T] [-points N] -> darkcfg map
-      detector test DATA CFG WEIGHTS IMAGE [-thresh T]       -> darkcfg detect (names from DATA)
+      detector test DATA CFG WEIGHTS [IMAGE] [-thresh T]     -> darkcfg detect (names from DATA)
       detector calc_anchors DATA [-num_of_clusters N] [-width W] [-height H] -> darkcfg anchors
       detector demo DATA CFG WEIGHTS [VIDEO]                 -> darkcfg detect (camera 0 without)
 

@@ -19,7 +19,7 @@ class _Input(click.ParamType):
 
     def convert(self, value, param, ctx):
         from ..infer.sources import is_stream
-        if is_stream(value) or os.path.exists(value):
+        if value == "-" or is_stream(value) or os.path.exists(value):
             return value
         self.fail(f"'{value}' does not exist (and is not a stream URL)", param, ctx)
 
@@ -88,7 +88,8 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
 
     INPUT: an image, a folder (its images and videos, recursively), a list file (.txt, one
     path a line, as darknet's valid=), a video file, or a stream URL (rtsp://, http://);
-    --camera N reads a camera.  An input that cannot be read is named and skipped; the
+    - (or no INPUT) reads a list from stdin, as darknet's < list.txt; --camera N reads a
+    camera.  An input that cannot be read is named and skipped; the
     others are done and the exit status is 1.
 
     Resize to the network's size (darknet's resize, as `map`: stretched, or letterboxed with
@@ -107,14 +108,13 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
     from ..infer import run as R
     from ..infer.tiles import parse_tile
     from ..nn import model as M
-    if not inputs and not camera:
-        raise click.UsageError("give at least one INPUT (or --camera N)")
+    inputs, stdin = _stdin_list(inputs, camera)
     names = names or _data_names(data_file)
     try:
         tile = parse_tile(tile) if tile else None
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--tile") from None
-    items, problems, images, drawn = _detect_plan(inputs, camera, output, json_file,
+    items, problems, images, drawn = _detect_plan(inputs, camera, stdin, output, json_file,
                                                   save_labels, force,
                                                   [weights, cfg, weights_cfg, names])
     for p in problems:
@@ -132,12 +132,25 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
     _detect_all(model, items, problems, opt)
 
 
-def _detect_plan(inputs, camera, output, json_file, save_labels, force, given) -> tuple:
+def _stdin_list(inputs, camera) -> tuple:
+    """(inputs, the text of stdin): ``-`` reads a list of images from stdin; so does no INPUT
+    at all when stdin is not a terminal (darknet's ``< list.txt``)."""
+    stdin = click.get_text_stream("stdin")
+    if not inputs and not camera:
+        text = "" if stdin.isatty() else stdin.read()
+        if not text.strip():
+            raise click.UsageError("give at least one INPUT (an IMAGE, folder, list, video or "
+                                   "stream URL), --camera N, or a list on stdin (< list.txt)")
+        return ("-",), text
+    return inputs, stdin.read() if "-" in inputs else ""
+
+
+def _detect_plan(inputs, camera, stdin, output, json_file, save_labels, force, given) -> tuple:
     """(items, problems, images, their drawings) of detect's INPUTs, every output checked
     against the inputs (and ``given``) before anything runs."""
     from ..infer import run as R
     from ..infer import sources as S
-    items, problems = S.expand(inputs, camera)
+    items, problems = S.expand(inputs, camera, stdin)
     images = [i.source for i in items if i.kind == "image"]
     drawn = _drawings(images, output)
     written = drawn + ([json_file] if json_file else []) + \

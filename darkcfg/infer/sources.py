@@ -44,14 +44,17 @@ def _of_path(path: str, where: str) -> Item:
     return Item("video" if is_video(path) else "image", path, where)
 
 
-def expand(inputs, cameras=()) -> tuple:
+def expand(inputs, cameras=(), stdin: str = "") -> tuple:
     """(items in order, problems): folders give their images and videos (recursively, sorted),
     a ``.txt`` file its entries (resolved as training resolves a list; a missing entry is a
-    problem naming its file:line), anything else itself; then each camera index."""
+    problem naming its file:line), ``-`` the entries of ``stdin`` (the text read from it:
+    darknet's ``< list.txt``, paths as given), anything else itself; then each camera index."""
     items, problems = [], []
     for x in inputs:
         x = str(x)
-        if is_stream(x):
+        if x == "-":
+            items += _entries(_lines(stdin), "stdin", problems)
+        elif is_stream(x):
             items.append(Item("stream", x, x))
         elif os.path.isdir(x):
             found = sorted(os.path.join(root, f) for root, _, files in os.walk(x)
@@ -60,20 +63,26 @@ def expand(inputs, cameras=()) -> tuple:
                 problems.append(f"{x}: no images or videos in this folder")
             items += [_of_path(p, p) for p in found]
         elif x.lower().endswith(".txt"):
-            items += _listed(x, problems)
+            items += _entries(D.list_lines(x), x, problems)
         else:
             items.append(_of_path(x, x))
     items += [Item("camera", int(c), f"camera {c}") for c in cameras]
     return items, problems
 
 
-def _listed(path: str, problems: list) -> list:
+def _lines(text: str) -> list:
+    """(line number, entry) of a list's text: blank lines and # comments left out."""
+    raw = [(nu, p.strip()) for nu, p in enumerate(text.splitlines(), 1)]
+    return [(nu, p) for nu, p in raw if p and not p.startswith("#")]
+
+
+def _entries(entries: list, name: str, problems: list) -> list:
+    """A list's entries as items; one that does not exist is a problem naming name:line."""
     out = []
-    entries = D.list_lines(path)
     if not entries:
-        problems.append(f"{path}: lists no images")
+        problems.append(f"{name}: lists no images")
     for nu, p in entries:
-        where = f"{path}:{nu}"
+        where = f"{name}:{nu}"
         if not is_stream(p) and not os.path.exists(p):
             problems.append(f"{where}: '{p}' does not exist")
             continue
