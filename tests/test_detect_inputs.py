@@ -426,3 +426,29 @@ def test_a_drawn_video_is_kept_on_a_stop_and_removed_on_an_error(tmp_path, net, 
         assert kept == ["clip.avi"] and len(_frames_of(str(tmp_path / "out" / "clip.avi"))) == 2
     else:
         assert kept == []
+
+
+def test_sigterm_finishes_the_drawn_video_playable(tmp_path, net):
+    """A real SIGTERM to ``detect -o`` mid-video (sent once the drawn video's temporary file
+    exists): exit 143, the frames drawn so far renamed into a playable video, no .part left."""
+    import signal
+    import time
+    cfg, weights = net
+    video = make_video(tmp_path / "long.avi", frames=400)
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "darkcfg", "detect", video, "--cfg", cfg,
+                          "--weights", weights, "--tile", "24x24", "-o", out],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": ROOT})
+    try:
+        for _ in range(600):                          # a guard, not a measurement
+            if out.is_dir() and any(n.endswith(".part") for n in os.listdir(out)):
+                break
+            time.sleep(0.1)
+        p.send_signal(signal.SIGTERM)
+        err = p.communicate(timeout=120)[1]
+    finally:
+        p.kill()
+    assert p.returncode == 143, err
+    assert os.listdir(out) == ["long.avi"], os.listdir(out)
+    assert 1 <= len(_frames_of(str(out / "long.avi"))) < 400
