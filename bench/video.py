@@ -18,7 +18,9 @@ from ``darkcfg init``: speed does not depend on the values) runs over it.  Cases
 * OpenCV         VideoCapture + cv2.dnn (readNetFromDarknet, blobFromImage, forward) on the
                  same cfg and weights, the usual plain loop
 
-Prints frames/s (best of --repeat) and each case's ratio to the floor.  The threshold is 0.9:
+Prints frames/s (best of --repeat) and each case's ratio to the floor.  ``--decode`` measures
+instead how fast the video decodes to RGB arrays alone: OpenCV's VideoCapture (what detect
+uses) beside PyAV (``pip install av``; the row says so when it is not installed).  The threshold is 0.9:
 with random weights a lower one keeps thousands of boxes, and their NMS, not the loop, would
 be measured (the OpenCV loop decodes nothing).
 """
@@ -58,7 +60,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cfg", default=os.path.join(ROOT, "cfgs", "yolov3-tiny.cfg"))
+    ap.add_argument("--decode", action="store_true",
+                    help="measure decoding alone: OpenCV beside PyAV")
     a = ap.parse_args()
+    if a.decode:
+        return decoders(a)
     import cv2
     import torch
     torch.set_num_threads(a.threads)
@@ -125,6 +131,40 @@ def main():
     print(f"{a.frames} frames 640x480, {os.path.basename(a.cfg)} at 416, {a.threads} threads")
     for k, s in best.items():
         print(f"  {k:29s} {a.frames / s:6.2f} frames/s   {best['floor'] / s:5.2f}x the floor")
+
+
+def decoders(a):
+    """Frames/s of decoding the generated video to RGB arrays: OpenCV, PyAV."""
+    import cv2
+    cv2.setNumThreads(a.threads)
+    video = os.path.join(tempfile.mkdtemp(), "v.avi")
+    make_video(video, a.frames)
+
+    def opencv():
+        for f in _decoded(video):
+            cv2.cvtColor(f, cv2.COLOR_BGR2RGB)
+
+    def pyav():
+        import av
+        with av.open(video) as c:
+            stream = c.streams.video[0]
+            stream.thread_type, stream.codec_context.thread_count = "AUTO", a.threads
+            for frame in c.decode(stream):
+                frame.to_ndarray(format="rgb24")
+    print(f"{a.frames} frames 640x480 MJPG, decoded to RGB, {a.threads} threads")
+    for name, fn in (("OpenCV VideoCapture", opencv), ("PyAV", pyav)):
+        try:
+            best = min(_timed(fn) for _ in range(a.repeat))
+        except ImportError:
+            print(f"  {name:20s} not installed")
+            continue
+        print(f"  {name:20s} {a.frames / best:8.1f} frames/s")
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 def _decoded(video):

@@ -33,6 +33,8 @@ CASES = {
     "train-vs-loop": (["--threads", "1", "--models", "", "--vs-loop", "--loop-iterations", "8",
                        "--workers", "1"], "x the loop"),
     "video": (["--frames", "5", "--threads", "1", "--repeat", "1"], "darkcfg --batch 4"),
+    "video-decode": (["--decode", "--frames", "3", "--threads", "1", "--repeat", "1"],
+                     "OpenCV VideoCapture"),
     # three of its cases import torch in a fresh process (~3 s each on 2 busy cores)
     "convert": (["--cfg", os.path.join(ROOT, "cfgs", "yolov3-tiny.cfg"), "--repeat", "1",
                  "--dir", "{tmp}"], "load in-process"),
