@@ -315,6 +315,92 @@ def test_a_stream_that_does_not_answer_is_a_clear_error_in_bounded_time(net, ser
     assert "@ 0x" not in r.stderr and "[ WARN" not in r.stderr, r.stderr   # FFmpeg's, OpenCV's
 
 
+def _http_server(handler):
+    """A local HTTP server with ``handler`` (a BaseHTTPRequestHandler class): (url base,
+    stop)."""
+    import http.server
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+    def stop():
+        srv.shutdown()
+        srv.server_close()
+    return f"http://127.0.0.1:{srv.server_address[1]}", stop
+
+
+def test_a_video_file_at_a_url_ends_and_is_not_replayed(tmp_path, net):
+    """A finite video served over HTTP gives its frames once (a live stream's end is a drop to
+    reconnect; reopening a file would play it again from the start, for ever) and the
+    detections of the same file read from disk."""
+    import functools
+    import http.server
+    cfg, weights = net
+    make_video(tmp_path / "clip.avi")
+
+    class Files(http.server.SimpleHTTPRequestHandler):
+        served = []
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):                         # twice at most: a replay shows, never hangs
+            self.served.append(self.path)
+            if len(self.served) > 2:
+                self.send_error(404)
+                return
+            super().do_GET()
+    base, stop = _http_server(functools.partial(Files, directory=str(tmp_path)))
+    try:
+        res = run_cli("detect", f"{base}/clip.avi", "--cfg", cfg, "--weights", weights, *DETECT)
+    finally:
+        stop()
+    disk = run_cli("detect", tmp_path / "clip.avi", "--cfg", cfg, "--weights", weights, *DETECT)
+    assert res.exit_code == 0 and disk.exit_code == 0, res.output
+    assert _blocks(res.output) == _blocks(disk.output) and len(_blocks(res.output)) == 6
+    assert sum(len(lines) for _, lines in _blocks(res.output)) > 0
+
+
+def test_a_live_stream_is_reconnected_then_given_up_with_its_drawing_kept(tmp_path, net):
+    """An MJPEG stream (no length, as a camera's) that serves 3 frames and drops, serves 2
+    more on the first reconnect and then answers 404: frames 1-5 are detected and drawn, then
+    --reconnect 2 tries fail and the stream is given up with its own message, exit 1, and the
+    drawn video keeps the 5 frames."""
+    import http.server
+    cfg, weights = net
+    jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in _frames_of(make_video(
+        tmp_path / "clip.avi", frames=5))]
+    served = []
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            parts = {0: jpegs[:3], 1: jpegs[3:]}.get(len(served))
+            served.append(self.path)
+            if parts is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for j in parts:
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                 + str(len(j)).encode() + b"\r\n\r\n" + j + b"\r\n")
+    base, stop = _http_server(Camera)
+    try:
+        res = run_cli("detect", f"{base}/cam.mjpg", "--cfg", cfg, "--weights", weights, *DETECT,
+                      "--reconnect", "2", "-o", tmp_path / "out")
+    finally:
+        stop()
+    assert res.exit_code == 1, res.output
+    assert len(_blocks(res.output)) == 5 and "cam.mjpg frame 5: " in res.output, res.output
+    assert f"Error: {base}/cam.mjpg: the stream dropped after frame 5 and did not come back " \
+        f"after 2 reconnects" in res.output
+    assert len(served) == 4                                   # the first open, 3 reopenings
+    assert len(_frames_of(str(tmp_path / "out" / "stream.avi"))) == 5
+
+
 @trained_model
 def test_json_is_darknets_layout_and_matches_the_printed_boxes(tmp_path, learned):
     data = make_data(tmp_path, ntrain=1, nvalid=3)

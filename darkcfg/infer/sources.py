@@ -142,12 +142,15 @@ def _video_frames(item: Item, reconnect: int, open_timeout: float):
     cv2 = D.opencv()
     cap = open_capture(item, open_timeout)
     fps = cap.get(cv2.CAP_PROP_FPS) or None
+    # a file served at a URL (http://.../clip.mp4) knows its length: it ends, and reopening it
+    # would play it again from the start; a live stream (no length) is reconnected
+    finite = 0 < cap.get(cv2.CAP_PROP_FRAME_COUNT) < 1e12
     index, tries = 0, 0
     try:
         while True:
             ok, bgr = cap.read()
             if not ok:
-                if item.kind != "stream":
+                if item.kind != "stream" or finite:
                     if index == 0:
                         raise Bad(_named(f"{item.source}: no frame could be decoded", item))
                     return
