@@ -315,6 +315,19 @@ def test_a_stream_that_does_not_answer_is_a_clear_error_in_bounded_time(net, ser
     assert "@ 0x" not in r.stderr and "[ WARN" not in r.stderr, r.stderr   # FFmpeg's, OpenCV's
 
 
+def test_a_camera_that_cannot_be_opened_is_named(tmp_path, net):
+    """--camera N (darknet's -c N) with no such camera: its own error, exit 1; with other
+    inputs it is skipped and they are done."""
+    cfg, weights = net
+    video = make_video(tmp_path / "clip.avi", frames=2)
+    res = run_cli("detect", "--camera", "63", "--cfg", cfg, "--weights", weights)
+    assert res.exit_code == 1 and "Error: camera 63: OpenCV cannot open this camera" in \
+        res.output and "Traceback" not in res.output, res.output
+    res = run_cli("detect", video, "--camera", "63", "--cfg", cfg, "--weights", weights)
+    assert res.exit_code == 1 and "skipped: camera 63: " in res.output
+    assert "clip.avi frame 2:" in res.output and "1 of 2 inputs could not be read" in res.output
+
+
 def _http_server(handler):
     """A local HTTP server with ``handler`` (a BaseHTTPRequestHandler class): (url base,
     stop)."""
