@@ -1,24 +1,27 @@
 """detect on a video: frames/s of darkcfg's loop beside its floor and a plain OpenCV loop.
 
-    python bench/video.py [--frames 60] [--threads 2] [--cfg cfgs/yolov3-tiny.cfg]
+    python bench/video.py [--frames 60] [--threads 2] [--cfg cfgs/yolov3-tiny.cfg] [--compile]
 
 A 640x480 MJPG video of moving shapes is generated, and yolov3-tiny at 416 (random weights
 from ``darkcfg init``: speed does not depend on the values) runs over it.  Cases, round-robin:
 
-* floor          the network alone on the video's frames decoded beforehand (detect_frame:
-                 preparation, forward, decode, NMS) - nothing left to overlap
-* darkcfg        ``detect``'s own loop (infer.run.detect_all): frames read and prepared ahead
+* floor          the network alone on the video's frames decoded beforehand (infer.run.detect:
+                 preparation, forward, decode, NMS) - nothing left to overlap; the model as
+                 detect runs it (infer.run.ready: batch norms folded as darknet's
+                 test_detector does, NHWC weights on a CPU)
+* detect         ``detect``'s own loop (infer.run.detect_all): frames read and prepared ahead
                  by a thread
-* darkcfg --batch 4   the same loop with 4 frames per forward (infer.batching; on yolov3-tiny
-                 at 416 no layer has to run image by image)
+* detect --batch 4   the same loop with 4 frames per forward (infer.batching: layers whose
+                 batched kernel rounds differently run image by image)
 * no read-ahead  the same loop with frames read and prepared in turn (then the network)
-* darkcfg fused, channels-last   the loop with the model loaded as precision.md's fastest
-                 plain CPU path (``darkcfg.load(..., fuse=True, channels_last=True)``): batch
-                 norms folded (outputs move by ~1e-6), NHWC kernels; not what detect runs
+* unfused NCHW   the loop with the model as detect ran it before it folded batch norms
 * OpenCV         VideoCapture + cv2.dnn (readNetFromDarknet, blobFromImage, forward) on the
-                 same cfg and weights, the usual plain loop
+                 same cfg and weights, the usual plain loop (it decodes no detections)
+* floor, bf16 / detect --dtype bf16   the same in bfloat16
+* with --compile: floor, compiled / detect --compile, in float32 and bf16 (torch.compile with
+                 frozen weights; compiled before the clock starts)
 
-Prints frames/s (best of --repeat) and each case's ratio to the floor.  ``--decode`` measures
+Prints frames/s (best of --repeat), each case's ratio to its floor and to OpenCV's.  ``--decode`` measures
 instead how fast the video decodes to RGB arrays alone: OpenCV's VideoCapture (what detect
 uses) beside PyAV (``pip install av``; the row says so when it is not installed).  The threshold is 0.9:
 with random weights a lower one keeps thousands of boxes, and their NMS, not the loop, would
@@ -60,6 +63,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cfg", default=os.path.join(ROOT, "cfgs", "yolov3-tiny.cfg"))
+    ap.add_argument("--compile", action="store_true",
+                    help="add detect --compile's rows (torch.compile; ~20 s each to compile)")
     ap.add_argument("--decode", action="store_true",
                     help="measure decoding alone: OpenCV beside PyAV")
     a = ap.parse_args()
@@ -78,33 +83,31 @@ def main():
     make_video(video, a.frames)
     subprocess.run([sys.executable, "-m", "darkcfg", "init", a.cfg, weights], check=True,
                    capture_output=True, env={**os.environ, "PYTHONPATH": ROOT})
-    model = M.for_inference(darkcfg.load(weights, a.cfg), "fp32", "cpu")
+    from darkcfg.infer import batching as B
+    plain = M.for_inference(darkcfg.load(weights, a.cfg), "fp32", "cpu")
+    model = R.ready(darkcfg.load(weights, a.cfg))                  # what detect runs
+    bf16 = R.ready(darkcfg.load(weights, a.cfg), "bf16")
     item = S.Item("video", video, video)
     frames = [Image.fromarray(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
               for f in _decoded(video)]
     opt = R.Options(thresh=THRESH)
+    quiet = {"echo": lambda *_: None}
+    engines = {m: B.Engine(m, compiled=True) for m in (model, bf16)} if a.compile else {}
 
-    def floor():
-        for f in frames:
-            D.detect_frame(model, f, THRESH)
+    def floor(m=model, engine=None):
+        def run():
+            for f in frames:
+                R.detect(m, f, opt, engine)
+        return run
 
-    def ours():
-        R.detect_all(model, [item], opt, echo=lambda *_: None)
-
-    def batched():
-        R.detect_all(model, [item], R.Options(thresh=THRESH, batch=4), echo=lambda *_: None)
-
-    fast = M.for_inference(darkcfg.load(weights, a.cfg, fuse=True, channels_last=True),
-                           "fp32", "cpu")
-
-    def fused():
-        R.detect_all(fast, [item], opt, echo=lambda *_: None)
+    def detect(m=model, **kw):
+        return lambda: R.detect_all(m, [item], R.Options(thresh=THRESH, **kw), **quiet)
 
     def in_turn():
         real = S.prefetched
         S.prefetched = lambda it, depth=4: it
         try:
-            R.detect_all(model, [item], opt, echo=lambda *_: None)
+            R.detect_all(model, [item], opt, **quiet)
         finally:
             S.prefetched = real
 
@@ -120,17 +123,32 @@ def main():
             net.setInput(cv2.dnn.blobFromImage(f, 1 / 255, (416, 416), swapRB=True))
             net.forward(outs)
 
-    cases = {"floor": floor, "darkcfg": ours, "darkcfg --batch 4": batched,
-             "no read-ahead": in_turn, "darkcfg fused, channels-last": fused, "OpenCV": opencv}
+    cases = {"floor": (floor(), "floor"), "detect": (detect(), "floor"),
+             "detect --batch 4": (detect(batch=4), "floor"),
+             "no read-ahead": (in_turn, "floor"),
+             "unfused NCHW (detect before)": (detect(plain), "floor"),
+             "OpenCV": (opencv, "floor"),
+             "floor, bf16": (floor(bf16), "floor, bf16"),
+             "detect --dtype bf16": (detect(bf16), "floor, bf16")}
+    if a.compile:
+        for name, m in (("", model), (" --dtype bf16", bf16)):
+            cases[f"floor, compiled{name}"] = (floor(m, engines[m]), f"floor, compiled{name}")
+            cases[f"detect --compile{name}"] = (detect(m, compile=True),
+                                                 f"floor, compiled{name}")
+        for fn, _ in list(cases.values())[-4:]:
+            fn()                                   # compiled before the clock starts
     best = {k: float("inf") for k in cases}
     for _ in range(a.repeat):
-        for k, fn in cases.items():
+        for k, (fn, _) in cases.items():
             t = time.perf_counter()
             fn()
             best[k] = min(best[k], time.perf_counter() - t)
-    print(f"{a.frames} frames 640x480, {os.path.basename(a.cfg)} at 416, {a.threads} threads")
-    for k, s in best.items():
-        print(f"  {k:29s} {a.frames / s:6.2f} frames/s   {best['floor'] / s:5.2f}x the floor")
+    print(f"{a.frames} frames 640x480, {os.path.basename(a.cfg)} at 416, {a.threads} threads; "
+          f"each row's ratio to its floor and to the OpenCV loop")
+    for k, (_, base) in cases.items():
+        s = best[k]
+        print(f"  {k:29s} {a.frames / s:6.2f} frames/s   {best[base] / s:5.2f}x {base:29s}"
+              f"{best['OpenCV'] / s:5.2f}x OpenCV")
 
 
 def decoders(a):

@@ -32,7 +32,7 @@ CASES = {
               "2", "--size", "64", "--dir", "{tmp}/images"], "full+mosaic"),
     "train-vs-loop": (["--threads", "1", "--models", "", "--vs-loop", "--loop-iterations", "8",
                        "--workers", "1"], "x the loop"),
-    "video": (["--frames", "5", "--threads", "1", "--repeat", "1"], "darkcfg --batch 4"),
+    "video": (["--frames", "5", "--threads", "1", "--repeat", "1"], "detect --dtype bf16"),
     "video-decode": (["--decode", "--frames", "3", "--threads", "1", "--repeat", "1"],
                      "OpenCV VideoCapture"),
     # three of its cases import torch in a fresh process (~3 s each on 2 busy cores)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -167,6 +168,30 @@ def test_batch_gives_the_output_of_batch_1_to_the_bit(tmp_path, learned):
     assert len(boxes) > 20 and all("(left_x:" in line for line in boxes)
     assert f"skipped: {lst}:4: " in "\n".join(lines) and f"{listed[6]}: " in "\n".join(lines)
     assert sum(l.startswith("  ") for l in tiled) > 4
+
+
+@trained_model
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+                    reason="torch.compile needs a C++ compiler for CPU kernels")
+def test_compile_finds_the_boxes_of_the_eager_network(tmp_path, learned):
+    """detect --compile (torch.compile, frozen weights) over the video, in batches of 3 (one
+    compiled graph for 3 frames, one for the 2 left): per frame the same classes, in the same
+    order, boxes within 0.05 pixel of the uncompiled run's (only float rounding differs), and
+    the drawn shapes found as the uncompiled run finds them."""
+    video, truth = shapes_video(tmp_path / "clip.avi")
+    runs = [run_cli("detect", video, *learned, *extra)
+            for extra in ((), ("--compile", "--batch", "3"))]
+    assert [r.exit_code for r in runs] == [0, 0], runs[1].output
+    eager, compiled = (_blocks(r.output) for r in runs)
+    assert len(eager) == len(compiled) == 8
+    for (_, a), (_, b) in zip(eager, compiled):
+        fa, fb = _found(a), _found(b)
+        assert [f[0] for f in fa] == [f[0] for f in fb], (a, b)
+        assert all(abs(u - v) <= 0.05 for p, q in zip(fa, fb) for u, v in zip(p[1:], q[1:])), \
+            (a, b)
+    hits = [sum(any(f[0] == t[0] and iou(f[1:], t[1:]) >= 0.5 for f in _found(lines))
+                for t in shapes) for (_, lines), shapes in zip(compiled, truth)]
+    assert sum(h == 2 for h in hits) >= 7, hits
 
 
 def _unnoted(output: str) -> list:

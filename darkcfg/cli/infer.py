@@ -79,10 +79,14 @@ class _Input(click.ParamType):
               "bf16 on a CPU with AMX or AVX512_BF16 or a CUDA GPU of capability 8.0+.")
 @click.option("--device", default="cpu", show_default=True, callback=_device,
               help="cpu, cuda, cuda:N or mps.")
+@click.option("--compile", "compiled", is_flag=True,
+              help="Compile the network first (torch.compile, weights frozen; 10-90 s once, "
+                   "needs a C++ compiler): for a video or many images.  With --dtype auto on a "
+                   "bf16 CPU the fastest path (docs/detect.md#speed).")
 @FORCE
 def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, nms_thresh,
            max_det, letter_box, output, json_file, ext_output, save_labels, tile, tile_overlap,
-           reconnect, batch, dtype, device, force):
+           reconnect, batch, dtype, device, compiled, force):
     """Detect objects in each INPUT with a [yolo] or [region] network, or keypoints with a
     [keypoint] one.
 
@@ -121,14 +125,16 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
         click.echo(f"skipped: {p}", err=True)
     model, _, _ = open_model(weights, cfg, weights_cfg)
     _check_points(D.head_kind(model) == "points", json_file, save_labels, tile, ext_output)
-    model = M.for_inference(model, dtype, device)
+    model = R.ready(model, dtype, device)
     if dtype == "auto":
         click.echo(f"dtype: {M.describe_dtype(dtype, device)}", err=True)
+    if compiled:
+        click.echo("compiling the network (once per batch size; 10-90 s on 2 cores)", err=True)
     labels = D.read_names(names) if names else None
     letter_box = True if letter_box else None                 # None: the cfg's letter_box
     opt = R.Options(thresh, nms_thresh, max_det, letter_box, labels, output, json_file,
                     ext_output, save_labels, force, reconnect, dict(zip(images, drawn)),
-                    tile, tile_overlap, batch)
+                    tile, tile_overlap, batch, compiled)
     _detect_all(model, items, problems, opt)
 
 
