@@ -3,6 +3,7 @@
     python bench/train.py [--threads 2] [--iterations 3] [--models tiny,ref]
                           [--bf16 auto|yes|no] [--loader] [--compile]
     python bench/train.py --learn [--assign best_of_all|per_scale|both]
+    python bench/train.py --ddp N [--threads 2] [--models tiny,ref] [--size 416]
     python bench/train.py --vs-loop [--data DATA --cfg CFG] [--loop-iterations 60]
                           [--workers 2] [--threads 2]
 
@@ -36,6 +37,16 @@ loader workers, the schedule, non-finite checks, BN bookkeeping and its saves (_
 100 iterations).  Each side runs --loop-iterations iterations; the time per iteration is the
 median of the iteration-to-iteration times after the first 5; the loop runs before and after
 the trainer (the machine's drift shows as the two loop rows differing).
+
+--ddp N: images/s of darkcfg's training step (darkcfg.train.step, preloaded batches as above)
+in 1 process with all --threads against N processes (torch.multiprocessing, gloo,
+DistributedDataParallel as ``darkcfg train`` under torchrun) with --threads/N threads each, the
+global batch the same (each rank takes batch/N images); and the all-reduce's share of the
+N-process step: the gradients are (trainable parameters x 4) bytes, and an all-reduce of a
+float32 buffer of that size among the N processes is timed by itself (median of --iterations
+after one untimed) and given as a % of the N-process step's median time.  DDP overlaps its
+all-reduce with the backward pass in buckets, so the share is what the all-reduce would add
+if nothing hid it.
 
 --learn: the recipe of tests/test_train.py's learning test (yolov3-tiny at 96x96, half width,
 2 classes, 300 iterations of 16 images, 256 generated training images) with each assignment
@@ -321,6 +332,82 @@ def vs_loop(data, cfg, iterations, workers, threads):
               f"{m / loop:5.2f}x the loop", flush=True)
 
 
+def _ddp_rank(rank, world, threads, port, cfg, size, batch, iterations, out):
+    """One rank of --ddp (world 1: the single process, no process group): the median step time
+    on rank 0 (the ranks start each step together), then the gradient-sized all-reduce."""
+    import json
+    import torch
+    import torch.distributed as dist
+    from darkcfg.training import train as T
+    torch.set_num_threads(threads)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=world)
+    model, opt, b = _setup(cfg, size, batch // world, "cpu")
+    forward = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model)
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    def timed(fn):
+        times = []
+        for k in range(iterations + 1):          # the first untimed
+            if world > 1:
+                dist.barrier()
+            t = time.perf_counter()
+            fn()
+            if k:
+                times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    step = timed(lambda: T.step(forward, opt, [b], 1, lambda o, x: T.compute_loss(
+        o, x, model, "best_of_all"), "cpu"))
+    reduce = None
+    if world > 1:
+        buf = torch.ones(params, dtype=torch.float32)
+        reduce = timed(lambda: dist.all_reduce(buf))
+        dist.destroy_process_group()
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump(dict(step=step, params=params, reduce=reduce), f)
+
+
+def ddp_run(world, threads, cfg, size, batch, iterations) -> dict:
+    """{step: median s, params, reduce: median s of the gradients' all-reduce or None}."""
+    import json
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rank0.json")
+        mp.spawn(_ddp_rank, args=(world, threads, port, cfg, size, batch, iterations, out),
+                 nprocs=world, join=True)
+        with open(out) as f:
+            return json.load(f)
+
+
+def ddp_rows(ranks, cores, models, size, iterations):
+    """The --ddp table: 1 process x cores threads against ranks x cores/ranks threads."""
+    each = max(1, cores // ranks)
+    print(f"DDP on CPU (gloo), global batch as listed: 1 process x {cores} threads against "
+          f"{ranks} processes x {each} thread{'s' * (each > 1)}, median of {iterations} "
+          f"steps after one untimed", flush=True)
+    print(f"  {'model':24s} {'batch':>5s} {'1 process':>12s} {f'{ranks} processes':>13s} "
+          f"{'speed-up':>8s} {'gradients':>10s} {'all-reduce':>10s} {'share of step':>13s}")
+    for key in models:
+        cfg, batch = MODELS[key]
+        if batch % ranks:
+            print(f"  {cfg}: batch {batch} does not split over {ranks} ranks; skipped")
+            continue
+        one = ddp_run(1, cores, cfg, size, batch, iterations)
+        many = ddp_run(ranks, each, cfg, size, batch, iterations)
+        mb = many["params"] * 4 / 1e6
+        print(f"  {f'{cfg} {size}x{size}':24s} {batch:5d} {batch / one['step']:7.2f} img/s "
+              f"{batch / many['step']:8.2f} img/s {one['step'] / many['step']:7.2f}x "
+              f"{mb:7.1f} MB {many['reduce'] * 1000:7.1f} ms "
+              f"{many['reduce'] / many['step'] * 100:11.1f} %", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -336,6 +423,7 @@ def main():
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--learn", action="store_true")
     ap.add_argument("--vs-loop", action="store_true")
+    ap.add_argument("--ddp", type=int, metavar="N", help="1 process against N (gloo)")
     ap.add_argument("--data", help="--vs-loop: a .data (default: the demo set)")
     ap.add_argument("--cfg", help="--vs-loop: a cfg (default: the demo set's)")
     ap.add_argument("--loop-iterations", type=int, default=60)
@@ -344,6 +432,11 @@ def main():
     import torch
     from darkcfg.infer import speed
     torch.set_num_threads(a.threads)
+    if a.ddp:
+        print(f"torch {torch.__version__}")
+        ddp_rows(a.ddp, a.threads, list(filter(None, a.models.split(","))), a.size,
+                 a.iterations)
+        return
     if a.vs_loop:
         vs_loop(a.data, a.cfg, a.loop_iterations, a.workers, a.threads)
         return

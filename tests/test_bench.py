@@ -30,6 +30,9 @@ CASES = {
                           "--accuracy"], "bf16 autocast  heads"),
     "data": (["--images", "4", "--batches", "1", "--rounds", "1", "--workers", "1", "--mini",
               "2", "--size", "64", "--dir", "{tmp}/images"], "full+mosaic"),
+    # 1 process, then 2 gloo ranks (each imports torch: ~20 s on 2 busy cores)
+    "train-ddp": (["--ddp", "2", "--threads", "2", "--iterations", "1", "--models", "tiny",
+                   "--size", "64"], "share of step"),
     "train-vs-loop": (["--threads", "1", "--models", "", "--vs-loop", "--loop-iterations", "8",
                        "--workers", "1"], "x the loop"),
     "video": (["--frames", "5", "--threads", "1", "--repeat", "1"], "detect --dtype bf16"),
