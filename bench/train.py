@@ -4,6 +4,7 @@
                           [--bf16 auto|yes|no] [--loader] [--compile]
     python bench/train.py --learn [--assign best_of_all|per_scale|both]
     python bench/train.py --ddp N [--threads 2] [--models tiny,ref] [--size 416]
+                          [--iterations 3] [--rounds 1]
     python bench/train.py --vs-loop [--data DATA --cfg CFG] [--loop-iterations 60]
                           [--workers 2] [--threads 2]
 
@@ -46,7 +47,7 @@ N-process step: the gradients are (trainable parameters x 4) bytes, and an all-r
 float32 buffer of that size among the N processes is timed by itself (median of --iterations
 after one untimed) and given as a % of the N-process step's median time.  DDP overlaps its
 all-reduce with the backward pass in buckets, so the share is what the all-reduce would add
-if nothing hid it.
+if nothing hid it.  --rounds R runs the pair R times, a row each.
 
 --learn: the recipe of tests/test_train.py's learning test (yolov3-tiny at 96x96, half width,
 2 classes, 300 iterations of 16 images, 256 generated training images) with each assignment
@@ -386,8 +387,9 @@ def ddp_run(world, threads, cfg, size, batch, iterations) -> dict:
             return json.load(f)
 
 
-def ddp_rows(ranks, cores, models, size, iterations):
-    """The --ddp table: 1 process x cores threads against ranks x cores/ranks threads."""
+def ddp_rows(ranks, cores, models, size, iterations, rounds=1):
+    """The --ddp table: 1 process x cores threads against ranks x cores/ranks threads, the two
+    run one after the other, ``rounds`` times (a row each: a shared machine's drift shows)."""
     each = max(1, cores // ranks)
     print(f"DDP on CPU (gloo), global batch as listed: 1 process x {cores} threads against "
           f"{ranks} processes x {each} thread{'s' * (each > 1)}, median of {iterations} "
@@ -399,14 +401,14 @@ def ddp_rows(ranks, cores, models, size, iterations):
         if batch % ranks:
             print(f"  {cfg}: batch {batch} does not split over {ranks} ranks; skipped")
             continue
-        one = ddp_run(1, cores, cfg, size, batch, iterations)
-        many = ddp_run(ranks, each, cfg, size, batch, iterations)
-        mb = many["params"] * 4 / 1e6
-        print(f"  {f'{cfg} {size}x{size}':24s} {batch:5d} {batch / one['step']:7.2f} img/s "
-              f"{batch / many['step']:8.2f} img/s {one['step'] / many['step']:7.2f}x "
-              f"{mb:7.1f} MB {many['reduce'] * 1000:7.1f} ms "
-              f"{many['reduce'] / many['step'] * 100:11.1f} %", flush=True)
-
+        for _ in range(rounds):
+            one = ddp_run(1, cores, cfg, size, batch, iterations)
+            many = ddp_run(ranks, each, cfg, size, batch, iterations)
+            mb = many["params"] * 4 / 1e6
+            print(f"  {f'{cfg} {size}x{size}':24s} {batch:5d} {batch / one['step']:7.2f} img/s "
+                  f"{batch / many['step']:8.2f} img/s {one['step'] / many['step']:7.2f}x "
+                  f"{mb:7.1f} MB {many['reduce'] * 1000:7.1f} ms "
+                  f"{many['reduce'] / many['step'] * 100:11.1f} %", flush=True)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -424,6 +426,7 @@ def main():
     ap.add_argument("--learn", action="store_true")
     ap.add_argument("--vs-loop", action="store_true")
     ap.add_argument("--ddp", type=int, metavar="N", help="1 process against N (gloo)")
+    ap.add_argument("--rounds", type=int, default=1, help="--ddp: the pair this many times")
     ap.add_argument("--data", help="--vs-loop: a .data (default: the demo set)")
     ap.add_argument("--cfg", help="--vs-loop: a cfg (default: the demo set's)")
     ap.add_argument("--loop-iterations", type=int, default=60)
@@ -435,7 +438,7 @@ def main():
     if a.ddp:
         print(f"torch {torch.__version__}")
         ddp_rows(a.ddp, a.threads, list(filter(None, a.models.split(","))), a.size,
-                 a.iterations)
+                 a.iterations, a.rounds)
         return
     if a.vs_loop:
         vs_loop(a.data, a.cfg, a.loop_iterations, a.workers, a.threads)
