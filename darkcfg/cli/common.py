@@ -218,3 +218,42 @@ def _device(ctx, param, value):
     except DarkcfgError as e:
         raise click.BadParameter(str(e)) from None
     return value
+
+
+# ----- int8 (--dtype int8 --calib) ------------------------------------------------------------
+
+DTYPE_CHOICES = ["fp32", "bf16", "fp16", "auto", "int8"]
+
+
+def int8_options(fn):
+    """--calib and --calib-count, for the commands whose --dtype offers int8."""
+    fn = click.option("--calib-count", type=click.IntRange(min=1), default=64,
+                      show_default=True,
+                      help="--dtype int8: calibrate on at most this many images, spread over "
+                           "the list.")(fn)
+    return click.option("--calib", metavar="LIST|DATA",
+                        help="--dtype int8: the images to calibrate on - a list file, a "
+                             "folder, or a .data (its train= list).")(fn)
+
+
+def check_int8(dtype, calib, weights) -> None:
+    """--calib only with --dtype int8, which needs it unless WEIGHTS is a quantised .pt2."""
+    pt2 = str(weights or "").endswith(".pt2")
+    if calib and dtype != "int8":
+        raise click.UsageError("--calib is for --dtype int8")
+    if pt2 and dtype not in ("int8", "fp32"):
+        raise click.UsageError(f"{weights} is an int8 model: --dtype {dtype} cannot apply")
+    if dtype == "int8" and not calib and not pt2:
+        raise click.UsageError("--dtype int8 needs --calib LIST|DATA (images to calibrate on), "
+                               "or a quantised .pt2 as the weights")
+    if dtype == "int8" or pt2:
+        from ..infer.int8 import require_torchao
+        require_torchao()
+
+
+def int8_model(model, calib, calib_count):
+    """``model`` quantised (--dtype int8), saying what it calibrated on."""
+    from ..infer import int8 as Q
+    paths = Q.calibration_paths(calib, calib_count)
+    click.echo(f"int8: calibrating on {len(paths)} images of {calib}", err=True)
+    return Q.quantize(model, paths, calib_count)

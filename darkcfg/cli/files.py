@@ -9,10 +9,10 @@ import click
 from ..config import cfg as cfgmod
 from .. import outputs as io
 from ..config import shapes
-from .common import (DEFAULT_CFG, FORCE, FORMATS, IN_FILE, OUT_FILE, YOLOV3_CFG, _assumed, _bflops,
+from .common import (DEFAULT_CFG, DTYPE_CHOICES, FORCE, FORMATS, IN_FILE, OUT_FILE, YOLOV3_CFG, _assumed, _bflops,
                      _check_cutoff, _checkpoint_net, _device, _ext, _is_checkpoint, _layer_json,
-                     _report_skipped, _rewrites, _warn_unused, load_network, open_model,
-                     rewrite_options)
+                     _report_skipped, _rewrites, _warn_unused, check_int8, int8_model,
+                     int8_options, load_network, open_model, rewrite_options)
 
 
 # ----- summary --------------------------------------------------------------------------------
@@ -246,16 +246,21 @@ def init(cfg, dst, seed, force, **rw):
               help="The cfg whose layer order a .weights file follows (default: CFG; with no "
                    "CFG the bundled yolov3.cfg).")
 @click.option("--cutoff", type=click.IntRange(min=1), help="Load layers < N only.")
-@click.option("-o", "--output", type=OUT_FILE, help="Save the model as .pt (float32).")
-@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32",
+@click.option("-o", "--output", type=OUT_FILE,
+              help="Save the model as .pt (float32), or with --dtype int8 as .pt2 (quantised: "
+                   "detect and map load it without calibrating).")
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="fp32",
               show_default=True, help="Run the forward pass in this type (batch norms folded "
               "first); auto: bf16 on a CPU with AMX or AVX512_BF16 or a CUDA GPU of "
-              "capability 8.0+.")
+              "capability 8.0+; int8: the trunk quantised on --calib images (CPU; needs "
+              "darkcfg[int8]).")
+@int8_options
 @click.option("--device", default="cpu", show_default=True, callback=_device,
               help="cpu, cuda, cuda:N or mps.")
 @FORCE
 @rewrite_options
-def build(cfg, weights, weights_cfg, cutoff, output, dtype, device, force, **rw):
+def build(cfg, weights, weights_cfg, cutoff, output, dtype, calib, calib_count, device, force,
+          **rw):
     """Build CFG as a PyTorch model and run it once on a zero input.
 
     Prints the heads' shapes and the totals.  With no CFG: the bundled yolo_ref.cfg (or the
@@ -267,25 +272,39 @@ def build(cfg, weights, weights_cfg, cutoff, output, dtype, device, force, **rw)
       darkcfg build cfgs/yolov3.cfg --classes 3 --width 320 --height 320 --save-cfg my.cfg
       darkcfg build --weights yolov3.weights -o m.pt    # yolo_ref.cfg, yolov3.cfg's order
     """
-    if output and _ext(output) != ".pt":
-        raise click.UsageError(f"--output must end in .pt, got {output}")
+    want = ".pt2" if dtype == "int8" else ".pt"
+    if output and _ext(output) != want:
+        raise click.UsageError(f"--output must end in {want}"
+                               f"{' with --dtype int8' if dtype == 'int8' else ''}, got {output}")
+    if weights and _ext(weights) == ".pt2":
+        raise click.UsageError(f"{weights}: an int8 .pt2 is built already (detect and map "
+                               f"load it)")
+    check_int8(dtype, calib, weights)
     io.check_outputs([output, rw.get("save_cfg")], [cfg, weights, weights_cfg], force)
     import time
     import torch
     from ..files import weights as W
     model, header = _build_model(cfg, weights, weights_cfg, cutoff, rw)
-    if output:                            # the .pt keeps float32 weights: save before any cast
+    if output and dtype != "int8":        # the .pt keeps float32 weights: save before any cast
         W.save_pt(model, output, header)
     from ..nn import model as M
-    model = M.for_inference(model, dtype, device)
+    if dtype == "int8":
+        model = int8_model(model, calib, calib_count)
+        if output:
+            model.save(output)
+    else:
+        model = M.for_inference(model, dtype, device)
     net = model.net
     c = net.channels or 1
     x = torch.zeros(1, c, net.height or 1, net.width or 1).to(**model.placement())
+    if dtype == "int8":
+        model(x)                          # compiles (10-90 s): time the next call
     t = time.perf_counter()
     with torch.no_grad():
         outs = model(x)
     dt = time.perf_counter() - t
-    where = "" if (dtype, device) == ("fp32", "cpu") else f" ({M.describe_dtype(dtype, device)})"
+    where = "" if (dtype, device) == ("fp32", "cpu") else \
+        " (int8 on cpu, compiled)" if dtype == "int8" else f" ({M.describe_dtype(dtype, device)})"
     click.echo(f"{net.cfg.name}: {net.width} x {net.height} x {net.channels} input, one forward "
                f"pass in {dt * 1000:.0f} ms{where}")
     head_ids = [l.index for l in net.heads] or [len(net.layers) - 1]

@@ -8,7 +8,8 @@ import click
 
 from .. import outputs as io
 from ..errors import DarkcfgError
-from .common import DEFAULT_CFG, FORCE, IN_FILE, _device, _report_skipped, load_network, open_model
+from .common import (DEFAULT_CFG, DTYPE_CHOICES, FORCE, IN_FILE, _device, _report_skipped,
+                     check_int8, int8_model, int8_options, load_network, open_model)
 
 
 # ----- detect ---------------------------------------------------------------------------------
@@ -27,7 +28,8 @@ class _Input(click.ParamType):
 @click.command(short_help="Detect objects in images, folders, lists, videos, cameras, streams.")
 @click.argument("inputs", nargs=-1, type=_Input(), metavar="INPUT...")
 @click.option("--weights", required=True, type=IN_FILE,
-              help="darknet .weights (with --cfg), or a .pt/.safetensors (which carries its cfg).")
+              help="darknet .weights (with --cfg), a .pt/.safetensors (which carries its cfg), "
+                   "or an int8 .pt2 (build --dtype int8 -o).")
 @click.option("--cfg", type=IN_FILE,
               help="The network's cfg (default: the bundled yolo_ref.cfg with weights in the "
                    "bundled yolov3.cfg's order; not needed for a .pt/.safetensors).")
@@ -74,9 +76,11 @@ class _Input(click.ParamType):
               help="Run this many images or frames (with --tile: tiles) through the network "
                    "at once; the detections are those of --batch 1 to the bit.  1 measured "
                    "fastest on a 2-core CPU (docs/detect.md); larger batches can pay on a GPU.")
-@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32",
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="fp32",
               show_default=True, help="Compute in this type (batch norms folded first); auto: "
-              "bf16 on a CPU with AMX or AVX512_BF16 or a CUDA GPU of capability 8.0+.")
+              "bf16 on a CPU with AMX or AVX512_BF16 or a CUDA GPU of capability 8.0+; int8: "
+              "the trunk quantised on --calib images (CPU; needs darkcfg[int8]).")
+@int8_options
 @click.option("--device", default="cpu", show_default=True, callback=_device,
               help="cpu, cuda, cuda:N or mps.")
 @click.option("--compile", "compiled", is_flag=True,
@@ -86,7 +90,7 @@ class _Input(click.ParamType):
 @FORCE
 def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, nms_thresh,
            max_det, letter_box, output, json_file, ext_output, save_labels, tile, tile_overlap,
-           reconnect, batch, dtype, device, compiled, force):
+           reconnect, batch, dtype, calib, calib_count, device, compiled, force):
     """Detect objects in each INPUT with a [yolo] or [region] network, or keypoints with a
     [keypoint] one.
 
@@ -123,11 +127,22 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
                                                   [weights, cfg, weights_cfg, names])
     for p in problems:
         click.echo(f"skipped: {p}", err=True)
-    model, _, _ = open_model(weights, cfg, weights_cfg)
+    check_int8(dtype, calib, weights)
+    if str(weights).endswith(".pt2"):
+        model = M.load(weights, cfg, device=device)      # quantised already
+    else:
+        model, _, _ = open_model(weights, cfg, weights_cfg)
     _check_points(D.head_kind(model) == "points", json_file, save_labels, tile, ext_output)
-    model = R.ready(model, dtype, device)
+    quantised = dtype == "int8" or str(weights).endswith(".pt2")
+    if dtype == "int8" and calib:
+        model = int8_model(model, calib, calib_count)
+    elif not quantised:
+        model = R.ready(model, dtype, device)
     if dtype == "auto":
         click.echo(f"dtype: {M.describe_dtype(dtype, device)}", err=True)
+    if compiled and quantised:
+        click.echo("note: --compile: an int8 model is compiled already", err=True)
+        compiled = False
     if compiled:
         click.echo("compiling the network (once per batch size; 10-90 s on 2 cores)", err=True)
     labels = D.read_names(names) if names else None

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import FORCE, IN_FILE, OUT_FILE, _device
+from .common import DTYPE_CHOICES, FORCE, IN_FILE, OUT_FILE, _device, check_int8, int8_options
 
 
 class ResumeMode(click.ParamType):
@@ -45,15 +45,18 @@ class ResumeMode(click.ParamType):
                    "pixels (default: one stride of the finest head).")
 @click.option("--device", callback=_device,
               help="torch device: cpu, cuda, cuda:N, mps (default: cpu).")
-@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32",
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="fp32",
               show_default=True,
-              help="Inference precision (auto: bf16 where measured faster on the device; the "
-                   "README gives bf16's mAP difference).")
+              help="Inference precision (auto: bf16 where measured faster on the device; int8: "
+                   "the trunk quantised on --calib images, CPU, needs darkcfg[int8]; "
+                   "docs/precision.md gives their mAP differences).")
+@int8_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @FORCE
 def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
-         save_detections, plot, batch, radius, device, dtype, as_json, quiet, force):
+         save_detections, plot, batch, radius, device, dtype, calib, calib_count, as_json,
+         quiet, force):
     """mAP of WEIGHTS (.weights, .pt or .safetensors) for CFG on the valid list of DATA, as
     `darknet detector map DATA CFG WEIGHTS` computes and prints it: detection threshold .005,
     NMS .45 of the cfg's nms_kind, a line per class (ap, TP, FP), precision / recall / F1 and
@@ -65,13 +68,17 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
       darkcfg map obj.data my.cfg best.pt --coco --plot plots/ --points 101
     """
     from ..evaluation import validate as V
+    check_int8(dtype, calib, weights)
+    if dtype == "int8" and calib:
+        click.echo(f"int8: calibrating on at most {calib_count} images of {calib}", err=True)
     if dtype == "auto":
         from ..nn import model as M
         click.echo(f"dtype: {M.describe_dtype(dtype, device)}", err=True)
     text = V.main_map(data_file, cfg, weights, thresh=thresh, iou_thresh=iou_thresh,
                       points=points, letter_box=letter_box, as_json=as_json, coco=coco,
                       save_detections=save_detections, plot=plot, batch=batch, device=device,
-                      dtype=dtype, **({"radius": radius} if radius is not None else {}),
+                      dtype=dtype, calib=calib, calib_count=calib_count,
+                      **({"radius": radius} if radius is not None else {}),
                       progress=not quiet and not as_json, force=force)
     click.echo(text, nl=not text.endswith("\n"))
 

@@ -466,14 +466,18 @@ class MapSetup:
     notes: list
 
 
-def load_model(cfg, weights, device=None, dtype=None):
-    """A fused, eval-mode model from .weights (+ cfg) or a .pt / .safetensors (its own cfg; a
-    cfg given beside it must describe the same network), in ``dtype`` ("fp32" default, "bf16",
-    "fp16", "auto": see darkcfg.model.load)."""
+def load_model(cfg, weights, device=None, dtype=None, calib=None, calib_count=None):
+    """A fused, eval-mode model from .weights (+ cfg) or a .pt / .safetensors / int8 .pt2 (its
+    own cfg; a cfg given beside it must describe the same network), in ``dtype`` ("fp32"
+    default, "bf16", "fp16", "auto", "int8" with ``calib``: see darkcfg.model.load)."""
     from ..nn import model as M
     from ..config import shapes
-    if str(weights).endswith((".pt", ".safetensors")):
-        model = M.load(weights, device=device, fuse=True, dtype=dtype)
+    if str(dtype).lower() == "int8" or str(weights).endswith(".pt2"):
+        kw = {"calib": calib, "calib_count": calib_count, "dtype": "int8"}
+    else:
+        kw = {"fuse": True, "dtype": dtype}
+    if str(weights).endswith((".pt", ".safetensors", ".pt2")):
+        model = M.load(weights, device=device, **kw)
         if cfg is not None:
             given = shapes.network(cfg)
             if len(given.layers) != len(model.net.layers) or \
@@ -484,7 +488,7 @@ def load_model(cfg, weights, device=None, dtype=None):
         return model
     if cfg is None:
         raise DarkcfgError(f"{weights}: a .weights file needs its cfg")
-    return M.load(weights, cfg, device=device, fuse=True, dtype=dtype)
+    return M.load(weights, cfg, device=device, **kw)
 
 
 def _classes_of(net) -> int | None:
@@ -493,7 +497,8 @@ def _classes_of(net) -> int | None:
 
 
 def setup(data_path: str, cfg, weights, *, letter_box=None, device=None,
-          dtype=None, outputs=(), plot=None, force=True) -> MapSetup:
+          dtype=None, outputs=(), plot=None, force=True, calib=None,
+          calib_count=None) -> MapSetup:
     """Read the .data, its valid list and names, check ``outputs`` (files) and the files
     ``plot`` (a folder) would get against all of them (:func:`_check_map_outputs`) before the
     model is loaded, load it, check classes agree."""
@@ -510,7 +515,7 @@ def setup(data_path: str, cfg, weights, *, letter_box=None, device=None,
         inputs = [data_path, cfg, weights,
                   *[d.resolve(k) for k in ("train", "valid", "names") if getattr(d, k)]]
         _check_map_outputs(inputs, paths, outputs, plot, force)
-    model = load_model(cfg, weights, device, dtype)
+    model = load_model(cfg, weights, device, dtype, calib, calib_count)
     classes = model_classes(model)
     where = cfg if cfg is not None else weights
     if d.classes is not None and d.classes != classes:
@@ -535,9 +540,10 @@ def setup(data_path: str, cfg, weights, *, letter_box=None, device=None,
 
 def run_map(data_path: str, cfg, weights, *, iou_thresh: float = 0.5, thresh: float = 0.25,
             points: int = 0, letter_box=None, batch: int = 8, progress: bool = False,
-            device=None, dtype=None):
+            device=None, dtype=None, calib=None, calib_count=None):
     """What ``darkcfg map DATA CFG WEIGHTS`` computes -> evaluate.MapResult."""
-    s = setup(data_path, cfg, weights, letter_box=letter_box, device=device, dtype=dtype)
+    s = setup(data_path, cfg, weights, letter_box=letter_box, device=device, dtype=dtype,
+              calib=calib, calib_count=calib_count)
     return evaluate_model(s.model, s.paths, num_classes=s.classes, iou_thresh=iou_thresh,
                           thresh=thresh, points=points, letter_box=s.letter_box, batch=batch,
                           progress=progress, names=s.names)
@@ -577,7 +583,7 @@ def main_map(data_path: str, cfg, weights, *, thresh: float = 0.25, iou_thresh: 
              points: int = 0, letter_box: bool = False, as_json: bool = False,
              coco: bool = False, save_detections: str | None = None, plot: str | None = None,
              batch: int = 8, device=None, progress: bool = True, force: bool = True,
-             radius: float | None = None, dtype=None) -> str:
+             radius: float | None = None, dtype=None, calib=None, calib_count=None) -> str:
     """Everything ``darkcfg map`` does but parsing arguments: returns the text to print
     (darknet's lines, then COCO's summary with ``coco``; or one JSON document).  A [keypoint]
     cfg is scored by :func:`main_map_keypoints` (``radius``: the match radius in input
@@ -588,7 +594,8 @@ def main_map(data_path: str, cfg, weights, *, thresh: float = 0.25, iou_thresh: 
     if radius is not None and not (radius > 0 and math.isfinite(radius)):
         raise DarkcfgError(f"--radius must be a positive number of pixels, got {radius}")
     s = setup(data_path, cfg, weights, letter_box=True if letter_box else None, device=device,
-              dtype=dtype, outputs=[save_detections], plot=plot, force=force)
+              dtype=dtype, outputs=[save_detections], plot=plot, force=force, calib=calib,
+              calib_count=calib_count)
     if is_keypoint(s.model.net):
         if coco:
             raise DarkcfgError("--coco scores boxes; a [keypoint] model has points (drop --coco)")
