@@ -269,25 +269,36 @@ def _drawings(images, output) -> list:
                    "NMS instead of the raw head tensors.")
 @click.option("--opset", type=click.IntRange(min=11), default=17, show_default=True,
               help="ONNX opset version of the exported graph.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "openvino"]),
+              help="ONNX, or OpenVINO IR (DST.xml and DST.bin, converted from the ONNX; "
+                   "float32 weights).  Default: openvino for a DST ending in .xml, else onnx.")
 @FORCE
 def export(paths, weights, weights_cfg, width, height, batch, dynamic_batch, decode, opset,
-           force):
-    """Export a network (CFG, or the cfg inside a .pt/.safetensors) to ONNX at DST.
+           fmt, force):
+    """Export a network (CFG, or the cfg inside a .pt/.safetensors) to ONNX or OpenVINO IR at
+    DST.
 
-    Needs the onnx package: pip install "darkcfg[onnx]".
+    Needs the onnx package: pip install "darkcfg[onnx]"; for OpenVINO IR also openvino:
+    pip install "darkcfg[openvino]".
 
     \b
     Examples:
       darkcfg export cfgs/yolov3-tiny.cfg tiny.onnx --weights yolov3-tiny.weights
       darkcfg export cfgs/yolov3.cfg v3.onnx --weights yolov3.weights --decode --dynamic-batch
       darkcfg export tiny.onnx --weights tiny.pt
+      darkcfg export cfgs/yolov3-tiny.cfg tiny.xml --format openvino --weights tiny.pt
     """
     if len(paths) > 2:
         raise click.UsageError(f"expected [CFG] DST, got {len(paths)} paths")
     cfg, dst = (None, paths[0]) if len(paths) == 1 else paths
     if cfg is not None and not os.path.isfile(cfg):
         raise click.BadParameter(f"'{cfg}' is not a file", param_hint="CFG")
-    io.check_outputs([dst], [cfg, weights, weights_cfg], force)
+    fmt = fmt or ("openvino" if dst.endswith(".xml") else "onnx")
+    if fmt == "openvino" and not dst.endswith(".xml"):
+        raise click.UsageError(f"--format openvino writes NAME.xml and NAME.bin: give a DST "
+                               f"ending in .xml, got {dst}")
+    io.check_outputs([dst] + ([dst[:-4] + ".bin"] if fmt == "openvino" else []),
+                     [cfg, weights, weights_cfg], force)
     from ..infer import export as E
     from ..nn import model as M
     if weights:
@@ -295,5 +306,10 @@ def export(paths, weights, weights_cfg, width, height, batch, dynamic_batch, dec
         _report_skipped(report)
     else:
         model = M.build_model(load_network(cfg or DEFAULT_CFG, width=width, height=height))
+    if fmt == "openvino":
+        names = E.export_openvino(model, dst, batch, dynamic_batch, decode, opset, force=True)
+        click.echo(f"wrote {dst} and {os.path.basename(dst[:-4])}.bin: outputs "
+                   f"{', '.join(names)}")
+        return
     names = E.export_onnx(model, dst, batch, dynamic_batch, decode, opset, force=True)
     click.echo(f"wrote {dst}: outputs {', '.join(names)}")

@@ -122,3 +122,39 @@ def export_onnx(model, path: str, batch: int = 1, dynamic_batch: bool = False,
     finally:
         model.train(was_training)
     return names
+
+
+def export_openvino(model, path: str, batch: int = 1, dynamic_batch: bool = False,
+                    decode: bool = False, opset: int = 17, force: bool = True) -> list:
+    """Write ``model`` as OpenVINO IR: ``path`` (.xml) and the .bin beside it, converted from
+    darkcfg's own ONNX (:func:`export_onnx`, the same graph and output names) by
+    ``openvino.convert_model``; weights kept in float32 (``save_model`` would halve them to
+    fp16 by default; OpenVINO still picks its own inference precision, bf16 on a CPU with
+    AVX512_BF16 or AMX, unless told ``INFERENCE_PRECISION_HINT=f32``).  Needs openvino:
+    pip install "darkcfg[openvino]"."""
+    import tempfile
+    try:
+        import openvino as ov
+    except ImportError:
+        raise DarkcfgError("OpenVINO export needs the openvino package: pip install "
+                           "\"darkcfg[openvino]\"") from None
+    if not str(path).endswith(".xml"):
+        raise DarkcfgError(f"{path}: an OpenVINO IR is written as NAME.xml (and NAME.bin)")
+    bin_path = str(path)[:-4] + ".bin"
+    if not force:
+        for p in (path, bin_path):
+            if os.path.exists(p):
+                raise DarkcfgError(f"{p} exists (--force replaces it)")
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as tmp:
+        onnx_path = os.path.join(tmp, "model.onnx")
+        names = export_onnx(model, onnx_path, batch, dynamic_batch, decode, opset)
+        try:
+            ir = ov.convert_model(onnx_path)
+            ov.save_model(ir, os.path.join(tmp, "model.xml"), compress_to_fp16=False)
+        except Exception as e:      # openvino's own errors: one line
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DarkcfgError(f"{model.net.cfg.name}: OpenVINO cannot convert the ONNX "
+                               f"export ({first[:300]})") from None
+        os.replace(os.path.join(tmp, "model.bin"), bin_path)     # the .bin first: an .xml
+        os.replace(os.path.join(tmp, "model.xml"), path)         # never names a missing one
+    return names
