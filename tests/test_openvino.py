@@ -1,0 +1,45 @@
+"""OpenVINO IR export (darkcfg export --format openvino): the IR runs in OpenVINO and its heads
+match darkcfg's within 1e-4 in float32.  Skipped without openvino (CI does not install it)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import darkcfg
+
+from _helpers import TINY, run_cli
+
+pytest.importorskip("onnx")
+ov = pytest.importorskip("openvino")
+
+
+@pytest.mark.parametrize("decode", [False, True], ids=["heads", "decoded"])
+def test_openvino_ir_matches_darkcfg(tmp_path, decode):
+    weights, xml = tmp_path / "tiny.weights", tmp_path / "tiny.xml"
+    assert run_cli("init", TINY, weights, "--width", 128, "--height", 128).exit_code == 0
+    r = run_cli("export", TINY, xml, "--weights", weights, "--width", 128, "--height", 128,
+                *(["--decode"] if decode else []))
+    assert r.exit_code == 0 and (tmp_path / "tiny.bin").exists(), r.output
+    model = darkcfg.load(str(weights), TINY, width=128, height=128)
+    x = np.random.default_rng(0).uniform(0, 1, (1, 3, 128, 128)).astype(np.float32)
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    theirs = compiled(x)
+    if decode:
+        from darkcfg.infer.export import Decoded
+        module = Decoded(model).eval()
+    else:
+        module = model
+    with torch.no_grad():
+        ours = module(torch.from_numpy(x))
+    assert len(ours) == len(compiled.outputs)
+    for o, port in zip(ours, compiled.outputs):
+        t = theirs[port]
+        assert t.shape == tuple(o.shape)
+        tol = 1e-4 * max(1.0, float(np.abs(t).max()))
+        assert np.abs(t - o.numpy()).max() < tol, (port.get_any_name(), np.abs(t - o.numpy()).max())
+
+
+def test_openvino_needs_an_xml_name(tmp_path):
+    r = run_cli("export", TINY, tmp_path / "x.onnx", "--format", "openvino")
+    assert r.exit_code == 2 and "ending in .xml" in r.output
