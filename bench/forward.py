@@ -1,7 +1,7 @@
 """Forward-pass speed: darkcfg beside OpenCV's dnn and ONNX Runtime, in one process.
 
     python bench/forward.py [--runs 10] [--threads 2] [--size 416] [--only yolov3-tiny]
-                            [--batch 1] [--compile] [--accuracy]
+                            [--batch 1] [--compile] [--int8] [--accuracy]
 
 For yolov3 and yolov3-tiny (bundled cfgs, synthetic weights written by `darkcfg init`), batch 1
 and 8, rows:
@@ -17,11 +17,21 @@ and 8, rows:
   bf16 compiled        that under compile_frozen (with --compile)
   OpenCV dnn           readNetFromDarknet, same cfg and weights
   ONNX Runtime         darkcfg's own ONNX export, CPUExecutionProvider, float32
+  OpenVINO (bf16|f32)  that ONNX in OpenVINO at its default precision (bf16 on a CPU with
+                       AVX512_BF16 or AMX); skipped without the openvino package
+  OpenVINO f32         the same with INFERENCE_PRECISION_HINT=f32
+  darkcfg int8         (with --int8) darkcfg.infer.int8.quantize, compiled; calibrated on 8
+                       noise images (the weights are synthetic; compiling is not timed)
+  ORT int8 (QDQ)       (with --int8) onnxruntime.quantization.quantize_static of the ONNX, the
+                       same calibration: uint8 activations, int8 weights per channel
+  OpenVINO int8 NNCF   (with --int8) nncf.quantize of the ONNX, the same calibration; skipped
+                       without nncf
 
 The rows of a case take turns (--rounds rounds, each row one untimed call then its share of
 --runs timed calls), so that drift in this machine's speed falls on all of them alike, and each
 row runs with malloc set its way (reuse_freed_memory(True/False) before its turn).  Medians of
-wall and CPU seconds, each with its ratio to OpenCV.  With a CUDA GPU, yolov3 is also timed
+wall and CPU seconds, each with its ratio to OpenCV, and wall seconds' ratio to OpenVINO's
+default row ("x OV", when openvino is installed).  With a CUDA GPU, yolov3 is also timed
 there in fp32, under fp16/bf16 autocast and as a bf16 model.  The processor's instruction
 sets that decide bf16's speed (avx512_bf16, amx_bf16...) and what ``dtype="auto"`` picks are
 printed first.
@@ -34,11 +44,14 @@ float32 on random inputs: the heads' largest difference, and the detections (thr
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
 import tempfile
 import time
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -78,7 +91,7 @@ def take_turns(rows, runs, rounds):
             for name in rows}
 
 
-def bench_cpu(name, batch, size, runs, rounds, tmp, compiled=False):
+def bench_cpu(name, batch, size, runs, rounds, tmp, compiled=False, int8=False):
     import cv2
     import numpy as np
     import onnxruntime as ort
@@ -146,7 +159,86 @@ def bench_cpu(name, batch, size, runs, rounds, tmp, compiled=False):
     opts.intra_op_num_threads = torch.get_num_threads()
     sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
     rows["ONNX Runtime"] = (False, lambda: sess.run(None, {"images": x}))
+    calib = [np.random.default_rng(1 + i).uniform(0, 1, (1, 3, size, size)).astype(np.float32)
+             for i in range(8)] if int8 else []
+    if int8:
+        rows.update(int8_rows(weights, cfg_path, onnx_path, x, calib, tmp))
+    rows.update(openvino_rows(onnx_path, x, calib))
     return take_turns(rows, runs, rounds)
+
+
+def int8_rows(weights, cfg_path, onnx_path, x, calib, tmp) -> dict:
+    """darkcfg int8 (compiled; compiling not timed) and ONNX Runtime's static int8 (QDQ, uint8
+    activations, int8 weights per channel), both calibrated on ``calib`` (uniform noise: the
+    weights are synthetic too)."""
+    import torch
+    import onnxruntime as ort
+    import darkcfg
+    from darkcfg.infer import int8 as Q
+    rows = {}
+    try:
+        Q.require_torchao()
+    except Exception as e:
+        print(f"darkcfg int8 row skipped: {e}")
+    else:
+        q = Q.quantize(darkcfg.load(weights, cfg_path, fuse=True),
+                       [torch.from_numpy(np.concatenate(calib))])
+        xt = torch.from_numpy(x)
+        q(xt)                                             # compiles: not timed
+        rows["darkcfg int8"] = (True, lambda: q(xt))
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"images": np.repeat(c, x.shape[0], 0)} for c in calib])
+
+        def get_next(self):
+            return next(self.items, None)
+    q_path = onnx_path[:-5] + "-int8.onnx"
+    logging.getLogger().setLevel(logging.ERROR)    # its advice on every bias and pre-processing
+    quantize_static(onnx_path, q_path, Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=True)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    sess = ort.InferenceSession(q_path, opts, providers=["CPUExecutionProvider"])
+    rows["ORT int8 (QDQ)"] = (False, lambda: sess.run(None, {"images": x}))
+    return rows
+
+
+def openvino_rows(onnx_path, x, calib) -> dict:
+    """OpenVINO on darkcfg's ONNX: its default precision (bf16 on a CPU with AVX512_BF16 or
+    AMX), f32, and with ``calib`` int8 by NNCF's post-training quantisation; each row skipped
+    when its package is absent."""
+    import torch
+    try:
+        import openvino as ov
+    except ImportError:
+        print("OpenVINO rows skipped: pip install openvino")
+        return {}
+    core = ov.Core()
+    threads = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
+    model = core.read_model(onnx_path)
+    default = core.compile_model(model, "CPU", threads)
+    f32 = core.compile_model(model, "CPU", {**threads, "INFERENCE_PRECISION_HINT": "f32"})
+    hint = default.get_property("INFERENCE_PRECISION_HINT")
+    hint = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+    rows = {f"OpenVINO ({hint})": (False, lambda: default(x)),
+            "OpenVINO f32": (False, lambda: f32(x))}
+    if calib:
+        try:
+            import nncf
+        except ImportError:
+            print("OpenVINO int8 row skipped: pip install nncf")
+            return rows
+        logging.getLogger("nncf").setLevel(logging.WARNING)
+        data = nncf.Dataset([np.repeat(c, x.shape[0], 0) for c in calib])
+        quantised = nncf.quantize(core.read_model(onnx_path), data,
+                                  subset_size=len(calib))
+        q = core.compile_model(quantised, "CPU", threads)
+        rows["OpenVINO int8 NNCF"] = (False, lambda: q(x))
+    return rows
 
 
 def bench_cuda(size, runs, tmp):
@@ -275,6 +367,9 @@ def main():
     ap.add_argument("--batch", type=int, choices=[1, 8], help="Only this batch size.")
     ap.add_argument("--compile", action="store_true",
                     help="Add the compiled rows (inductor, frozen weights; 10-90 s to compile)")
+    ap.add_argument("--int8", action="store_true",
+                    help="Add the int8 rows: darkcfg int8 (needs torchao), ONNX Runtime static "
+                         "int8 (QDQ), OpenVINO int8 by NNCF (needs nncf)")
     ap.add_argument("--accuracy", action="store_true",
                     help="Compare bf16 with float32 (heads, detections) instead of timing.")
     a = ap.parse_args()
@@ -291,7 +386,8 @@ def main():
         return
     print(f"{a.threads} threads, {a.size}x{a.size}, median of {a.runs} runs in {a.rounds} turns "
           f"(torch {torch.__version__}, OpenCV {cv2.__version__})\n")
-    print(f"{'case':<18}{'row':<20}{'seconds':>10}{'x OpenCV':>10}{'CPU s':>10}{'x OpenCV':>10}")
+    print(f"{'case':<18}{'row':<20}{'seconds':>10}{'x OpenCV':>10}{'CPU s':>10}{'x OpenCV':>10}"
+          f"{'x OV':>10}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("yolov3-tiny", "yolov3"):
             if a.only and name != a.only:
@@ -299,11 +395,15 @@ def main():
             for batch in (1, 8):
                 if a.batch and batch != a.batch:
                     continue
-                rows = bench_cpu(name, batch, a.size, a.runs, a.rounds, tmp, a.compile)
+                rows = bench_cpu(name, batch, a.size, a.runs, a.rounds, tmp, a.compile,
+                                 a.int8)
                 base, base_cpu = rows["OpenCV dnn"]
+                ov = next((v for k, (v, _) in rows.items() if k.startswith("OpenVINO (")),
+                          None)
                 for k, (v, c) in rows.items():
                     print(f"{name + f' b={batch}':<18}{k:<20}{v:10.4f}{v / base:10.2f}"
-                          f"{c:10.4f}{c / base_cpu:10.2f}", flush=True)
+                          f"{c:10.4f}{c / base_cpu:10.2f}"
+                          + (f"{v / ov:10.2f}" if ov else ""), flush=True)
                 print()
         if torch.cuda.is_available():
             print(f"CUDA: {torch.cuda.get_device_name()}")
