@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+import darkcfg
 from darkcfg.errors import DarkcfgError
 from darkcfg.infer import int8 as Q
 from darkcfg.nn import dtypes
@@ -58,6 +59,8 @@ def test_calib_goes_with_int8(small, args, message):
 def test_int8_is_no_cast_and_auto_never_picks_it():
     with pytest.raises(DarkcfgError, match="not a cast"):
         M.resolve_dtype("int8")
+    with pytest.raises(DarkcfgError, match="calib= is for"):
+        darkcfg.load("x.weights", "x.cfg", calib=["a.jpg"])
     every = set(dtypes.CPU_FEATURES)
     for flags in (set(), {"avx512_vnni"}, {"amx_int8", "amx_tile"}, every):
         assert dtypes.auto_dtype("cpu", flags)[0] in (torch.float32, torch.bfloat16)
@@ -80,7 +83,7 @@ def quantised(small):
     pytest.importorskip("torchao")
     data, cfg, weights = small
     fp32 = M.load(weights, cfg, fuse=True)
-    return fp32, M.load(weights, cfg, dtype="int8", calib=data, calib_count=8)
+    return fp32, darkcfg.load(weights, cfg, dtype="int8", calib=data, calib_count=8)
 
 
 def test_int8_heads_near_fp32_and_float32(quantised, small):
@@ -102,14 +105,14 @@ def test_pt2_round_trip_and_a_smaller_batch(quantised, tmp_path):
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     out = q(x)
     q.save(str(tmp_path / "m.pt2"))
-    back = M.load(str(tmp_path / "m.pt2"))
+    back = darkcfg.load(str(tmp_path / "m.pt2"))
     assert back.net.cfg.to_text() == q.net.cfg.to_text()
     for a, b in zip(back(x), out):
         assert torch.equal(a, b)
     for a, b in zip(back(x[:1]), out):        # padded to the compiled batch of 3
         assert torch.equal(a, b[:1])
     with pytest.raises(DarkcfgError, match="carries its cfg"):
-        M.load(str(tmp_path / "m.pt2"), "x.cfg")
+        darkcfg.load(str(tmp_path / "m.pt2"), "x.cfg")
 
 
 def test_cli_build_pt2_then_map_and_detect(small, tmp_path):

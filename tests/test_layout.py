@@ -54,7 +54,9 @@ def test_an_earlier_sub_package_path_is_the_new_module(alias):
 def test_public_api_kept():
     from darkcfg import train as T
     from darkcfg.nn import model as M
-    assert darkcfg.load is M.load and darkcfg.build_model is M.build_model
+    assert darkcfg.build_model is M.build_model
+    # darkcfg.load: nn.model.load's, or int8's (downstream of nn) for dtype="int8" and .pt2
+    assert darkcfg.load.__module__ == "darkcfg" and M.load.__name__ == "load"
     assert darkcfg.train.train is T.train and callable(T.learning_rate)
     from darkcfg.cli import main
     assert callable(main)

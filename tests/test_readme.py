@@ -8,9 +8,10 @@ another page's did.  Skipped: synopsis lines with placeholders (``[CFG]``, ``IN 
 ``IMAGE...``) and any line whose comment says it cannot run here: it needs a real file
 (``# needs real weights`` / ``# needs a real file``) or a GPU (``# needs a GPU``).  A block of a
 docs page whose runnable lines are exactly those of a README block (the walkthrough the home
-page and training page repeat) is run once, by the README's test.  ``darkcfg export`` needs
-onnx: without it those lines are left out and the page's test ends as skipped, naming them,
-after every other line has run and passed.  Two comment conventions are checked:
+page and training page repeat) is run once, by the README's test.  A line that needs an
+optional package (``export``: onnx, to OpenVINO IR also openvino; int8: torchao) is left out
+when it is missing, and the page's test ends as skipped, naming them, after every other line
+has run and passed.  Two comment conventions are checked:
 
 * ``# byte-identical``: the output equals the file its input was converted from;
 * any other comment: every number in it appears in the command's output (``# 107 layers,
@@ -160,12 +161,12 @@ def test_page_commands_run_as_written(page, workdir):
         r = CliRunner().invoke(main, ["init", SYNTHETIC[weights], weights, "--seed", "1"])
         assert r.exit_code == 0, r.output
     made_from, left_out = {}, []
-    has_onnx = importlib.util.find_spec("onnx") is not None
     for nu, command, comment in commands:
         args = shlex.split(command)[1:]
         where = f"{name}:{nu}: {command}"
-        if args[0] == "export" and not has_onnx:
-            left_out.append(where)
+        missing = [p for p in optional_packages(args) if importlib.util.find_spec(p) is None]
+        if missing:
+            left_out.append(f"{where} (needs {', '.join(missing)})")
             continue
         r = CliRunner().invoke(main, args)
         assert r.exit_code == 0, f"{where}\n{r.output}"
@@ -182,8 +183,21 @@ def test_page_commands_run_as_written(page, workdir):
         if f.is_file() and f.suffix in (".weights", ".pt", ".safetensors", ".onnx"):
             f.unlink()
     if left_out:
-        pytest.skip("onnx is not installed; every other command ran; left out:\n"
+        pytest.skip("optional packages are not installed; every other command ran; left out:\n"
                     + "\n".join(left_out))
+
+
+def optional_packages(args) -> list:
+    """The optional packages a command needs: export onnx (OpenVINO IR also openvino),
+    --dtype int8 or an int8 .pt2 torchao."""
+    need = []
+    if args[0] == "export":
+        need.append("onnx")
+        if "openvino" in args or any(a.endswith(".xml") for a in args):
+            need.append("openvino")
+    if "int8" in args or any(a.endswith(".pt2") for a in args):
+        need.append("torchao")
+    return need
 
 
 # -- links ----------------------------------------------------------------------------------

@@ -129,7 +129,8 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
         click.echo(f"skipped: {p}", err=True)
     check_int8(dtype, calib, weights)
     if str(weights).endswith(".pt2"):
-        model = M.load(weights, cfg, device=device)      # quantised already
+        from ..infer import int8
+        model = int8.load(weights, cfg, device=device)      # quantised already
     else:
         model, _, _ = open_model(weights, cfg, weights_cfg)
     _check_points(D.head_kind(model) == "points", json_file, save_labels, tile, ext_output)

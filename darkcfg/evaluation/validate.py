@@ -473,11 +473,12 @@ def load_model(cfg, weights, device=None, dtype=None, calib=None, calib_count=No
     from ..nn import model as M
     from ..config import shapes
     if str(dtype).lower() == "int8" or str(weights).endswith(".pt2"):
-        kw = {"calib": calib, "calib_count": calib_count, "dtype": "int8"}
+        from ..infer import int8
+        load, kw = int8.load, {"calib": calib, "calib_count": calib_count}
     else:
-        kw = {"fuse": True, "dtype": dtype}
+        load, kw = M.load, {"fuse": True, "dtype": dtype}
     if str(weights).endswith((".pt", ".safetensors", ".pt2")):
-        model = M.load(weights, device=device, **kw)
+        model = load(weights, device=device, **kw)
         if cfg is not None:
             given = shapes.network(cfg)
             if len(given.layers) != len(model.net.layers) or \
@@ -488,7 +489,7 @@ def load_model(cfg, weights, device=None, dtype=None, calib=None, calib_count=No
         return model
     if cfg is None:
         raise DarkcfgError(f"{weights}: a .weights file needs its cfg")
-    return M.load(weights, cfg, device=device, **kw)
+    return load(weights, cfg, device=device, **kw)
 
 
 def _classes_of(net) -> int | None:

@@ -272,8 +272,7 @@ def load_pt2(path: str) -> Int8Model:
     return Int8Model(net, program, {k: meta[k] for k in ("float_layers",) if k in meta})
 
 
-def load(path, cfg=None, *, calib=None, calib_count=None, device=None, dtype="int8",
-         **kwargs) -> Int8Model:
+def load(path, cfg=None, *, calib=None, calib_count=None, device=None, **kwargs) -> Int8Model:
     """darkcfg.load(..., dtype="int8", calib=...) and darkcfg.load("x.pt2"): a quantised model
     from a .pt2 as it is, or from float weights calibrated on ``calib``."""
     from ..nn import model as M
@@ -284,8 +283,6 @@ def load(path, cfg=None, *, calib=None, calib_count=None, device=None, dtype="in
                                                        if v not in (None, False)):
             raise DarkcfgError(f"{path} is quantised and carries its cfg: give no cfg, calib "
                                f"or rewrites")
-        if dtype not in (None, "int8"):
-            raise DarkcfgError(f"{path} is an int8 model: dtype={dtype!r} cannot apply")
         return load_pt2(os.fspath(path))
     if calib is None:
         raise DarkcfgError("int8 needs calibration images: calib=[image paths], a list file, "

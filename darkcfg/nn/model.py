@@ -331,7 +331,7 @@ def check_memory(net: shapes.Network, device=None) -> None:
 
 def load(path: str, cfg=None, *, weights_cfg=None, cutoff: int | None = None, device=None,
          fuse: bool = False, channels_last: bool = False, progress: bool = False, dtype=None,
-         calib=None, calib_count: int | None = None, **rewrites) -> Darknet:
+         **rewrites) -> Darknet:
     """A ready model from a file.
 
     * ``model.pt`` (written by ``darkcfg convert``): the cfg travels inside; ``cfg`` must be None.
@@ -345,20 +345,12 @@ def load(path: str, cfg=None, *, weights_cfg=None, cutoff: int | None = None, de
     dtype; the model is cast after fusing (see :func:`to_dtype`).  Fastest on a CPU with AMX or
     AVX512_BF16: ``load(path, fuse=True, channels_last=True, dtype="auto")``.
 
-    ``dtype="int8"`` (never picked by "auto"): the network's trunk quantised after training,
-    calibrated on ``calib`` (image paths, a list file, a folder or a .data; at most
-    ``calib_count`` of them, default 64) - a darkcfg.infer.int8.Int8Model that detect and map
-    run on the CPU; needs torchao (``pip install "darkcfg[int8]"``).  ``model.pt2`` (written by
-    ``darkcfg build --dtype int8 -o``, or Int8Model.save) loads that model again, calibrated.
+    int8 (``dtype="int8", calib=...``) and ``.pt2`` files: :func:`darkcfg.load`, which hands
+    them to darkcfg.infer.int8.load (calibrating reads images: downstream of nn).
     """
-    if str(path).endswith(".pt2") or (str(dtype).lower() == "int8"):
-        # int8 is downstream of the network (calibration reads images): infer.int8 does it
-        from ..infer import int8 as Q
-        return Q.load(path, cfg, calib=calib, calib_count=calib_count, device=device,
-                      dtype=dtype, weights_cfg=weights_cfg, cutoff=cutoff, progress=progress,
-                      **rewrites)
-    if calib is not None:
-        raise DarkcfgError("calib= is for dtype=\"int8\"")
+    if str(path).endswith(".pt2") or str(dtype).lower() == "int8":
+        raise DarkcfgError(f"{path}: int8 models are loaded by darkcfg.load (which hands them "
+                           f"to darkcfg.infer.int8.load), not darkcfg.nn.model.load")
     dev = device_of(device) if device else None      # a missing GPU: said before any reading
     model, _ = load_weights(path, cfg, weights_cfg=weights_cfg, cutoff=cutoff, progress=progress,
                             **rewrites)
