@@ -91,7 +91,8 @@ def take_turns(rows, runs, rounds):
             for name in rows}
 
 
-def bench_cpu(name, batch, size, runs, rounds, tmp, compiled=False, int8=False):
+def bench_cpu(name, batch, size, runs, rounds, tmp, compiled=False, int8=False,
+              only_rows=()):
     import cv2
     import numpy as np
     import onnxruntime as ort
@@ -164,6 +165,9 @@ def bench_cpu(name, batch, size, runs, rounds, tmp, compiled=False, int8=False):
     if int8:
         rows.update(int8_rows(weights, cfg_path, onnx_path, x, calib, tmp))
     rows.update(openvino_rows(onnx_path, x, calib))
+    if only_rows:
+        rows = {k: v for k, v in rows.items()
+                if k == "OpenCV dnn" or any(r in k for r in only_rows)}
     return take_turns(rows, runs, rounds)
 
 
@@ -370,6 +374,9 @@ def main():
     ap.add_argument("--int8", action="store_true",
                     help="Add the int8 rows: darkcfg int8 (needs torchao), ONNX Runtime static "
                          "int8 (QDQ), OpenVINO int8 by NNCF (needs nncf)")
+    ap.add_argument("--rows", default="",
+                    help="Time only the rows whose name holds one of these comma-separated "
+                         "words (and OpenCV's, the base), e.g. 'compiled,int8,OpenVINO'")
     ap.add_argument("--accuracy", action="store_true",
                     help="Compare bf16 with float32 (heads, detections) instead of timing.")
     a = ap.parse_args()
@@ -396,7 +403,7 @@ def main():
                 if a.batch and batch != a.batch:
                     continue
                 rows = bench_cpu(name, batch, a.size, a.runs, a.rounds, tmp, a.compile,
-                                 a.int8)
+                                 a.int8, [r for r in a.rows.split(",") if r])
                 base, base_cpu = rows["OpenCV dnn"]
                 ov = next((v for k, (v, _) in rows.items() if k.startswith("OpenVINO (")),
                           None)

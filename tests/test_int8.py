@@ -136,5 +136,8 @@ def test_cli_build_pt2_then_map_and_detect(small, tmp_path):
                     if f.endswith(".png"))
     r = run_cli("detect", images[0], "--weights", pt2, "--thresh", "0.001")
     assert r.exit_code == 0, r.output
+    r2 = run_cli("detect", images[0], images[0], "--weights", pt2, "--thresh", "0.001",
+                 "--batch", "2")
+    assert r2.exit_code == 0 and r2.output == r.output * 2, r2.output
     r = run_cli("detect", images[0], "--weights", pt2, "--dtype", "bf16")
     assert r.exit_code == 2 and "int8 model" in r.output

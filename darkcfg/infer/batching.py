@@ -86,8 +86,8 @@ class Engine:
         t = torch.from_numpy(x).to(**self.model.placement())
         if self.compiled is not None:
             return self.compiled(t.contiguous(memory_format=_layout(self.model)))
-        if not batched:
-            return self.model(t)
+        if not batched or not hasattr(self.model, "forward_calling"):
+            return self.model(t)       # an int8 model runs whole: no layer-by-layer promise
         if self.uneven is None:
             self.uneven = uneven_layers(self.model, self.batch)
             if self.uneven and self.note:
