@@ -456,7 +456,8 @@ def test_resolve_dtype(given, want):
 
 
 @pytest.mark.parametrize("given, fragment", [
-    ("int8", "choose one of fp32, bf16, fp16, fp64, auto"), ("", "choose one of"),
+    ("int4", "choose one of fp32, bf16, fp16, fp64, auto"), ("", "choose one of"),
+    ("int8", "not a cast: quantise with darkcfg.load"),          # infer.int8 quantises
     (torch.int32, "float32, bfloat16, float16 or float64"),
 ])
 def test_bad_dtypes_say_what_is_allowed(given, fragment):
