@@ -236,9 +236,13 @@ def int8_options(fn):
                              "folder, or a .data (its train= list).")(fn)
 
 
-def check_int8(dtype, calib, weights) -> None:
-    """--calib only with --dtype int8, which needs it unless WEIGHTS is a quantised .pt2."""
+def check_int8(dtype, calib, weights, device=None) -> None:
+    """--calib only with --dtype int8, which needs it unless WEIGHTS is a quantised .pt2, and
+    runs on the CPU."""
     pt2 = str(weights or "").endswith(".pt2")
+    if (dtype == "int8" or pt2) and device is not None and str(device) != "cpu":
+        raise click.UsageError(f"int8 runs on the CPU (oneDNN's int8 kernels): --device "
+                               f"{device} cannot apply")
     if calib and dtype != "int8":
         raise click.UsageError("--calib is for --dtype int8")
     if pt2 and dtype not in ("int8", "fp32"):

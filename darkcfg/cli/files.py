@@ -279,7 +279,7 @@ def build(cfg, weights, weights_cfg, cutoff, output, dtype, calib, calib_count, 
     if weights and _ext(weights) == ".pt2":
         raise click.UsageError(f"{weights}: an int8 .pt2 is built already (detect and map "
                                f"load it)")
-    check_int8(dtype, calib, weights)
+    check_int8(dtype, calib, weights, device)
     io.check_outputs([output, rw.get("save_cfg")], [cfg, weights, weights_cfg], force)
     import time
     import torch

@@ -127,7 +127,7 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
                                                   [weights, cfg, weights_cfg, names])
     for p in problems:
         click.echo(f"skipped: {p}", err=True)
-    check_int8(dtype, calib, weights)
+    check_int8(dtype, calib, weights, device)
     if str(weights).endswith(".pt2"):
         from ..infer import int8
         model = int8.load(weights, cfg, device=device)      # quantised already

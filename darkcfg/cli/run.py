@@ -68,7 +68,7 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
       darkcfg map obj.data my.cfg best.pt --coco --plot plots/ --points 101
     """
     from ..evaluation import validate as V
-    check_int8(dtype, calib, weights)
+    check_int8(dtype, calib, weights, device)
     if dtype == "int8" and calib:
         click.echo(f"int8: calibrating on at most {calib_count} images of {calib}", err=True)
     if dtype == "auto":
