@@ -9,10 +9,11 @@ import click
 from ..config import cfg as cfgmod
 from .. import outputs as io
 from ..config import shapes
-from .common import (DEFAULT_CFG, DTYPE_CHOICES, FORCE, FORMATS, IN_FILE, OUT_FILE, YOLOV3_CFG, _assumed, _bflops,
-                     _check_cutoff, _checkpoint_net, _device, _ext, _is_checkpoint, _layer_json,
-                     _report_skipped, _rewrites, _warn_unused, check_int8, int8_model,
-                     int8_options, load_network, open_model, rewrite_options)
+from .common import (DEFAULT_CFG, DTYPE_CHOICES, FORCE, FORMATS, IN_FILE, OUT_FILE, YOLOV3_CFG,
+                     _assumed, _bflops, _check_cutoff, _checkpoint_net, _device, _ext,
+                     _is_checkpoint, _layer_json, _report_skipped, _rewrites, _warn_unused,
+                     check_int8, int8_model, int8_options, load_network, open_model,
+                     rewrite_options)
 
 
 # ----- summary --------------------------------------------------------------------------------
