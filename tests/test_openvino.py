@@ -43,3 +43,28 @@ def test_openvino_ir_matches_darkcfg(tmp_path, decode):
 def test_openvino_needs_an_xml_name(tmp_path):
     r = run_cli("export", TINY, tmp_path / "x.onnx", "--format", "openvino")
     assert r.exit_code == 2 and "ending in .xml" in r.output
+
+
+def test_int8_ir_by_nncf_runs_near_fp32(tmp_path):
+    """--dtype int8 --calib: NNCF quantises the IR (FakeQuantize nodes in it); its heads stay
+    within a few quantisation steps of darkcfg's float32 ones."""
+    pytest.importorskip("nncf")
+    from _helpers import make_data
+    data = make_data(tmp_path, ntrain=4, nvalid=2)
+    weights, xml = tmp_path / "tiny.weights", tmp_path / "tiny8.xml"
+    assert run_cli("init", TINY, weights, "--width", 128, "--height", 128).exit_code == 0
+    r = run_cli("export", TINY, xml, "--weights", weights, "--width", 128, "--height", 128,
+                "--dtype", "int8", "--calib", data)
+    assert r.exit_code == 0, r.output
+    ir = ov.Core().read_model(str(xml))
+    assert any(op.get_type_name() == "FakeQuantize" for op in ir.get_ops())
+    model = darkcfg.load(str(weights), TINY, width=128, height=128)
+    x = np.random.default_rng(0).uniform(0, 1, (1, 3, 128, 128)).astype(np.float32)
+    compiled = ov.Core().compile_model(ir, "CPU")
+    theirs = compiled(x)
+    with torch.no_grad():
+        ours = model(torch.from_numpy(x))
+    for o, port in zip(ours, compiled.outputs):
+        assert np.abs(theirs[port] - o.numpy()).max() < 0.05 * float(o.abs().max())
+    r = run_cli("export", TINY, tmp_path / "x.onnx", "--dtype", "int8", "--calib", data)
+    assert r.exit_code == 2 and "OpenVINO IR" in r.output

@@ -273,9 +273,12 @@ def _drawings(images, output) -> list:
 @click.option("--format", "fmt", type=click.Choice(["onnx", "openvino"]),
               help="ONNX, or OpenVINO IR (DST.xml and DST.bin, converted from the ONNX; "
                    "float32 weights).  Default: openvino for a DST ending in .xml, else onnx.")
+@click.option("--dtype", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="int8: an OpenVINO IR quantised by NNCF on --calib images (needs nncf).")
+@int8_options
 @FORCE
 def export(paths, weights, weights_cfg, width, height, batch, dynamic_batch, decode, opset,
-           fmt, force):
+           fmt, dtype, calib, calib_count, force):
     """Export a network (CFG, or the cfg inside a .pt/.safetensors) to ONNX or OpenVINO IR at
     DST.
 
@@ -298,6 +301,10 @@ def export(paths, weights, weights_cfg, width, height, batch, dynamic_batch, dec
     if fmt == "openvino" and not dst.endswith(".xml"):
         raise click.UsageError(f"--format openvino writes NAME.xml and NAME.bin: give a DST "
                                f"ending in .xml, got {dst}")
+    if dtype == "int8" and (fmt != "openvino" or not calib):
+        raise click.UsageError("--dtype int8 exports an OpenVINO IR (DST.xml) and needs --calib")
+    if calib and dtype != "int8":
+        raise click.UsageError("--calib is for --dtype int8")
     io.check_outputs([dst] + ([dst[:-4] + ".bin"] if fmt == "openvino" else []),
                      [cfg, weights, weights_cfg], force)
     from ..infer import export as E
@@ -308,7 +315,12 @@ def export(paths, weights, weights_cfg, width, height, batch, dynamic_batch, dec
     else:
         model = M.build_model(load_network(cfg or DEFAULT_CFG, width=width, height=height))
     if fmt == "openvino":
-        names = E.export_openvino(model, dst, batch, dynamic_batch, decode, opset, force=True)
+        paths = None
+        if dtype == "int8":
+            from ..infer.int8 import calibration_paths
+            paths = calibration_paths(calib, calib_count)
+        names = E.export_openvino(model, dst, batch, dynamic_batch, decode, opset, force=True,
+                                  calib=paths)
         click.echo(f"wrote {dst} and {os.path.basename(dst[:-4])}.bin: outputs "
                    f"{', '.join(names)}")
         return

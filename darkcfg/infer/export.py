@@ -125,13 +125,18 @@ def export_onnx(model, path: str, batch: int = 1, dynamic_batch: bool = False,
 
 
 def export_openvino(model, path: str, batch: int = 1, dynamic_batch: bool = False,
-                    decode: bool = False, opset: int = 17, force: bool = True) -> list:
+                    decode: bool = False, opset: int = 17, force: bool = True,
+                    calib: list | None = None) -> list:
     """Write ``model`` as OpenVINO IR: ``path`` (.xml) and the .bin beside it, converted from
     darkcfg's own ONNX (:func:`export_onnx`, the same graph and output names) by
     ``openvino.convert_model``; weights kept in float32 (``save_model`` would halve them to
     fp16 by default; OpenVINO still picks its own inference precision, bf16 on a CPU with
     AVX512_BF16 or AMX, unless told ``INFERENCE_PRECISION_HINT=f32``).  Needs openvino:
-    pip install "darkcfg[openvino]"."""
+    pip install "darkcfg[openvino]".
+
+    ``calib`` (image paths): an int8 IR instead, by NNCF's post-training quantisation
+    (``nncf.quantize``, its defaults) on those images prepared as ``map`` prepares them -
+    OpenVINO's own int8 path, not darkcfg's (which quantises only the trunk); needs nncf."""
     import tempfile
     try:
         import openvino as ov
@@ -150,7 +155,11 @@ def export_openvino(model, path: str, batch: int = 1, dynamic_batch: bool = Fals
         names = export_onnx(model, onnx_path, batch, dynamic_batch, decode, opset)
         try:
             ir = ov.convert_model(onnx_path)
+            if calib:
+                ir = _nncf_int8(ir, model.net, calib, batch)
             ov.save_model(ir, os.path.join(tmp, "model.xml"), compress_to_fp16=False)
+        except DarkcfgError:
+            raise
         except Exception as e:      # openvino's own errors: one line
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise DarkcfgError(f"{model.net.cfg.name}: OpenVINO cannot convert the ONNX "
@@ -158,3 +167,18 @@ def export_openvino(model, path: str, batch: int = 1, dynamic_batch: bool = Fals
         os.replace(os.path.join(tmp, "model.bin"), bin_path)     # the .bin first: an .xml
         os.replace(os.path.join(tmp, "model.xml"), path)         # never names a missing one
     return names
+
+
+def _nncf_int8(ir, net, calib: list, batch: int):
+    """``ir`` quantised by NNCF on the ``calib`` images (batches of the export's batch size)."""
+    try:
+        import nncf
+    except ImportError:
+        raise DarkcfgError("an int8 OpenVINO IR needs nncf: pip install nncf") from None
+    import logging
+    from .int8 import calibration_batches
+    items = [x.numpy() for x in calibration_batches(net, calib, batch)
+             if x.shape[0] == batch] or [next(calibration_batches(net, calib, 1)).numpy()
+                                         .repeat(batch, 0)]
+    logging.getLogger("nncf").setLevel(logging.WARNING)
+    return nncf.quantize(ir, nncf.Dataset(items), subset_size=len(items) * batch)
