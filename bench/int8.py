@@ -12,7 +12,7 @@ a second run reuses DIR/tiny_final.weights), then scores it on the 32 validation
   (``darkcfg.infer.int8.quantize(keep_first=, keep_heads=)``): whether either must stay float.
 
 Each row also gives the largest difference of its head outputs from fp32's on one validation
-image.  About 6 minutes on 2 cores (training ~4, each int8 row compiles ~10 s).
+image.  About 15 minutes on 2 shared cores (training took 737 s; each int8 row compiles ~10 s).
 Needs torchao (``pip install "darkcfg[int8]"``); without it the int8 rows say so.
 """
 from __future__ import annotations
