@@ -115,7 +115,6 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
     from ..infer import detect as D
     from ..infer import run as R
     from ..infer.tiles import parse_tile
-    from ..nn import model as M
     inputs, stdin = _stdin_list(inputs, camera)
     names = names or _data_names(data_file)
     try:
@@ -127,14 +126,33 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
                                                   [weights, cfg, weights_cfg, names])
     for p in problems:
         click.echo(f"skipped: {p}", err=True)
+    model, compiled = _detect_model(weights, cfg, weights_cfg, (dtype, calib, calib_count),
+                                    device, compiled, lambda m: _check_points(
+                                        D.head_kind(m) == "points", json_file, save_labels,
+                                        tile, ext_output))
+    labels = D.read_names(names) if names else None
+    letter_box = True if letter_box else None                 # None: the cfg's letter_box
+    opt = R.Options(thresh, nms_thresh, max_det, letter_box, labels, output, json_file,
+                    ext_output, save_labels, force, reconnect, dict(zip(images, drawn)),
+                    tile, tile_overlap, batch, compiled)
+    _detect_all(model, items, problems, opt)
+
+
+def _detect_model(weights, cfg, weights_cfg, precision, device, compiled, check) -> tuple:
+    """(the model detect runs, whether to compile it): read, ``check(model)``ed, then
+    quantised (``--dtype int8 --calib``) or made ready (:func:`..infer.run.ready`: fused,
+    channels-last on a CPU, in ``dtype``).  An int8 model is compiled already."""
+    from ..infer import run as R
+    from ..nn import model as M
+    dtype, calib, calib_count = precision
     check_int8(dtype, calib, weights, device)
+    quantised = dtype == "int8" or str(weights).endswith(".pt2")
     if str(weights).endswith(".pt2"):
         from ..infer import int8
         model = int8.load(weights, cfg, device=device)      # quantised already
     else:
         model, _, _ = open_model(weights, cfg, weights_cfg)
-    _check_points(D.head_kind(model) == "points", json_file, save_labels, tile, ext_output)
-    quantised = dtype == "int8" or str(weights).endswith(".pt2")
+    check(model)
     if dtype == "int8" and calib:
         model = int8_model(model, calib, calib_count)
     elif not quantised:
@@ -146,12 +164,7 @@ def detect(inputs, weights, cfg, weights_cfg, names, data_file, camera, thresh, 
         compiled = False
     if compiled:
         click.echo("compiling the network (once per batch size; 10-90 s on 2 cores)", err=True)
-    labels = D.read_names(names) if names else None
-    letter_box = True if letter_box else None                 # None: the cfg's letter_box
-    opt = R.Options(thresh, nms_thresh, max_det, letter_box, labels, output, json_file,
-                    ext_output, save_labels, force, reconnect, dict(zip(images, drawn)),
-                    tile, tile_overlap, batch, compiled)
-    _detect_all(model, items, problems, opt)
+    return model, compiled
 
 
 def _stdin_list(inputs, camera) -> tuple:
