@@ -101,10 +101,7 @@ class Engine:
 def _layout(model) -> torch.memory_format:
     """The memory format of ``model``'s first conv weight: the compiled graph is specialised
     on its input's strides, so inputs match the weights' layout."""
-    for p in model.parameters():
-        if p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) \
-                and not p.is_contiguous():
-            return torch.channels_last
-        if p.dim() == 4:
-            break
-    return torch.contiguous_format
+    w = next((p for p in model.parameters() if p.dim() == 4), None)
+    nhwc = w is not None and not w.is_contiguous() and \
+        w.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if nhwc else torch.contiguous_format
