@@ -69,8 +69,10 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
     """
     from ..evaluation import validate as V
     check_int8(dtype, calib, weights, device)
-    if dtype == "int8" and calib:
-        click.echo(f"int8: calibrating on at most {calib_count} images of {calib}", err=True)
+    if dtype == "int8" and calib:                 # what detect and build say too
+        from ..infer.int8 import calibration_paths
+        count = len(calibration_paths(calib, calib_count))
+        click.echo(f"int8: calibrating on {count} images of {calib}", err=True)
     if dtype == "auto":
         from ..nn import model as M
         click.echo(f"dtype: {M.describe_dtype(dtype, device)}", err=True)
