@@ -365,6 +365,7 @@ def _ddp_rank(rank, world, threads, port, cfg, size, batch, iterations, out):
     if world > 1:
         buf = torch.ones(params, dtype=torch.float32)
         reduce = timed(lambda: dist.all_reduce(buf))
+        dist.barrier()                    # both ranks done before gloo is torn down
         dist.destroy_process_group()
     if rank == 0:
         with open(out, "w") as f:
