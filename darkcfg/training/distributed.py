@@ -114,9 +114,18 @@ def _silent_ranks(rank: int, world: int, wait: float = CHECK_IN) -> list:
         return []
 
 
-def _end_distributed(world) -> None:
+def _end_distributed(world, finished: bool = False) -> None:
+    """Tear the process group down.  After a run that ``finished`` the ranks first meet at a
+    barrier, so no rank tears its side of gloo down while another is still inside it (CI saw
+    a rank end in SIGABRT, "terminate called without an active exception", when its peer went
+    first); after a failure there is nobody to wait for."""
     import torch.distributed as dist
     if world > 1 and dist.is_initialized():
+        if finished:
+            try:
+                dist.barrier()
+            except RuntimeError:
+                pass                # a peer already gone: destroy all the same
         dist.destroy_process_group()
 
 

@@ -366,14 +366,23 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     _check_arguments(o)
     rank, world, o.device = _init_distributed(device, dist_timeout)
     o.quiet = quiet or rank > 0
+    return _train_in_group(o, rank, world, t_start, dist_timeout)
+
+
+def _train_in_group(o, rank: int, world: int, t_start: float, dist_timeout: float):
+    """:func:`_train`, then the process group torn down (the ranks meet first when the run
+    finished); a failed collective names the ranks that did not answer."""
+    finished = False
     try:
-        return _train(o, rank, world, t_start)
+        result = _train(o, rank, world, t_start)
+        finished = True
+        return result
     except RuntimeError as e:
         if world > 1 and _is_comm_error(e):
             raise _lost_contact(e, rank, world, dist_timeout) from None
         raise
     finally:
-        _end_distributed(world)
+        _end_distributed(world, finished)
 
 
 def _lost_contact(e, rank: int, world: int, dist_timeout: float) -> DarkcfgError:
