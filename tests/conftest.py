@@ -2,6 +2,7 @@
 cleanly when it is absent."""
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -117,16 +118,47 @@ def write_counting_weights(path, floats):
     return str(path)
 
 
+@contextlib.contextmanager
+def _locked(path):
+    """An exclusive lock on ``path`` shared by the xdist workers (none where fcntl is not)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    """The learning test's model (tests that use it carry xdist_group("trained"), so one
-    worker trains it once): yolov3-tiny at 96x96, half width, 2 classes, train's defaults: 300
-    iterations of 16 images (2 subdivisions) on 256 generated images, steps schedule."""
+def trained(tmp_path_factory, worker_id):
+    """The learning test's model: yolov3-tiny at 96x96, half width, 2 classes, train's
+    defaults: 300 iterations of 16 images (2 subdivisions) on 256 generated images, steps
+    schedule.  Trained once per session: the first xdist worker to need it trains it in the
+    workers' shared temp folder under a lock, the others wait and read its result (the
+    scheduler is ``--dist load``, which survives a crashed worker; ``loadgroup``, which kept
+    these tests on one worker, hangs pytest-xdist 3.8 after a crash)."""
+    import pickle
     from darkcfg.training import train as T
     from _helpers import make_cfg, make_data
-    tmp = tmp_path_factory.mktemp("learn")
-    data = make_data(tmp, ntrain=256, nvalid=32)
-    cfg = make_cfg(tmp / "tiny.cfg", size=96, width_scale=0.5, batch=16, subdivisions=2,
-                   learning_rate=0.005, burn_in=30, max_batches=300, steps="200,260")
-    r = T.train(data, cfg, quiet=True, seed=0)
-    return data, cfg, r
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent                     # the folder every worker's basetemp is in
+    tmp, result = root / "learn", root / "learn.pickle"
+    with _locked(root / "learn.lock"):
+        if not result.exists():
+            tmp.mkdir(exist_ok=True)
+            data = make_data(tmp, ntrain=256, nvalid=32)
+            cfg = make_cfg(tmp / "tiny.cfg", size=96, width_scale=0.5, batch=16,
+                           subdivisions=2, learning_rate=0.005, burn_in=30, max_batches=300,
+                           steps="200,260")
+            r = T.train(data, cfg, quiet=True, seed=0)
+            with open(root / "learn.part", "wb") as f:
+                pickle.dump((data, cfg, r), f)
+            os.replace(root / "learn.part", result)
+    with open(result, "rb") as f:
+        return pickle.load(f)

@@ -24,7 +24,6 @@ from _helpers import corners, iou, make_cfg, make_data, run_cli
 from conftest import ROOT
 
 DETECT = ("--thresh", "0.15", "--max-det", "4")
-trained_model = pytest.mark.xdist_group("trained")   # one worker trains the fixture once
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +120,6 @@ def _json_objects(path) -> list:
     return [e["objects"] for e in json.loads(open(path).read())]
 
 
-@trained_model
 def test_video_frames_give_the_detections_of_the_same_frames_as_images(tmp_path, learned):
     """Each frame of the video gets exactly the detections (printed lines, JSON objects) of
     the same frame given as an image, and those are the shapes drawn: in at least 7 of 8 frames
@@ -140,7 +138,6 @@ def test_video_frames_give_the_detections_of_the_same_frames_as_images(tmp_path,
     assert len(hits) == 8 and sum(h == 2 for h in hits) >= 7, (hits, res_v.output)
 
 
-@trained_model
 def test_batch_gives_the_output_of_batch_1_to_the_bit(tmp_path, learned):
     """--batch 3 over a video of 8 frames (batches of 3, 3, then 2 frames one by one), a list
     of images with a missing entry between them, and tiles: the printed lines, darknet's JSON
@@ -170,7 +167,6 @@ def test_batch_gives_the_output_of_batch_1_to_the_bit(tmp_path, learned):
     assert sum(l.startswith("  ") for l in tiled) > 4
 
 
-@trained_model
 @pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
                     reason="torch.compile needs a C++ compiler for CPU kernels")
 def test_compile_finds_the_boxes_of_the_eager_network(tmp_path, learned):
@@ -215,7 +211,6 @@ def test_a_drawn_video_keeps_the_frame_count_size_and_fps(tmp_path, net):
     assert res.exit_code == 1 and "already exists" in res.output
 
 
-@trained_model
 def test_folders_recursively_lists_and_a_bad_item_named_and_skipped(tmp_path, learned):
     data = make_data(tmp_path / "set", ntrain=3, nvalid=2)
     assert data
@@ -271,7 +266,6 @@ def _garble_frame(video, k, dst) -> str:
     return str(dst)
 
 
-@trained_model
 def test_a_corrupt_frame_is_read_past_and_the_rest_done(tmp_path, learned):
     """Frame 4 of 8 garbled (FFmpeg conceals it and says so on its log): the video is read to
     its end, every other frame gets the detections of the clean video's, and FFmpeg's log lines
@@ -439,7 +433,6 @@ def test_a_live_stream_is_reconnected_then_given_up_with_its_drawing_kept(tmp_pa
     assert len(_frames_of(str(tmp_path / "out" / "stream.avi"))) == 5
 
 
-@trained_model
 def test_json_is_darknets_layout_and_matches_the_printed_boxes(tmp_path, learned):
     data = make_data(tmp_path, ntrain=1, nvalid=3)
     assert data
@@ -468,7 +461,6 @@ def test_json_is_darknets_layout_and_matches_the_printed_boxes(tmp_path, learned
                                          min(top + r["height"] * h, h)], abs=0.51)
 
 
-@trained_model
 def test_save_labels_then_data_check_passes_and_never_overwrites(tmp_path, learned):
     """The labels written are the shapes drawn: of the images' own labels (exact by
     construction) at least 60 % are written again, same class, at IoU 0.5 or more (measured:

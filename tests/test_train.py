@@ -588,7 +588,6 @@ def test_a_map_run_resumes_without_map_and_back(small_run):
 # ----- 7. it learns ------------------------------------------------------------------------------
 
 
-@pytest.mark.xdist_group("trained")   # one worker trains the fixture (conftest.py) once
 def test_it_learns(trained):
     """mAP@0.5 (darknet's detector map, darkcfg.validate) on 32 held-out images, with train's
     defaults (PyTorch's init, per_scale).  Measured: trained 0.868 (seeds 1, 2: 0.766, 0.826;
@@ -609,7 +608,6 @@ def test_it_learns(trained):
     assert r.rows[-1]["avg_loss"] < r.rows[0]["loss"] / 5
 
 
-@pytest.mark.xdist_group("trained")   # one worker trains the fixture (conftest.py) once
 def test_map_in_bf16_follows_fp32(trained):
     """`darkcfg map --dtype bf16` on the learning test's model: the same images and matching
     rule as fp32, only the network computed in bfloat16 (batch norms folded first) - its mAP is
@@ -629,7 +627,6 @@ def test_map_in_bf16_follows_fp32(trained):
     assert abs(json.loads(res.output)["darknet"]["map"] - bf16) < 1e-9
 
 
-@pytest.mark.xdist_group("trained")   # one worker trains the fixture (conftest.py) once
 def test_trained_weights_give_opencvs_outputs(trained):
     """OpenCV's darknet importer reads the trained .weights and computes darkcfg's boxes and
     objectness (1e-3, relative above 1) on a validation image.  Not tighter: on one AVX-512

@@ -278,7 +278,6 @@ def test_bad_inputs_name_the_file(tmp_path):
         V.main_map(data, cfg, wpath, points=1)
 
 
-@pytest.mark.xdist_group("trained")   # one worker trains the fixture (conftest.py) once
 def test_batching_keeps_each_images_detections(trained):
     """The learning test's model (its detections follow the image) over its 32 held-out images
     of 64..128 px, one at a time and 5 to a batch (the last batch short): each image gets its
