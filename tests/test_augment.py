@@ -505,8 +505,12 @@ def test_multiscale_first_and_last_blocks_are_the_largest():
                             lambda b: np.random.default_rng(b))[0] for i in range(10, 3000, 10)}
     assert sizes <= set(range(320, 609, 32)) and 608 in sizes and 320 in sizes
     opt.multiscale = "centred"                           # largest: roundl(1.4 * 13) = 18 -> 576
-    opt.random = 1
-    assert [size(i) for i in (0, 9, 10, 999)] == [576, 576, 288, 576]
+    opt.random = 1                                       # the last 100: the cfg's own 416
+    assert [size(i) for i in (0, 9, 10, 900, 909, 910, 999)] == [576, 576, 288, 288, 288, 416,
+                                                                   416]
+    short = A.Options(416, 416, 1, random=1, max_batches=50)     # all of it is "the end":
+    assert A.network_size(short, 0, lambda b: rng)[0] == 576     # the first block stays largest
+    assert A.network_size(short, 10, lambda b: rng)[0] == 416
 
 
 # ----- options ----------------------------------------------------------------------------------

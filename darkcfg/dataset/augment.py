@@ -649,7 +649,9 @@ def network_size(opt: Options, iteration: int, rng_for_block) -> tuple:
       issue #22's 128x128 recipe with jitter it cost 6 mAP points (docs/decisions.md).
     * ``"centred"`` (default): ``dim = roundl(r * init / step) * step`` - r = 1 is the cfg's
       own size, the range is the documented "1/1.4 to 1.4 of the network size" (at 128:
-      96..192; at 416: 288..576).
+      96..192; at 416: 288..576) - and the last 100 iterations run at the cfg's own size, the
+      one the model is judged at (darknet: the largest; on issue #22's recipe +0.9 and +1.0
+      mAP points on two seeds, docs/decisions.md).
 
     darknet restarts its count of 10 in each run (a resumed run starts with 10 iterations at
     the largest size); darkcfg counts from iteration 0, so a resumed run continues the same
@@ -660,11 +662,14 @@ def network_size(opt: Options, iteration: int, rng_for_block) -> tuple:
         raise ValueError(f"multiscale must be centred or darknet, got {opt.multiscale!r}")
     coef = 1.4 if opt.random == 1 else opt.random
     step = opt.resize_step
-    plus = 1 if opt.multiscale == "darknet" else 0
+    centred = opt.multiscale == "centred"
+    plus = 0 if centred else 1
     block = iteration // 10
     iw, ih = opt.width, opt.height
-    largest = block == 0 or (opt.max_batches > 0 and block * 10 > opt.max_batches - 100)
-    r = coef if largest else rand_scale(coef, rng_for_block(block))
+    ending = opt.max_batches > 0 and block * 10 > opt.max_batches - 100
+    largest = block == 0 or (ending and not centred)
+    r = 1.0 if ending and centred and block else (
+        coef if largest else rand_scale(coef, rng_for_block(block)))
     dw, dh = _roundl(r * iw / step + plus) * step, _roundl(r * ih / step + plus) * step
     if not largest and r < 1 and (dw > iw or dh > ih):
         dw, dh = iw, ih
