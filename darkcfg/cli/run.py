@@ -115,8 +115,9 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
                    "anchors (+ iou_thresh).")
 @click.option("--multiscale", type=click.Choice(["centred", "darknet"]), default="centred",
               show_default=True,
-              help="[yolo] random=1's sizes: 1/1.4 to 1.4 of the cfg's size, or darknet's "
-                   "formula, one resize_step larger (at 128x128: 128..224, never smaller; 6 mAP "
+              help="[yolo] random=1's sizes: 1/1.4 to 1.4 of the cfg's size, the last 100 "
+                   "iterations at the cfg's size; or darknet's formula, one resize_step larger "
+                   "(at 128x128: 128..224, never smaller), the last 100 at the largest (6 mAP "
                    "points less on issue #22's recipe - docs: training).")
 @click.option("--map", "with_map", is_flag=True,
               help="Validation mAP@0.5 on the .data's valid list during training; keeps "

@@ -336,8 +336,9 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     * ``classes``: rewrite every head to N classes first (weights of resized layers are skipped).
     * ``assign``: ``per_scale`` (the design notes', the default: it learned 72.9 % mAP@0.5
       against darknet's ``best_of_all`` 56.6 % on issue #22's set, 1000 iterations).
-    * ``multiscale``: [yolo] ``random=1``'s sizes, ``centred`` (default) or ``darknet``'s
-      one step larger (darkcfg.dataset.augment.network_size).
+    * ``multiscale``: [yolo] ``random=1``'s sizes, ``centred`` (default; the last 100
+      iterations at the cfg's size) or ``darknet``'s one step larger (the last 100 at the
+      largest; darkcfg.dataset.augment.network_size).
     * ``map``: validation mAP@0.5 every ``map_every`` iterations (default darknet's: 4 epochs,
       at least 100) and at the end, on the .data's ``valid`` list; ``_best.weights`` follows it.
     * ``loader``: an iterator of batches to use instead of darkcfg.data's (tests); ``callback``:
