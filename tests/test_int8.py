@@ -100,6 +100,20 @@ def test_int8_heads_near_fp32_and_float32(quantised, small):
         q.train()
 
 
+def test_the_first_conv_stays_float_exactly_where_the_cpu_has_no_int8_dot(quantised, small,
+                                                                          monkeypatch):
+    """Without VNNI/AMX oneDNN's 16-bit pair sums overflow on the first conv's 0..255 input
+    (docs/precision.md: 79.29 % mAP against fp32's 82.87 %, 83.34 % with it in float)."""
+    from darkcfg.nn import dtypes
+    fp32, q = quantised
+    first = next(l.index for l in fp32.net.layers if l.type == "convolutional")
+    assert q.info["float_layers"] == ([] if dtypes.int8_dot() else [first])
+    for flags, want in (({"avx2"}, [first]), ({"avx2", "avx512_vnni"}, [])):
+        monkeypatch.setattr(dtypes, "cpu_flags", lambda *a, f=flags: f)
+        assert Q.quantize(fp32, small[0], 4).info["float_layers"] == want
+    assert Q.quantize(fp32, small[0], 4, keep_first=False).info["float_layers"] == []
+
+
 def test_pt2_round_trip_and_a_smaller_batch(quantised, tmp_path):
     fp32, q = quantised
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))

@@ -480,6 +480,19 @@ def test_auto_dtype_is_bf16_only_with_native_bf16_instructions(flags, want):
     assert ("amx_bf16" in why or "avx512_bf16" in why) == (want is torch.bfloat16)
 
 
+@pytest.mark.parametrize("flags, want", [
+    ({"avx2", "avx512f", "avx512_vnni"}, "avx512_vnni"),       # Cascade Lake, AMD Zen 4/5
+    ({"avx2", "avx_vnni"}, "avx_vnni"),                        # Alder Lake: VEX-encoded VNNI
+    ({"avx2", "avx512f", "amx_tile", "amx_int8", "avx512_vnni"}, "amx_int8"),
+    ({"avx2", "fma"}, None), ({"avx2", "avx512f", "avx512bw"}, None),   # Skylake-SP: no VNNI
+    (set(), None),
+])
+def test_int8_dot_names_the_cpus_int8_dot_product(flags, want):
+    """int8.quantize keeps the first conv in float32 where this says None (16-bit sums)."""
+    from darkcfg.nn.dtypes import int8_dot
+    assert int8_dot(flags) == want
+
+
 @pytest.mark.parametrize("capability, want", [((9, 0), torch.bfloat16), ((8, 0), torch.bfloat16),
                                               ((7, 5), torch.float32), ((6, 1), torch.float32)])
 def test_auto_dtype_on_cuda_follows_the_compute_capability(capability, want, monkeypatch):

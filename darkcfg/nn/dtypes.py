@@ -8,6 +8,9 @@ from __future__ import annotations
 CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
                 "amx_bf16", "amx_int8", "amx_fp16")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")      # native bf16 dot products (oneDNN uses them)
+# u8 x s8 dot products that add into 32 bits (oneDNN's int8 kernels without them add pairs of
+# products in saturating 16 bits: vpmaddubsw)
+INT8_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set:
@@ -49,6 +52,13 @@ def cpu_features(flags: set | None = None) -> list:
     """The flags of :data:`CPU_FEATURES` this processor has, in that order."""
     flags = cpu_flags() if flags is None else flags
     return [f for f in CPU_FEATURES if f in flags]
+
+
+def int8_dot(flags: set | None = None) -> str | None:
+    """The flag of :data:`INT8_DOT_FLAGS` this processor has (None: int8 convolutions add
+    pairs of u8 x s8 products in saturating 16-bit sums)."""
+    flags = cpu_flags() if flags is None else flags
+    return next((f for f in INT8_DOT_FLAGS if f in flags), None)
 
 
 def auto_dtype(device=None, flags: set | None = None):
