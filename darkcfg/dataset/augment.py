@@ -667,9 +667,10 @@ def network_size(opt: Options, iteration: int, rng_for_block) -> tuple:
     block = iteration // 10
     iw, ih = opt.width, opt.height
     ending = opt.max_batches > 0 and block * 10 > opt.max_batches - 100
-    largest = block == 0 or (ending and not centred)
-    r = 1.0 if ending and centred and block else (
-        coef if largest else rand_scale(coef, rng_for_block(block)))
+    if centred and ending and block:         # the last 100: the size the model is judged at
+        return iw, ih
+    largest = block == 0 or ending
+    r = coef if largest else rand_scale(coef, rng_for_block(block))
     dw, dh = _roundl(r * iw / step + plus) * step, _roundl(r * ih / step + plus) * step
     if not largest and r < 1 and (dw > iw or dh > ih):
         dw, dh = iw, ih
