@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
@@ -170,7 +171,7 @@ def _detect_model(weights, cfg, weights_cfg, precision, device, compiled, check)
 def _stdin_list(inputs, camera) -> tuple:
     """(inputs, the text of stdin): ``-`` reads a list of images from stdin; so does no INPUT
     at all when stdin is not a terminal (darknet's ``< list.txt``)."""
-    stdin = click.get_text_stream("stdin")
+    stdin = sys.stdin             # click.get_text_stream is deprecated (removed in Click 9)
     if not inputs and not camera:
         text = "" if stdin.isatty() else stdin.read()
         if not text.strip():
