@@ -96,9 +96,7 @@ def main(argv=None):
     except Exception as e:
         rows.append(("int8", None, str(e)))
     else:
-        from darkcfg.nn.dtypes import int8_dot
-        label = "int8" if int8_dot() else "int8 (first conv float)"   # quantize's default
-        rows.append((label, cli_map(data, cfg, weights, "--dtype", "int8", "--calib", data,
+        rows.append(("int8", cli_map(data, cfg, weights, "--dtype", "int8", "--calib", data,
                                      "--calib-count", str(a.calib_count)), None))
         paths = Q.calibration_paths(data, a.calib_count)
         s = V.setup(data, cfg, weights)
@@ -115,7 +113,8 @@ def main(argv=None):
                                      letter_box=s.letter_box)
                 rows.append((name, r.map * 100, head_difference(q, ref, x)))
             else:      # the map row's model again, for its heads (same calibration: same model)
-                rows[-1] = (rows[-1][0], rows[-1][1], head_difference(q, ref, x))
+                label = "int8 (first conv float)" if q.info["float_layers"] else "int8"
+                rows[-1] = (label, rows[-1][1], head_difference(q, ref, x))
     print(f"\n{os.path.basename(cfg)} {a.size}x{a.size}, {a.valid_images} validation images, "
           f"int8 calibrated on {a.calib_count} train= images")
     print(f"{'precision':<26} {'mAP@0.5 %':>10} {'heads max |diff| vs fp32':>26}")

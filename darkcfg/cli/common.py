@@ -261,8 +261,6 @@ def int8_model(model, calib, calib_count):
     paths = Q.calibration_paths(calib, calib_count)
     click.echo(f"int8: calibrating on {len(paths)} images of {calib}", err=True)
     q = Q.quantize(model, paths, calib_count)
-    if q.info["float_layers"]:
-        click.echo(f"int8: layer {q.info['float_layers'][0]} (the first conv) stays float32: "
-                   f"this CPU has no int8 dot product (VNNI/AMX), and its 16-bit sums "
-                   f"overflow on the image's full range (docs: precision)", err=True)
+    if "note" in q.info:
+        click.echo(f"int8: {q.info['note']}", err=True)
     return q

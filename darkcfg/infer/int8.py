@@ -160,9 +160,14 @@ def quantize(model, calib, count: int = CALIB_COUNT, *, keep_first: bool | None 
     fm = copy.deepcopy(model).float().cpu().eval()
     if not getattr(fm, "fused", False):
         fm.fuse()
+    info = {}
     if keep_first is None:
         from ..nn.dtypes import int8_dot
         keep_first = int8_dot() is None
+        if keep_first:
+            info["note"] = ("the first conv stays float32: this CPU has no int8 dot product "
+                            "(VNNI/AMX), and its 16-bit sums overflow on the image's full "
+                            "range (docs: precision)")
     floats = float_layers(fm, keep_first, keep_heads)
     if isinstance(calib, (list, tuple)) and calib and isinstance(calib[0], torch.Tensor):
         batches = list(calib)
@@ -181,7 +186,7 @@ def quantize(model, calib, count: int = CALIB_COUNT, *, keep_first: bool | None 
         converted = convert_pt2e(prepared)
         allow_train_eval(converted)
         program = _export(converted, net, strict=False)
-    return Int8Model(net, program, {"float_layers": floats})
+    return Int8Model(net, program, {"float_layers": floats, **info})
 
 
 # ----- the quantised model --------------------------------------------------------------------
