@@ -231,15 +231,14 @@ def openvino_rows(onnx_path, x, calib) -> dict:
     rows = {f"OpenVINO ({hint})": (False, lambda: default(x)),
             "OpenVINO f32": (False, lambda: f32(x))}
     if calib:
+        from darkcfg.errors import DarkcfgError
+        from darkcfg.infer.export import nncf_quantize
         try:
-            import nncf
-        except ImportError:
-            print("OpenVINO int8 row skipped: pip install nncf")
+            quantised = nncf_quantize(core.read_model(onnx_path),
+                                      [np.repeat(c, x.shape[0], 0) for c in calib])
+        except DarkcfgError as e:       # nncf absent
+            print(f"OpenVINO int8 row skipped: {e}")
             return rows
-        logging.getLogger("nncf").setLevel(logging.WARNING)
-        data = nncf.Dataset([np.repeat(c, x.shape[0], 0) for c in calib])
-        quantised = nncf.quantize(core.read_model(onnx_path), data,
-                                  subset_size=len(calib))
         q = core.compile_model(quantised, "CPU", threads)
         rows["OpenVINO int8 NNCF"] = (False, lambda: q(x))
     return rows
