@@ -14,7 +14,14 @@ a second run reuses DIR/tiny_final.weights), then scores it on the 32 validation
   stays float32, and the row says so).
 
 Each row also gives the largest difference of its head outputs from fp32's on one validation
-image.  About 15 minutes on 2 shared cores (training took 737 s; each int8 row compiles ~10 s).
+image.  With openvino installed, two more rows score darkcfg's OpenVINO IR export
+(``export --format openvino``, batch dynamic) run by OpenVINO itself: f32
+(``INFERENCE_PRECISION_HINT=f32``) and int8 (``--dtype int8``: NNCF on the same calibration
+images; needs nncf).
+
+``--data DATA --cfg CFG --weights W`` scores a model trained elsewhere instead (e.g. a run of
+bench/issue22.py: ``--data /tmp/t22u/obj.data --cfg /tmp/t22u/runs/RUN/recipe.cfg --weights
+/tmp/t22u/runs/RUN/recipe_final.weights``), on its .data's ``valid=`` images.  About 15 minutes on 2 shared cores (training took 737 s; each int8 row compiles ~10 s).
 Needs torchao (``pip install "darkcfg[int8]"``); without it the int8 rows say so.
 """
 from __future__ import annotations
@@ -58,6 +65,60 @@ def cli_map(data, cfg, weights, *extra) -> float:
     return json.loads(r.stdout)["darknet"]["map"] * 100
 
 
+class OpenVinoModel:
+    """An OpenVINO compiled IR that evaluate_model runs like darkcfg's models: ``model(x)`` ->
+    the tensors entering the heads (the IR's outputs), ``net`` for the decode."""
+
+    training = False
+    fused = True
+
+    def __init__(self, net, xml, hint=None):
+        import openvino as ov
+        import torch
+        config = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        if hint:
+            config["INFERENCE_PRECISION_HINT"] = hint
+        self.net, self.compiled = net, ov.Core().compile_model(xml, "CPU", config)
+
+    def placement(self) -> dict:
+        import torch
+        return {"device": torch.device("cpu"), "dtype": torch.float32}
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def __call__(self, x):
+        import torch
+        out = self.compiled(x.float().numpy())
+        return [torch.from_numpy(out[p]) for p in self.compiled.outputs]
+
+
+def openvino_rows(fp32, paths, tmp, s, ref, x) -> list:
+    """mAP of darkcfg's OpenVINO IR export: f32, and int8 by NNCF on ``paths``."""
+    import importlib.util
+    if importlib.util.find_spec("openvino") is None:
+        return [("OpenVINO IR", None, "pip install openvino")]
+    from darkcfg.evaluation import validate as V
+    from darkcfg.errors import DarkcfgError
+    from darkcfg.infer.export import export_openvino
+    rows = []
+    for name, calib, hint in (("OpenVINO IR f32", None, "f32"),
+                              ("OpenVINO IR int8 (NNCF)", paths, None)):
+        xml = os.path.join(tmp, name.split()[2] + ".xml")
+        try:
+            export_openvino(fp32, xml, dynamic_batch=True, calib=calib)
+        except DarkcfgError as e:
+            rows.append((name, None, str(e)))
+            continue
+        ov_model = OpenVinoModel(fp32.net, xml, hint)
+        r = V.evaluate_model(ov_model, s.paths, num_classes=s.classes, letter_box=s.letter_box)
+        rows.append((name, r.map * 100, head_difference(ov_model, ref, x)))
+    return rows
+
+
 def head_difference(model, ref_outs, x) -> float:
     import torch
     with torch.no_grad():
@@ -65,32 +126,11 @@ def head_difference(model, ref_outs, x) -> float:
     return max((o.float() - r).abs().max().item() for o, r in zip(outs, ref_outs))
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dir", default="int8-fixture", help="Where the set and weights go.")
-    ap.add_argument("--size", type=int, default=96)
-    ap.add_argument("--iterations", type=int, default=300)
-    ap.add_argument("--train-images", type=int, default=256)
-    ap.add_argument("--valid-images", type=int, default=32)
-    ap.add_argument("--calib-count", type=int, default=64)
-    ap.add_argument("--no-variants", dest="variants", action="store_false",
-                    help="Leave out the rows with the first or the head convs in float.")
-    a = ap.parse_args(argv)
-    data, cfg, weights = trained(os.path.abspath(a.dir), a.size, a.iterations,
-                                 a.train_images, a.valid_images)
-    import torch
+def int8_rows(fp32, data, cfg, weights, paths, s, ref, x, a) -> list:
+    """darkcfg's int8: ``map --dtype int8`` and quantize's placements of the float convs."""
     from darkcfg.evaluation import validate as V
-    from darkcfg.dataset import data as D
     from darkcfg.infer import int8 as Q
-    from darkcfg.nn import model as M
-    fp32 = M.load(weights, cfg, fuse=True)
-    valid = D.image_list(D.read_data(data).resolve("valid"))
-    x = next(Q.calibration_batches(fp32.net, valid[:1]))
-    with torch.no_grad():
-        ref = [o.float() for o in fp32(x)]
-    rows = [("fp32", cli_map(data, cfg, weights), 0.0)]
-    rows.append(("bf16", cli_map(data, cfg, weights, "--dtype", "bf16"),
-                 head_difference(M.for_inference(M.load(weights, cfg), "bf16"), ref, x)))
+    rows = []
     try:
         Q.require_torchao()
     except Exception as e:
@@ -98,8 +138,6 @@ def main(argv=None):
     else:
         rows.append(("int8", cli_map(data, cfg, weights, "--dtype", "int8", "--calib", data,
                                      "--calib-count", str(a.calib_count)), None))
-        paths = Q.calibration_paths(data, a.calib_count)
-        s = V.setup(data, cfg, weights)
         variants = [("int8 (heads diff)", {})]
         if a.variants:
             variants += [("int8, every conv int8", {"keep_first": False}),
@@ -115,8 +153,51 @@ def main(argv=None):
             else:      # the map row's model again, for its heads (same calibration: same model)
                 label = "int8 (first conv float)" if q.info["float_layers"] else "int8"
                 rows[-1] = (label, rows[-1][1], head_difference(q, ref, x))
-    print(f"\n{os.path.basename(cfg)} {a.size}x{a.size}, {a.valid_images} validation images, "
-          f"int8 calibrated on {a.calib_count} train= images")
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dir", default="int8-fixture", help="Where the set and weights go.")
+    ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--iterations", type=int, default=300)
+    ap.add_argument("--train-images", type=int, default=256)
+    ap.add_argument("--valid-images", type=int, default=32)
+    ap.add_argument("--calib-count", type=int, default=64)
+    ap.add_argument("--no-variants", dest="variants", action="store_false",
+                    help="Leave out the rows with the first or the head convs in float.")
+    ap.add_argument("--data", help="Score this model (with --cfg, --weights), not the fixture's.")
+    ap.add_argument("--cfg")
+    ap.add_argument("--weights")
+    a = ap.parse_args(argv)
+    if a.data:
+        if not (a.cfg and a.weights):
+            ap.error("--data needs --cfg and --weights")
+        data, cfg, weights = a.data, a.cfg, a.weights
+    else:
+        data, cfg, weights = trained(os.path.abspath(a.dir), a.size, a.iterations,
+                                     a.train_images, a.valid_images)
+    import tempfile
+    import torch
+    from darkcfg.dataset import data as D
+    from darkcfg.evaluation import validate as V
+    from darkcfg.infer import int8 as Q
+    from darkcfg.nn import model as M
+    fp32 = M.load(weights, cfg, fuse=True)
+    valid = D.image_list(D.read_data(data).resolve("valid"))
+    x = next(Q.calibration_batches(fp32.net, valid[:1]))
+    with torch.no_grad():
+        ref = [o.float() for o in fp32(x)]
+    rows = [("fp32", cli_map(data, cfg, weights), 0.0)]
+    rows.append(("bf16", cli_map(data, cfg, weights, "--dtype", "bf16"),
+                 head_difference(M.for_inference(M.load(weights, cfg), "bf16"), ref, x)))
+    paths = Q.calibration_paths(data, a.calib_count)
+    s = V.setup(data, cfg, weights)
+    rows += int8_rows(fp32, data, cfg, weights, paths, s, ref, x, a)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows += openvino_rows(fp32, paths, tmp, s, ref, x)
+    print(f"\n{os.path.basename(cfg)} {fp32.net.width}x{fp32.net.height}, {len(s.paths)} "
+          f"validation images, int8 calibrated on {a.calib_count} train= images")
     print(f"{'precision':<26} {'mAP@0.5 %':>10} {'heads max |diff| vs fp32':>26}")
     for name, m, d in rows:
         ms = f"{m:10.2f}" if m is not None else f"{'-':>10}"
