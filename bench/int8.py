@@ -21,7 +21,9 @@ images; needs nncf).
 
 ``--data DATA --cfg CFG --weights W`` scores a model trained elsewhere instead (e.g. a run of
 bench/issue22.py: ``--data /tmp/t22u/obj.data --cfg /tmp/t22u/runs/RUN/recipe.cfg --weights
-/tmp/t22u/runs/RUN/recipe_final.weights``), on its .data's ``valid=`` images.  About 15 minutes on 2 shared cores (training took 737 s; each int8 row compiles ~10 s).
+/tmp/t22u/runs/RUN/recipe_final.weights``), on its .data's ``valid=`` images.
+
+About 15 minutes on 2 shared cores (training took 737 s; each int8 row compiles ~10 s).
 Needs torchao (``pip install "darkcfg[int8]"``); without it the int8 rows say so.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
     python bench/issue22.py set DIR [--seed 0] [--overlap]      # DIR/obj.data, DIR/recipe.cfg
     python bench/issue22.py train DIR RUN [--set k=v ...] [--threads 1] [--iterations 1000]
-                                          [--multiscale centred|darknet]
+                                          [--multiscale centred|darknet] [--min-visible F]
     python bench/issue22.py loop DIR RUN [--assign per_scale] [--threads 1]
 
 Each run prints one line ``RUN mAP@0.5 X.XXXX (N s)`` and appends it to DIR/results.txt.
@@ -181,6 +181,8 @@ def main():
     ap.add_argument("--assign", default="per_scale")
     ap.add_argument("--multiscale", default="centred", choices=("centred", "darknet"),
                     help="train: random=1's sizes (darkcfg train --multiscale)")
+    ap.add_argument("--min-visible", type=float, default=None,
+                    help="train: darkcfg train --min-visible (0: darknet's rule)")
     a = ap.parse_args()
     if a.what == "set":
         make_set(a.folder, a.seed, a.overlap, a.train, a.valid, a.upright)
@@ -195,7 +197,7 @@ def main():
         from darkcfg.training import train as T
         r = T.train(os.path.join(a.folder, "obj.data"), cfg, out=run, quiet=True, seed=a.seed,
                     workers=a.workers, assign=a.assign, max_batches=a.iterations, force=True,
-                    multiscale=a.multiscale)
+                    multiscale=a.multiscale, min_visible=a.min_visible)
         _score(a.folder, run, r.files["final"], cfg, t0)
     else:
         import train as bench_train

@@ -78,6 +78,41 @@ def test_crop_clips_and_drops_boxes_as_correct_boxes(copies):
     assert mask.sum() == 20 * 40 + 40 * 30
 
 
+@pytest.mark.parametrize("copies", [1, A._FEW + 1])
+@pytest.mark.parametrize("min_visible, kept", [(0, "ABC"), (.2, "ABC"), (.25, "AC"), (.5, "C"),
+                                               (1, "C")])
+def test_min_visible_drops_boxes_mostly_outside_the_crop(copies, min_visible, kept):
+    """darkcfg's departure: a crop keeps a box only with at least ``min_visible`` of its area
+    inside.  The crop starts at x = 35 of 200: A (x 10..50) shows 15/40 = 0.375 of itself, B
+    (x 0..44) 9/44 = 0.2045, C (x 100..140) all of it; darknet's rule (0) keeps all three."""
+    img, boxes = canvas(200, 100, [(10, 20, 50, 60), (0, 50, 44, 90), (100, 20, 140, 60)])
+    boxes[:, 0] = [0, 1, 2]
+    out, b = A.crop_resize(img, np.tile(boxes, (copies, 1)), crop(200, 100, 35, 0, 0, 0),
+                           (165, 100), min_visible)
+    assert "".join("ABC"[int(c)] for c in b[:len(kept), 0]) == kept
+    assert len(b) == len(kept) * copies
+    if "A" in kept:         # a kept box is clipped to the crop as darknet's
+        np.testing.assert_allclose(pixels(b[0], (165, 100)), (0, 20, 15, 60), atol=1e-9)
+
+
+def test_the_trainers_options_drop_boxes_mostly_outside_the_crop():
+    """The Options the trainer uses carry darkcfg's default min_visible to the jitter crop. The
+    crop is drawn by hand (jitter .3 of 200: pleft = int(r * 120 - 60) = 37 for r = 97.5/120):
+    A (x 10..50) shows 13/40 = 0.325 of itself and stays, B (x 0..40) 3/40 = 0.075 and goes -
+    for any default between the two (darknet's rule, 0, would keep B)."""
+    from darkcfg.dataset import MIN_VISIBLE
+    img, boxes = canvas(200, 100, [(10, 20, 50, 60), (0, 50, 40, 90), (100, 20, 140, 60)])
+    boxes[:, 0] = [0, 1, 2]
+    opt = A.Options(163, 100, 3, jitter=.3, flip=False)
+    assert opt.min_visible == MIN_VISIBLE and 0.075 < MIN_VISIBLE < 0.325
+    c = A.plan_crop(200, 100, A.Draws(r=(97.5 / 120, .5, .5, .5)), opt, (163, 100))
+    assert (c.pleft, c.ptop, c.pright, c.pbot) == (37, 0, 0, 0)
+    _, b = A.crop_resize(img, boxes, c, (163, 100), opt.min_visible)
+    assert b[:, 0].tolist() == [0, 2]
+    assert A.check_choices("centred", 1.5) and A.check_choices("centred", -.1)
+    assert A.check_choices("centred", 0) is None and A.check_choices("x", 0)
+
+
 @pytest.mark.parametrize("r, resize, expect", [
     # ow=200, oh=100, jitter .3: dw=60, dh=30; pleft=int(r1*120-60), ...
     ((0, 1, .5, .25), 1.0, (-60, 0, 60, -15)),
@@ -426,7 +461,7 @@ def test_mosaic_labels_stay_on_their_own_picture(seed, resize, bound, points):
     padding of a crop wider than the image, and moved boxes (points) onto the neighbouring
     picture; the shift is the padding's true width, so every label stays on its pixels."""
     opt = A.Options(96, 96, 4, jitter=.3, resize=resize, flip=True, mosaic=True,
-                    mosaic_bound=bound, keypoints=points)
+                    mosaic_bound=bound, keypoints=points, min_visible=0)     # darknet's rule
 
     def load(rng, k=[0]):
         k[0] += 1
@@ -442,7 +477,7 @@ def test_mosaic_labels_stay_on_their_own_picture(seed, resize, bound, points):
 @pytest.mark.parametrize("points", [False, True])
 def test_jitter_resize_letter_box_labels_stay_on_their_pixels(seed, resize, letter_box, points):
     opt = A.Options(96, 64, 4, jitter=.3, resize=resize, flip=True, letter_box=letter_box,
-                    keypoints=points)
+                    keypoints=points, min_visible=0)                          # darknet's rule
     img, rows = source(2, points)
     out, b, _, _ = A.augment_image(img, rows, np.random.default_rng(seed), opt, (96, 64))
     assert_labels_on_their_pixels(out, b)

@@ -1,5 +1,6 @@
 """OpenVINO IR export (darkcfg export --format openvino): the IR runs in OpenVINO and its heads
-match darkcfg's within 1e-4 in float32.  Skipped without openvino (the test extra does not install it)."""
+match darkcfg's within 1e-4 in float32.  Skipped without openvino (the test extra does not
+install it)."""
 from __future__ import annotations
 
 import numpy as np

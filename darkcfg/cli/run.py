@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..dataset import MIN_VISIBLE
 from .common import DTYPE_CHOICES, FORCE, IN_FILE, OUT_FILE, _device, check_int8, int8_options
 
 
@@ -119,6 +120,11 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
                    "iterations at the cfg's size; or darknet's formula, one resize_step larger "
                    "(at 128x128: 128..224, never smaller), the last 100 at the largest (6 mAP "
                    "points less on issue #22's recipe - docs: training).")
+@click.option("--min-visible", type=click.FloatRange(0, 1), default=MIN_VISIBLE,
+              show_default=True,
+              help="The jitter crop drops a box with less than this share of its area inside "
+                   "(0: darknet's rule, every box of a pixel or more; the corners of objects it "
+                   "keeps cost 7.7 mAP points on issue #22's recipe - docs: decisions).")
 @click.option("--map", "with_map", is_flag=True,
               help="Validation mAP@0.5 on the .data's valid list during training; keeps "
                    "<cfg>_best.weights.")
@@ -150,8 +156,8 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
                    "often, and at every save and mAP evaluation.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no progress lines.")
 def train(data_file, cfg, weights, out, clear, resume, force, freeze, classes, init, assign,
-          multiscale, with_map, map_every, max_batches, seed, workers, device, sync_bn,
-          dist_timeout, lr_scale, amp, channels_last, compile_, log_every, quiet):
+          multiscale, min_visible, with_map, map_every, max_batches, seed, workers, device,
+          sync_bn, dist_timeout, lr_scale, amp, channels_last, compile_, log_every, quiet):
     """Train CFG on DATA, starting from WEIGHTS (a full .weights/.pt, a partial file such as
     darknet53.conv.74, or none: PyTorch's initialisation, --init), the way
     `darknet detector train DATA CFG WEIGHTS` does: the cfg's [net] batch, subdivisions,
@@ -175,7 +181,7 @@ def train(data_file, cfg, weights, out, clear, resume, force, freeze, classes, i
                     workers=workers, device=device, quiet=quiet, max_batches=max_batches,
                     sync_bn=sync_bn, amp=amp, channels_last=channels_last, compile=compile_,
                     dist_timeout=dist_timeout, force=force, init=init, log_every=log_every,
-                    lr_scale=lr_scale, multiscale=multiscale)
+                    lr_scale=lr_scale, multiscale=multiscale, min_visible=min_visible)
     except KeyboardInterrupt as e:     # Ctrl-C, or a signals.Stopped for SIGTERM/SIGHUP
         signum = getattr(e, "signum", 2)
         if quiet:      # otherwise train() has said where it saved, once

@@ -320,7 +320,7 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
           callback=None, nan_limit=NAN_LIMIT, check_data=True, sync_bn=False, amp=None,
           channels_last=False, compile=False, dist_timeout=DIST_TIMEOUT,
           force=False, init="torch", log_every=LOG_EVERY, lr_scale=1.0,
-          multiscale="centred") -> TrainResult:
+          multiscale="centred", min_visible=None) -> TrainResult:
     """Train as ``darknet detector train DATA CFG [WEIGHTS]`` does; see the module docstring.
 
     * ``weights``: a .weights file (full, or a prefix such as darknet53.conv.74: the layers it
@@ -339,6 +339,9 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     * ``multiscale``: [yolo] ``random=1``'s sizes, ``centred`` (default; the last 100
       iterations at the cfg's size) or ``darknet``'s one step larger (the last 100 at the
       largest; darkcfg.dataset.augment.network_size).
+    * ``min_visible``: the jitter crop drops a box with less than this share of its area
+      inside (default 0.1; darknet's rule is 0, keep every box of a pixel or more;
+      darkcfg.dataset.augment.Options).
     * ``map``: validation mAP@0.5 every ``map_every`` iterations (default darknet's: 4 epochs,
       at least 100) and at the end, on the .data's ``valid`` list; ``_best.weights`` follows it.
     * ``loader``: an iterator of batches to use instead of darkcfg.data's (tests); ``callback``:
@@ -402,8 +405,13 @@ def _check_arguments(o) -> None:
         raise DarkcfgError(f"--init must be one of {', '.join(INITS)}, got {o.init!r}")
     if o.assign not in ("best_of_all", "per_scale"):
         raise DarkcfgError(f"--assign must be best_of_all or per_scale, got {o.assign!r}")
-    if o.multiscale not in ("centred", "darknet"):
-        raise DarkcfgError(f"--multiscale must be centred or darknet, got {o.multiscale!r}")
+    from ..dataset import MIN_VISIBLE
+    from ..dataset.augment import check_choices
+    if o.min_visible is None:
+        o.min_visible = MIN_VISIBLE
+    problem = check_choices(o.multiscale, o.min_visible)
+    if problem:
+        raise DarkcfgError(f"--{problem.replace('_', '-')}")
     if o.resume not in (False, True, "auto"):
         raise DarkcfgError(f"resume must be True, False or 'auto', got {o.resume!r}")
     if restart_count() and not o.resume:
@@ -457,7 +465,7 @@ def _train(o, rank: int, world: int, t_start: float) -> TrainResult:
     loader = o.loader
     if loader is None:
         loader = _make_loader(dc, net, sched, run.seed, run.iteration, o.workers, dev, rank,
-                              world, o.multiscale)
+                              world, o.multiscale, o.min_visible)
     if o.map:
         _setup_map(run, o.valid_paths or _valid_paths(o.data_path), o.map_every, num_classes,
                    len(getattr(getattr(loader, "samples", None), "paths", ())), state)
