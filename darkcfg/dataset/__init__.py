@@ -13,4 +13,3 @@ file imports none of them.
 # darkcfg's default for augment.Options.min_visible (train --min-visible): a box the jitter crop
 # leaves with less than this share of its area inside is dropped (darknet's rule is 0).
 MIN_VISIBLE = 0.1
-

@@ -658,10 +658,11 @@ def _roundl(x: float) -> int:
 
 
 def check_choices(multiscale: str, min_visible: float) -> str | None:
-    """What is wrong with darkcfg's augmentation choices (Options), or None."""
+    """What is wrong with darkcfg's augmentation choices (Options), or None.  ``min_visible``
+    None: the default (MIN_VISIBLE)."""
     if multiscale not in ("centred", "darknet"):
         return f"multiscale must be centred or darknet, got {multiscale!r}"
-    if not 0 <= min_visible <= 1:
+    if min_visible is not None and not 0 <= min_visible <= 1:
         return f"min_visible must be between 0 and 1, got {min_visible!r}"
     return None
 

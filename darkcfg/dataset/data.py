@@ -931,12 +931,12 @@ class TrainLoader:
         self.options = A.Options.from_network(net)
         if max_batches is not None:
             self.options.max_batches = max_batches
-        if min_visible is None:
-            min_visible = self.options.min_visible
         problem = A.check_choices(multiscale, min_visible)
         if problem:
             raise DarkcfgError(problem)
-        self.options.multiscale, self.options.min_visible = multiscale, min_visible
+        self.options.multiscale = multiscale
+        if min_visible is not None:
+            self.options.min_visible = min_visible
         self.warnings = list(self.options.warnings)
         if warn:
             for w in self.warnings:

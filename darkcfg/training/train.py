@@ -405,10 +405,7 @@ def _check_arguments(o) -> None:
         raise DarkcfgError(f"--init must be one of {', '.join(INITS)}, got {o.init!r}")
     if o.assign not in ("best_of_all", "per_scale"):
         raise DarkcfgError(f"--assign must be best_of_all or per_scale, got {o.assign!r}")
-    from ..dataset import MIN_VISIBLE
     from ..dataset.augment import check_choices
-    if o.min_visible is None:
-        o.min_visible = MIN_VISIBLE
     problem = check_choices(o.multiscale, o.min_visible)
     if problem:
         raise DarkcfgError(f"--{problem.replace('_', '-')}")
