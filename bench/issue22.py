@@ -2,7 +2,8 @@
 ``darkcfg train`` and of a plain PyTorch loop over darkcfg's model and loss, each scored by
 ``darkcfg map`` on the held-out images.
 
-    python bench/issue22.py set DIR [--seed 0] [--overlap]      # DIR/obj.data, DIR/recipe.cfg
+    python bench/issue22.py set DIR [--seed 0] [--upright] [--overlap] [--clutter 1]
+                                                                # DIR/obj.data, DIR/recipe.cfg
     python bench/issue22.py train DIR RUN [--set k=v ...] [--threads 1] [--iterations 1000]
                                           [--multiscale centred|darknet] [--min-visible F]
     python bench/issue22.py loop DIR RUN [--assign per_scale] [--threads 1]
@@ -17,7 +18,9 @@ train / 200 valid.  Two choices the recipe leaves open: a shape differs from the
 under it by at least 80 (sum of |RGB| differences), and (without ``--overlap``) a new
 shape's box and an earlier one's overlap by at most 10 % of the smaller of the two - with
 ``--overlap`` shapes are placed anywhere, so some are mostly hidden by later ones (the
-harder set of docs/measured.md's first #22 table).  Triangles are equilateral, turned at random (``--upright``: apex up).
+harder set of docs/measured.md's first #22 table).  Triangles are equilateral, turned at
+random (``--upright``: apex up).  ``--clutter F`` scales the number of lines and blobs (0: a
+smooth background with noise only).
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ NET = dict(batch=16, subdivisions=1, width=128, height=128, learning_rate=0.001,
 YOLO = dict(anchors=ANCHORS, classes=3, jitter=0.3, random=1, ignore_thresh=0.7)
 
 
-def _background(rng, size):
+def _background(rng, size, clutter=1.0):
     import cv2
     c0, c1 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
     a = rng.uniform(0, 2 * np.pi)
@@ -50,11 +53,11 @@ def _background(rng, size):
     img = c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]
     low = cv2.resize(rng.normal(0, 25, (8, 8, 3)), (size, size), interpolation=cv2.INTER_CUBIC)
     img = np.clip(img + low, 0, 255).astype(np.uint8)
-    for _ in range(int(rng.integers(3, 9))):                         # thin lines
+    for _ in range(int(round(rng.integers(3, 9) * clutter))):       # thin lines
         p, q = rng.integers(0, size, 2), rng.integers(0, size, 2)
         cv2.line(img, tuple(int(v) for v in p), tuple(int(v) for v in q),
                  tuple(int(v) for v in rng.integers(0, 256, 3)), 1, cv2.LINE_AA)
-    for _ in range(int(rng.integers(3, 11))):                        # small blobs
+    for _ in range(int(round(rng.integers(3, 11) * clutter))):      # small blobs
         p = rng.integers(0, size, 2)
         cv2.circle(img, tuple(int(v) for v in p), int(rng.integers(1, 4)),
                    tuple(int(v) for v in rng.integers(0, 256, 3)), -1, cv2.LINE_AA)
@@ -70,9 +73,9 @@ def _covered(a, b):
     return iw * ih / min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
 
 
-def _draw(rng, size=128, overlap=False, upright=False):
+def _draw(rng, size=128, overlap=False, upright=False, clutter=1.0):
     import cv2
-    img = _background(rng, size)
+    img = _background(rng, size, clutter)
     placed, lines = [], []
     for _ in range(int(rng.integers(1, 5))):
         for _try in range(50):
@@ -110,13 +113,14 @@ def _draw(rng, size=128, overlap=False, upright=False):
     return img, lines
 
 
-def make_set(folder, seed=0, overlap=False, train=800, valid=200, upright=False):
+def make_set(folder, seed=0, overlap=False, train=800, valid=200, upright=False, clutter=1.0):
     from darkcfg.config import cfg as cfgmod
     from darkcfg.dataset import demo
     lists = {}
     for split, n, s in (("train", train, seed), ("valid", valid, seed + 1)):
         paths = demo._write_set(os.path.join(folder, split), n, s, split,
-                                lambda rng: _draw(rng, overlap=overlap, upright=upright))
+                                lambda rng: _draw(rng, overlap=overlap, upright=upright,
+                                                         clutter=clutter))
         lists[split] = os.path.join(folder, f"{split}.txt")
         with open(lists[split], "w") as f:
             f.write("\n".join(paths) + "\n")
@@ -172,6 +176,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--overlap", action="store_true")
     ap.add_argument("--upright", action="store_true", help="set: triangles point up")
+    ap.add_argument("--clutter", type=float, default=1.0,
+                    help="set: scales the number of lines and blobs (3-8 and 3-10 an image at 1)")
     ap.add_argument("--train", type=int, default=800, help="set: training images")
     ap.add_argument("--valid", type=int, default=200, help="set: held-out images")
     ap.add_argument("--set", action="append", default=[], dest="sets")
@@ -185,7 +191,7 @@ def main():
                     help="train: darkcfg train --min-visible (0: darknet's rule)")
     a = ap.parse_args()
     if a.what == "set":
-        make_set(a.folder, a.seed, a.overlap, a.train, a.valid, a.upright)
+        make_set(a.folder, a.seed, a.overlap, a.train, a.valid, a.upright, a.clutter)
         print(f"{a.folder}: {a.train} train / {a.valid} valid images, obj.data, recipe.cfg")
         return
     import torch

@@ -65,7 +65,7 @@ def test_issue22_recipe_runs(tmp_path):
     script = os.path.join(ROOT, "bench", "issue22.py")
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
     folder = str(tmp_path / "set")
-    for args in (["set", folder, "--train", "8", "--valid", "4"],
+    for args in (["set", folder, "--train", "8", "--valid", "4", "--clutter", "0.5"],
                  ["train", folder, "T", "--iterations", "2"],
                  ["loop", folder, "L", "--iterations", "2"]):
         r = subprocess.run([sys.executable, script, *args], cwd=str(tmp_path), env=env,
