@@ -6,6 +6,7 @@
                                                                 # DIR/obj.data, DIR/recipe.cfg
     python bench/issue22.py train DIR RUN [--set k=v ...] [--threads 1] [--iterations 1000]
                                           [--multiscale centred|darknet] [--min-visible F]
+                                          [--crop-aspect image|darknet]
     python bench/issue22.py loop DIR RUN [--assign per_scale] [--threads 1]
 
 Each run prints one line ``RUN mAP@0.5 X.XXXX (N s)`` and appends it to DIR/results.txt.
@@ -189,6 +190,8 @@ def main():
                     help="train: random=1's sizes (darkcfg train --multiscale)")
     ap.add_argument("--min-visible", type=float, default=None,
                     help="train: darkcfg train --min-visible (0: darknet's rule)")
+    ap.add_argument("--crop-aspect", choices=("image", "darknet"),
+                    help="train: darkcfg train --crop-aspect (darknet: each edge on its own)")
     a = ap.parse_args()
     if a.what == "set":
         make_set(a.folder, a.seed, a.overlap, a.train, a.valid, a.upright, a.clutter)
@@ -203,7 +206,8 @@ def main():
         from darkcfg.training import train as T
         r = T.train(os.path.join(a.folder, "obj.data"), cfg, out=run, quiet=True, seed=a.seed,
                     workers=a.workers, assign=a.assign, max_batches=a.iterations, force=True,
-                    multiscale=a.multiscale, min_visible=a.min_visible)
+                    multiscale=a.multiscale, min_visible=a.min_visible,
+                    crop_aspect=a.crop_aspect)
         _score(a.folder, run, r.files["final"], cfg, t0)
     else:
         import train as bench_train

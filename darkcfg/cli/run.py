@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..dataset import MIN_VISIBLE
+from ..dataset import CROP_ASPECT, CROP_ASPECTS, MIN_VISIBLE
 from .common import DTYPE_CHOICES, FORCE, IN_FILE, OUT_FILE, _device, check_int8, int8_options
 
 
@@ -125,6 +125,11 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
               help="The jitter crop drops a box with less than this share of its area inside "
                    "(0: darknet's rule, every box of a pixel or more; the corners of objects it "
                    "keeps cost 7.7 mAP points on issue #22's recipe - docs: decisions).")
+@click.option("--crop-aspect", type=click.Choice(CROP_ASPECTS), default=CROP_ASPECT,
+              show_default=True,
+              help="The jitter crop keeps the image's aspect ratio, or moves each edge on its own "
+                   "as darknet does (objects stretched up to 4x at jitter=.3: 3.5-3.9 mAP points "
+                   "less on issue #22's recipe without clutter - docs: decisions).")
 @click.option("--map", "with_map", is_flag=True,
               help="Validation mAP@0.5 on the .data's valid list during training; keeps "
                    "<cfg>_best.weights.")
@@ -156,7 +161,7 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
                    "often, and at every save and mAP evaluation.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no progress lines.")
 def train(data_file, cfg, weights, out, clear, resume, force, freeze, classes, init, assign,
-          multiscale, min_visible, with_map, map_every, max_batches, seed, workers, device,
+          multiscale, min_visible, crop_aspect, with_map, map_every, max_batches, seed, workers, device,
           sync_bn, dist_timeout, lr_scale, amp, channels_last, compile_, log_every, quiet):
     """Train CFG on DATA, starting from WEIGHTS (a full .weights/.pt, a partial file such as
     darknet53.conv.74, or none: PyTorch's initialisation, --init), the way
@@ -181,7 +186,8 @@ def train(data_file, cfg, weights, out, clear, resume, force, freeze, classes, i
                     workers=workers, device=device, quiet=quiet, max_batches=max_batches,
                     sync_bn=sync_bn, amp=amp, channels_last=channels_last, compile=compile_,
                     dist_timeout=dist_timeout, force=force, init=init, log_every=log_every,
-                    lr_scale=lr_scale, multiscale=multiscale, min_visible=min_visible)
+                    lr_scale=lr_scale, multiscale=multiscale, min_visible=min_visible,
+                    crop_aspect=crop_aspect)
     except KeyboardInterrupt as e:     # Ctrl-C, or a signals.Stopped for SIGTERM/SIGHUP
         signum = getattr(e, "signum", 2)
         if quiet:      # otherwise train() has said where it saved, once

@@ -13,3 +13,8 @@ file imports none of them.
 # darkcfg's default for augment.Options.min_visible (train --min-visible): a box the jitter crop
 # leaves with less than this share of its area inside is dropped (darknet's rule is 0).
 MIN_VISIBLE = 0.1
+
+# darkcfg's default for augment.Options.crop_aspect (train --crop-aspect): "image" - the jitter
+# crop keeps the image's aspect ratio; darknet's rule, "darknet", moves its four edges apart.
+CROP_ASPECT = "image"
+CROP_ASPECTS = ("image", "darknet")

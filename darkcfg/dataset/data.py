@@ -912,13 +912,14 @@ class TrainLoader:
     [r*m/W, (r+1)*m/W) of each mini-batch m.  ``augment=False``: the plain resize (or
     letter_box) at the cfg's size, no multi-scale.  ``max_batches`` overrides the cfg's
     (multi-scale uses the largest size for the last 100 iterations).  Options darkcfg does not
-    implement are in ``warnings`` (and warned about, unless ``warn=False``).  ``multiscale``
-    and ``min_visible``: darkcfg's departures from darknet's augmentation (augment.Options)."""
+    implement are in ``warnings`` (and warned about, unless ``warn=False``).  ``multiscale``,
+    ``min_visible`` and ``crop_aspect``: darkcfg's departures from darknet's augmentation
+    (augment.Options; None: its default)."""
 
     def __init__(self, paths, net, *, mini_batch, subdivisions, seed=0, start_iteration=0,
                  workers=0, rank=0, world_size=1, pin_memory=False, augment=True,
                  max_batches=None, warn=True, prefetch=2, multiscale="centred",
-                 min_visible=None):
+                 min_visible=None, crop_aspect=None):
         from . import augment as A
         if not len(paths):
             raise DarkcfgError("no training images")
@@ -931,12 +932,14 @@ class TrainLoader:
         self.options = A.Options.from_network(net)
         if max_batches is not None:
             self.options.max_batches = max_batches
-        problem = A.check_choices(multiscale, min_visible)
+        problem = A.check_choices(multiscale, min_visible, crop_aspect)
         if problem:
             raise DarkcfgError(problem)
         self.options.multiscale = multiscale
         if min_visible is not None:
             self.options.min_visible = min_visible
+        if crop_aspect is not None:
+            self.options.crop_aspect = crop_aspect
         self.warnings = list(self.options.warnings)
         if warn:
             for w in self.warnings:

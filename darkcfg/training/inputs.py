@@ -40,7 +40,7 @@ def _warn_lint(net) -> None:
 
 
 def _make_loader(dc, net, sched, seed, start, workers, device, rank=0, world_size=1,
-                 multiscale="centred", min_visible=None):
+                 multiscale="centred", min_visible=None, crop_aspect=None):
     from ..dataset import data as D
     if dc.train is None:
         raise DarkcfgError(f"{dc.path}: no train= list")
@@ -50,7 +50,7 @@ def _make_loader(dc, net, sched, seed, start, workers, device, rank=0, world_siz
                          workers=workers, pin_memory=str(device).startswith("cuda"),
                          rank=rank, world_size=world_size,
                          max_batches=sched.max_batches, multiscale=multiscale,
-                         min_visible=min_visible)
+                         min_visible=min_visible, crop_aspect=crop_aspect)
 
 
 

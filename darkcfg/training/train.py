@@ -320,7 +320,7 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
           callback=None, nan_limit=NAN_LIMIT, check_data=True, sync_bn=False, amp=None,
           channels_last=False, compile=False, dist_timeout=DIST_TIMEOUT,
           force=False, init="torch", log_every=LOG_EVERY, lr_scale=1.0,
-          multiscale="centred", min_visible=None) -> TrainResult:
+          multiscale="centred", min_visible=None, crop_aspect=None) -> TrainResult:
     """Train as ``darknet detector train DATA CFG [WEIGHTS]`` does; see the module docstring.
 
     * ``weights``: a .weights file (full, or a prefix such as darknet53.conv.74: the layers it
@@ -342,6 +342,8 @@ def train(data_path, cfg, weights=None, *, out=None, clear=False, resume=False, 
     * ``min_visible``: the jitter crop drops a box with less than this share of its area
       inside (default 0.1; darknet's rule is 0, keep every box of a pixel or more;
       darkcfg.dataset.augment.Options).
+    * ``crop_aspect``: the jitter crop keeps the image's aspect (``"image"``, the default) or
+      moves each edge on its own (``"darknet"``; darkcfg.dataset.augment.Options).
     * ``map``: validation mAP@0.5 every ``map_every`` iterations (default darknet's: 4 epochs,
       at least 100) and at the end, on the .data's ``valid`` list; ``_best.weights`` follows it.
     * ``loader``: an iterator of batches to use instead of darkcfg.data's (tests); ``callback``:
@@ -406,7 +408,7 @@ def _check_arguments(o) -> None:
     if o.assign not in ("best_of_all", "per_scale"):
         raise DarkcfgError(f"--assign must be best_of_all or per_scale, got {o.assign!r}")
     from ..dataset.augment import check_choices
-    problem = check_choices(o.multiscale, o.min_visible)
+    problem = check_choices(o.multiscale, o.min_visible, o.crop_aspect)
     if problem:
         raise DarkcfgError(f"--{problem.replace('_', '-')}")
     if o.resume not in (False, True, "auto"):
@@ -462,7 +464,7 @@ def _train(o, rank: int, world: int, t_start: float) -> TrainResult:
     loader = o.loader
     if loader is None:
         loader = _make_loader(dc, net, sched, run.seed, run.iteration, o.workers, dev, rank,
-                              world, o.multiscale, o.min_visible)
+                              world, o.multiscale, o.min_visible, o.crop_aspect)
     if o.map:
         _setup_map(run, o.valid_paths or _valid_paths(o.data_path), o.map_every, num_classes,
                    len(getattr(getattr(loader, "samples", None), "paths", ())), state)
