@@ -48,8 +48,9 @@ class Options:
       same factor, placed by darknet's top draw (:func:`plan_crop`); ``"darknet"`` - each edge
       moves on its own, so the crop's aspect (and every object's) changes up to 4x at
       jitter=.3.  On issue #22's recipe on a background without clutter (where the model can
-      learn 86 % and more) the stretched crops cost 3.9 and 3.5 mAP points (two seeds; level
-      on the cluttered set, docs/decisions.md); PyTorch YOLO trainers scale both axes alike."""
+      learn 86 % and more) the stretched crops cost 3.9 and 3.5 mAP points (two seeds; -0.1,
+      2.0 and 0.7 on the cluttered sets, docs/decisions.md); PyTorch YOLO trainers scale
+      both axes alike."""
     width: int
     height: int
     classes: int
