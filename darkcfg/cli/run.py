@@ -161,8 +161,9 @@ def map_(data_file, cfg, weights, thresh, iou_thresh, points, letter_box, coco,
                    "often, and at every save and mAP evaluation.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no progress lines.")
 def train(data_file, cfg, weights, out, clear, resume, force, freeze, classes, init, assign,
-          multiscale, min_visible, crop_aspect, with_map, map_every, max_batches, seed, workers, device,
-          sync_bn, dist_timeout, lr_scale, amp, channels_last, compile_, log_every, quiet):
+          multiscale, min_visible, crop_aspect, with_map, map_every, max_batches, seed, workers,
+          device, sync_bn, dist_timeout, lr_scale, amp, channels_last, compile_, log_every,
+          quiet):
     """Train CFG on DATA, starting from WEIGHTS (a full .weights/.pt, a partial file such as
     darknet53.conv.74, or none: PyTorch's initialisation, --init), the way
     `darknet detector train DATA CFG WEIGHTS` does: the cfg's [net] batch, subdivisions,
