@@ -119,9 +119,9 @@ def make_set(folder, seed=0, overlap=False, train=800, valid=200, upright=False,
     from darkcfg.dataset import demo
     lists = {}
     for split, n, s in (("train", train, seed), ("valid", valid, seed + 1)):
-        paths = demo._write_set(os.path.join(folder, split), n, s, split,
-                                lambda rng: _draw(rng, overlap=overlap, upright=upright,
-                                                         clutter=clutter))
+        paths = demo._write_set(
+            os.path.join(folder, split), n, s, split,
+            lambda rng: _draw(rng, overlap=overlap, upright=upright, clutter=clutter))
         lists[split] = os.path.join(folder, f"{split}.txt")
         with open(lists[split], "w") as f:
             f.write("\n".join(paths) + "\n")
@@ -190,7 +190,8 @@ def main():
                     help="train: random=1's sizes (darkcfg train --multiscale)")
     ap.add_argument("--min-visible", type=float, default=None,
                     help="train: darkcfg train --min-visible (0: darknet's rule)")
-    ap.add_argument("--crop-aspect", choices=("image", "darknet"),
+    from darkcfg.dataset import CROP_ASPECTS
+    ap.add_argument("--crop-aspect", choices=CROP_ASPECTS,
                     help="train: darkcfg train --crop-aspect (darknet: each edge on its own)")
     a = ap.parse_args()
     if a.what == "set":

@@ -211,14 +211,15 @@ def plan_crop(ow: int, oh: int, d: Draws, opt: Options, size: tuple,
     min_rdw, min_rdh = _trunc(ow * (1 - 1 / down) / 2), _trunc(oh * (1 - 1 / down) / 2)
     max_rdw, max_rdh = _trunc(ow * (1 - 1 / up) / 2), _trunc(oh * (1 - 1 / up) / 2)
     pl, pr = _trunc(_precalc(-dw, dw, d.r[0])), _trunc(_precalc(-dw, dw, d.r[1]))
-    pt, pb = _trunc(_precalc(-dh, dh, d.r[2])), _trunc(_precalc(-dh, dh, d.r[3]))
     hi_w, hi_h = (0, 0) if opt.resize < 1 else (max_rdw, max_rdh)
     pl = _trunc(pl + _precalc(min_rdw, hi_w, d.resize_r[0]))
     pr = _trunc(pr + _precalc(min_rdw, hi_w, d.resize_r[1]))
-    pt = _trunc(pt + _precalc(min_rdh, hi_h, d.resize_r[0]))
-    pb = _trunc(pb + _precalc(min_rdh, hi_h, d.resize_r[1]))
-    if opt.crop_aspect == "image":
+    if opt.crop_aspect == "image":                    # the height follows the width
         pt, pb = _same_aspect(ow, oh, pl, pr, d.r[2])
+    else:                                             # darknet: its own two draws
+        pt, pb = _trunc(_precalc(-dh, dh, d.r[2])), _trunc(_precalc(-dh, dh, d.r[3]))
+        pt = _trunc(pt + _precalc(min_rdh, hi_h, d.resize_r[0]))
+        pb = _trunc(pb + _precalc(min_rdh, hi_h, d.resize_r[1]))
     if opt.letter_box:
         net_ar = w / h
         if (ow / oh) / net_ar > 1:
@@ -677,7 +678,8 @@ def _roundl(x: float) -> int:
     return int(math.floor(x + 0.5)) if x >= 0 else -int(math.floor(-x + 0.5))
 
 
-def check_choices(multiscale: str, min_visible: float, crop_aspect: str = None) -> str | None:
+def check_choices(multiscale: str, min_visible: float | None,
+                  crop_aspect: str | None = None) -> str | None:
     """What is wrong with darkcfg's augmentation choices (Options), or None.  ``min_visible``
     and ``crop_aspect`` None: the defaults (MIN_VISIBLE, CROP_ASPECT)."""
     if multiscale not in ("centred", "darknet"):
