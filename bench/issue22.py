@@ -8,6 +8,7 @@
                                           [--multiscale centred|darknet] [--min-visible F]
                                           [--crop-aspect image|darknet]
     python bench/issue22.py loop DIR RUN [--assign per_scale] [--threads 1]
+    (train and loop: [--ignore darknet|iou], the loss's ignore rule, see yolo_loss)
 
 Each run prints one line ``RUN mAP@0.5 X.XXXX (N s)`` and appends it to DIR/results.txt.
 ``--set layer.key=value`` rewrites the cfg first (``net.random`` is not a key: ``yolo.random=0``
@@ -193,6 +194,9 @@ def main():
     from darkcfg.dataset import CROP_ASPECTS
     ap.add_argument("--crop-aspect", choices=CROP_ASPECTS,
                     help="train: darkcfg train --crop-aspect (darknet: each edge on its own)")
+    ap.add_argument("--ignore", choices=("darknet", "iou"), default="darknet",
+                    help="train, loop: yolo_loss's ignore rule (darknet: IoU and a class "
+                         "probability over .25; iou: IoU only)")
     a = ap.parse_args()
     if a.what == "set":
         make_set(a.folder, a.seed, a.overlap, a.train, a.valid, a.upright, a.clutter)
@@ -202,6 +206,10 @@ def main():
     torch.set_num_threads(a.threads)
     run = os.path.join(a.folder, "runs", a.run)
     cfg = _variant(a.folder, run, a.sets)
+    if a.ignore != "darknet":          # both the trainer and the loop call Y.yolo_loss
+        import functools
+        from darkcfg.objective import yolo as Y
+        Y.yolo_loss = functools.partial(Y.yolo_loss, ignore=a.ignore)
     t0 = time.perf_counter()
     if a.what == "train":
         from darkcfg.training import train as T

@@ -60,14 +60,14 @@ def test_bench_script_runs(case, tmp_path):
 
 
 def test_issue22_recipe_runs(tmp_path):
-    """bench/issue22.py: the set, then a 2-iteration trainer run and plain-loop run, each
-    scored (a results line each)."""
+    """bench/issue22.py: the set, then a 2-iteration trainer run and plain-loop run (the loop
+    with the IoU-only ignore rule), each scored (a results line each)."""
     script = os.path.join(ROOT, "bench", "issue22.py")
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
     folder = str(tmp_path / "set")
     for args in (["set", folder, "--train", "8", "--valid", "4", "--clutter", "0.5"],
                  ["train", folder, "T", "--iterations", "2"],
-                 ["loop", folder, "L", "--iterations", "2"]):
+                 ["loop", folder, "L", "--iterations", "2", "--ignore", "iou"]):
         r = subprocess.run([sys.executable, script, *args], cwd=str(tmp_path), env=env,
                            capture_output=True, text=True, timeout=180)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
