@@ -538,3 +538,32 @@ def test_loader_keypoints_sit_on_their_dots_through_mosaic_jitter_and_flip(tmp_p
                 checked += 1
     loader.close()
     assert checked > 10
+
+
+def test_loader_decodes_an_image_once_up_to_its_cache_cap(tmp_path):
+    """A set smaller than the cap is decoded once per process; its images stay read-only (an
+    augmentation that wrote into one would change every later draw), drawn again they give the
+    file's pixels (cv2's resize of the file, done here); past the cap images are decoded on
+    each draw and not kept."""
+    from darkcfg.config import shapes
+    paths = small_set(tmp_path, 3)
+    loader = D.TrainLoader(paths, shapes.network(TINY_CFG), mini_batch=4, subdivisions=1,
+                           augment=False)
+    try:
+        drawn = [next(loader) for _ in range(3)]                   # 12 draws of 3 images
+        cache = loader.samples._images
+        assert sorted(cache) == sorted(set(p for b in drawn for p in b.paths))
+        assert all(not im.flags.writeable for im in cache.values())
+        for b in drawn:
+            for img, p in zip(b.images, b.paths):
+                ref = cv2.resize(cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB), b.size,
+                                 interpolation=cv2.INTER_LINEAR)
+                np.testing.assert_allclose(img.permute(1, 2, 0).numpy() * 255, ref, atol=1e-3)
+    finally:
+        loader.close()
+    one = cv2.imread(paths[0]).nbytes                              # all three are 64x48
+    capped = D.Samples(paths, loader.options, 4, 1, 0, 0, 1, False)
+    capped.image_cache_bytes = one
+    for k in range(3):
+        capped(k)
+    assert len(capped._images) == 1 and capped._image_bytes == one
