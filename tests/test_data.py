@@ -421,14 +421,19 @@ def test_loader_resume_and_ranks_continue_the_same_stream(tmp_path):
         assert r0[k].paths + r1[k].paths == full[k].paths
 
 
+def assert_plain_resize(img, path, size):
+    """A loader image (CHW float in [0, 1]) is OpenCV's bilinear resize of the file, in RGB."""
+    ref = cv2.resize(cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB), size,
+                     interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(img.permute(1, 2, 0).numpy() * 255, ref, atol=1e-3)
+
+
 def test_loader_without_augmentation_is_a_plain_resize(tmp_path):
     paths = small_set(tmp_path)
     b = batches(paths, AUG_CFG, 1, seed=0, augment=False)[0]
     assert b.size == (64, 32)
     for img, bx, p in zip(b.images, b.boxes, b.paths):
-        ref = cv2.resize(cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB), (64, 32),
-                         interpolation=cv2.INTER_LINEAR)
-        np.testing.assert_allclose(img.permute(1, 2, 0).numpy() * 255, ref, atol=1e-3)
+        assert_plain_resize(img, p, (64, 32))
         rows, _ = D.read_labels(D.label_path(p))
         np.testing.assert_allclose(bx.numpy(), rows[:, 1:], rtol=1e-6)
 
@@ -556,9 +561,7 @@ def test_loader_decodes_an_image_once_up_to_its_cache_cap(tmp_path):
         assert all(not im.flags.writeable for im in cache.values())
         for b in drawn:
             for img, p in zip(b.images, b.paths):
-                ref = cv2.resize(cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB), b.size,
-                                 interpolation=cv2.INTER_LINEAR)
-                np.testing.assert_allclose(img.permute(1, 2, 0).numpy() * 255, ref, atol=1e-3)
+                assert_plain_resize(img, p, b.size)
     finally:
         loader.close()
     one = cv2.imread(paths[0]).nbytes                              # all three are 64x48
